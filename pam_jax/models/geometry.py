@@ -1,0 +1,37 @@
+"""Point-set geometry in JAX: farthest-point sampling and k-nearest-neighbour grouping.
+
+Both are static-shape and jit/vmap friendly, so the encoder stays one XLA graph.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def farthest_point_sample(points: jax.Array, num_samples: int) -> jax.Array:
+    """Greedy FPS on one cloud (N, 3) -> (num_samples,) int32 indices, starting at index 0."""
+    n = points.shape[0]
+    if num_samples > n:
+        raise ValueError(f"farthest_point_sample: asked for {num_samples} samples from {n} points")
+
+    def body(carry, _):
+        last, min_d2 = carry
+        min_d2 = jnp.minimum(min_d2, jnp.sum((points - points[last]) ** 2, axis=-1))
+        nxt = jnp.argmax(min_d2).astype(jnp.int32)
+        return (nxt, min_d2), nxt
+
+    first = jnp.zeros((), jnp.int32)
+    init = (first, jnp.full((n,), jnp.inf, points.dtype))
+    _, rest = jax.lax.scan(body, init, None, length=num_samples - 1)
+    return jnp.concatenate([first[None], rest])
+
+
+def knn(queries: jax.Array, points: jax.Array, k: int) -> jax.Array:
+    """Indices (Q, k) of the k nearest `points` (N, 3) to each query (Q, 3), nearest first."""
+    d2 = (
+        jnp.sum(queries**2, -1)[:, None]
+        - 2.0 * queries @ points.T
+        + jnp.sum(points**2, -1)[None, :]
+    )
+    _, idx = jax.lax.top_k(-d2, k)
+    return idx

@@ -1,0 +1,102 @@
+"""Shared layers: timestep embedding, AdaLN modulation, 3D rotary encoding, attention, MLP."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """(...,) timesteps -> (..., dim) sin/cos features at geometric frequencies."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[..., None] * freqs
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
+    return emb
+
+
+class TimestepEmbedding(nnx.Module):
+    """Sinusoidal features followed by an MLP."""
+
+    def __init__(self, width: int, *, rngs: nnx.Rngs):
+        self.width = width
+        self.fc1 = nnx.Linear(width, width, rngs=rngs)
+        self.fc2 = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        return self.fc2(nnx.silu(self.fc1(sinusoidal_embedding(t, self.width))))
+
+
+class AdaLN(nnx.Module):
+    """LayerNorm whose shift/scale/gate come from the timestep embedding (zero-initialised)."""
+
+    def __init__(self, width: int, *, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(width, use_scale=False, use_bias=False, rngs=rngs)
+        self.mod = nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, x: jax.Array, temb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Returns (modulated normalised x, gate); temb broadcasts against x."""
+        shift, scale, gate = jnp.split(self.mod(nnx.silu(temb)), 3, axis=-1)
+        return self.norm(x) * (1.0 + scale) + shift, gate
+
+
+def rotary_angles(xyz: jax.Array, head_dim: int, max_freq: float) -> jax.Array:
+    """(..., 3) positions -> (..., 3 * F) angles with F = head_dim // 6 frequencies per axis.
+
+    Frequencies are geometric from 1 to `max_freq` radians per (normalised) unit.
+    """
+    f = head_dim // 6
+    if f == 0:
+        raise ValueError(f"3D rotary encoding needs head_dim >= 6, got {head_dim}")
+    freqs = max_freq ** (jnp.arange(f, dtype=jnp.float32) / max(f - 1, 1))
+    return (xyz[..., :, None] * freqs).reshape(*xyz.shape[:-1], 3 * f)
+
+
+def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
+    """Rotate feature pairs of x (..., H, dh) by angles (..., 3F); dims past 6F pass through.
+
+    For each axis a and frequency i, the pair (x[a, 0, i], x[a, 1, i]) is rotated by angle[a, i],
+    so q.k depends only on the difference of the two positions.
+    """
+    n_ang = angles.shape[-1]
+    rot, rest = x[..., : 2 * n_ang], x[..., 2 * n_ang :]
+    rot = rot.reshape(*rot.shape[:-1], 3, 2, n_ang // 3)
+    ang = angles.reshape(*angles.shape[:-1], 1, 3, n_ang // 3)  # head axis broadcast
+    cos, sin = jnp.cos(ang), jnp.sin(ang)
+    x1, x2 = rot[..., 0, :], rot[..., 1, :]
+    out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-2)
+    return jnp.concatenate([out.reshape(*x.shape[:-1], 2 * n_ang), rest], axis=-1)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """q (..., Lq, H, d), k/v (..., Lk, H, d) -> (..., Lq, H, d); softmax in float32."""
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
+    w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return jnp.einsum("...hqk,...khd->...qhd", w, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, width: int, hidden: int, out: int | None = None, *, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(width, hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, out or width, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(nnx.gelu(self.fc1(x)))
+
+
+class Heads(nnx.Module):
+    """A linear projection to (..., H, d)."""
+
+    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.proj = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.proj(x)
+        return y.reshape(*y.shape[:-1], self.heads, y.shape[-1] // self.heads)

@@ -1,0 +1,92 @@
+"""The diffusion policy: point encoder + action denoiser, and its functional entry points.
+
+Use it the functional way: `graphdef, params = init_policy(cfg, seed)` once, then jit pure
+functions of `(params, ...)` that call `nnx.merge(graphdef, params)` inside.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pam_jax import diffusion
+from pam_jax.config import DiffusionConfig, ModelConfig
+from pam_jax.models.denoiser import ActionDenoiser, Context
+from pam_jax.models.encoder import PointEncoder
+
+
+class DiffusionPolicy(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.encoder = PointEncoder(
+            num_tokens=cfg.num_tokens, knn=cfg.knn, width=cfg.width, layers=cfg.encoder_layers,
+            heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_freq=cfg.rotary_max_freq, rngs=rngs,
+        )
+        self.denoiser = ActionDenoiser(
+            width=cfg.width, layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+            action_points=cfg.action_points, max_freq=cfg.rotary_max_freq, rngs=rngs,
+        )
+
+    def encode(self, points: jax.Array) -> Context:
+        """Normalised clouds (B, Np, 3) -> per-layer cross-attention keys/values (once per observation)."""
+        tokens, xyz = self.encoder(points)
+        return self.denoiser.context(tokens, xyz)
+
+    def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
+        return self.denoiser(x, t, ctx)
+
+    def __call__(self, points: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        return self.denoise(x, t, self.encode(points))
+
+
+def init_policy(cfg: ModelConfig, seed: int = 0):
+    """-> (graphdef, params). The policy holds only nnx.Param variables."""
+    model = DiffusionPolicy(cfg, rngs=nnx.Rngs(seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        raise AssertionError("DiffusionPolicy must hold only nnx.Param state")
+    return graphdef, params
+
+
+def num_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+def normalize(x, center, scale):
+    return (x - center) / scale
+
+
+def unnormalize(x, center, scale):
+    return x * scale + center
+
+
+def sample_normalized(graphdef, params, points_n, key, *, num_samples: int,
+                      diff: DiffusionConfig, schedule: diffusion.Schedule, action_points: int):
+    """DDIM/DDPM sampling in the normalised frame: (B, Np, 3) -> (B, N, A, 3).
+
+    The encoder (and the cross-attention keys/values) run once per observation; all N
+    candidates are denoised together in each step of one lax.scan.
+    """
+    model = nnx.merge(graphdef, params)
+    ctx = model.encode(points_n)
+    b = points_n.shape[0]
+    k_init, k_loop = jax.random.split(key)
+    x_T = jax.random.normal(k_init, (b, num_samples, action_points, 3), points_n.dtype)
+    return diffusion.sample(
+        lambda x, t: model.denoise(x, t, ctx), schedule, x_T, k_loop,
+        num_inference_steps=diff.num_inference_steps, eta=diff.eta, clip_sample=diff.clip_sample,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "diff", "action_points"))
+def sample_actions(graphdef, params, points, center, scale, key, *, num_samples: int,
+                   diff: DiffusionConfig, action_points: int = 2):
+    """Raw-frame clouds (B, Np, 3) -> sampled actions (B, num_samples, A, 3) in the raw frame."""
+    schedule = diffusion.make_schedule(
+        diff.num_train_timesteps, diff.beta_schedule, set_alpha_to_one=diff.set_alpha_to_one
+    )
+    x0 = sample_normalized(graphdef, params, normalize(points, center, scale), key,
+                           num_samples=num_samples, diff=diff, schedule=schedule,
+                           action_points=action_points)
+    return unnormalize(x0, center, scale)

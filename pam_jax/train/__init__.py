@@ -1,0 +1,1 @@
+"""Training: train state, step functions, device mesh, checkpoints and the loop."""

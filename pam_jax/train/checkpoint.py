@@ -1,0 +1,109 @@
+"""Orbax checkpoints: the train state plus a JSON record (config, normalisation, format version).
+
+Restores go against an abstract target that carries the *current* mesh's shardings, so a run
+saved on 8 devices restores on 1 and the reverse. Every failure is one clear `CheckpointError`.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A missing, corrupt or mismatched checkpoint."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def abstract_like(tree, sharding):
+    """ShapeDtypeStructs of `tree`, each carrying `sharding` (a restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+class Checkpointer:
+    def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, create: bool = True):
+        self.directory = pathlib.Path(directory).absolute()
+        if not create and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, meta: dict, *, force: bool = False) -> None:
+        meta = {**meta, "format_version": FORMAT_VERSION, "step": int(step)}
+        self.manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=force,
+        )
+
+    def _step_or_latest(self, step: int | None) -> int:
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoint found in {self.directory}")
+        elif step not in self.all_steps():
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory} "
+                                  f"(have {self.all_steps()})")
+        return step
+
+    def restore_meta(self, step: int | None = None) -> dict:
+        step = self._step_or_latest(step)
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001 - any orbax/IO failure becomes one clear line
+            raise CheckpointError(f"checkpoint step {step} in {self.directory}: unreadable record "
+                                  f"({_first_line(e)})") from None
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            found = meta.get("format_version") if isinstance(meta, dict) else None
+            raise CheckpointError(f"checkpoint step {step} in {self.directory}: format version "
+                                  f"{found}, this pam_jax reads {FORMAT_VERSION}")
+        return meta
+
+    def restore(self, abstract_state, step: int | None = None, *, expect: dict | None = None):
+        """-> (state, meta). `expect` maps meta keys to required values (e.g. the model config)."""
+        step = self._step_or_latest(step)
+        meta = self.restore_meta(step)
+        for key, want in (expect or {}).items():
+            have = meta.get(key)
+            if json.loads(json.dumps(want)) != have:
+                raise CheckpointError(
+                    f"checkpoint step {step} in {self.directory} was saved with a different {key}: "
+                    f"{_diff(have, want)}")
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt or does not "
+                                  f"match this model ({_first_line(e)})") from None
+        return restored["state"], meta
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _diff(have, want, prefix="") -> str:
+    if isinstance(have, dict) and isinstance(want, dict):
+        for k in sorted(set(have) | set(want)):
+            if have.get(k) != want.get(k):
+                return _diff(have.get(k), want.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.') or 'value'} is {have!r} in the checkpoint, {want!r} now"

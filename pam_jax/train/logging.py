@@ -1,0 +1,64 @@
+"""Run-folder logging: JSONL metrics, a progress bar and a loss-curve PNG."""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+from tqdm.auto import tqdm
+
+
+class MetricsWriter:
+    """Appends one JSON object per line; a resumed run keeps appending to the same file."""
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: int, metrics: dict) -> None:
+        record = {"step": int(step), "time": round(time.time(), 3),
+                  **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict]:
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return rows
+
+
+def progress(total: int, initial: int, desc: str, enabled: bool = True):
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                mininterval=1.0, disable=not enabled)
+
+
+def plot_curve(metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, key: str = "loss") -> pathlib.Path | None:
+    """Plot `key` over steps from a metrics JSONL (the last record wins for a repeated step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_step = {r["step"]: r[key] for r in read_metrics(metrics_path) if key in r}
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [by_step[s] for s in steps])
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path = pathlib.Path(png_path)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

@@ -1,0 +1,59 @@
+"""Step functions: pure functions of (state, batch) compiled once over the device mesh."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pam_jax import diffusion
+from pam_jax.models.policy import normalize
+from pam_jax.normalize import NormStats
+from pam_jax.train import sharding
+from pam_jax.train.state import TrainState
+
+
+def draw_pose(key, actions, action_valid):
+    """One valid annotated pose per sample: actions (B, M, A, 3), valid (B, M) -> (B, A, 3)."""
+    logits = jnp.where(action_valid, 0.0, -jnp.inf)
+    m = jax.random.categorical(key, logits, axis=-1)
+    return jnp.take_along_axis(actions, m[:, None, None, None], axis=1)[:, 0]
+
+
+def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, *,
+                    replicas: int, norm: NormStats):
+    """Epsilon-prediction MSE; each drawn pose is replicated `replicas` times with independent noise.
+
+    The encoder runs once per observation: the K noisy replicas are the candidate axis of the
+    denoiser. `action_mask` (B, A) removes action points that the primitive does not use.
+    """
+    model = nnx.merge(graphdef, params)
+    center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
+    points = normalize(batch["points"], center, scale)
+    actions = normalize(batch["actions"], center, scale)
+    k_pose, k_t, k_eps = jax.random.split(key, 3)
+    x0 = draw_pose(k_pose, actions, batch["action_valid"])
+    b = x0.shape[0]
+    x0 = jnp.broadcast_to(x0[:, None], (b, replicas, *x0.shape[1:]))
+    t = jax.random.randint(k_t, (b, replicas), 0, schedule.num_train_timesteps)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    eps_hat = model(points, diffusion.add_noise(schedule, x0, eps, t), t)
+    mask = batch["action_mask"][:, None, :, None]
+    sq = jnp.sum(mask * (eps_hat - eps) ** 2)
+    return sq / (jnp.maximum(jnp.sum(mask), 1.0) * replicas * 3)
+
+
+def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
+                         replicas: int, norm: NormStats, seed: int, ema_decay: float):
+    """-> jitted step(state, batch) -> (state, metrics); state replicated and donated, batch sharded."""
+    base_key = jax.random.key(seed)
+
+    def step(state: TrainState, batch):
+        key = jax.random.fold_in(base_key, state.step)  # resumable: the key depends on the step only
+        loss, grads = jax.value_and_grad(supervised_loss)(
+            state.params, graphdef, schedule, batch, key, replicas=replicas, norm=norm)
+        new_state = state.apply_gradients(grads, tx, ema_decay)
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
