@@ -18,11 +18,11 @@ from pam_jax.config import Config, DataConfig, DiffusionConfig, ModelConfig, Opt
 def get_config() -> Config:
     return Config(
         name="toy_bimodal",
-        model=ModelConfig(num_tokens=64, knn=16, encoder_layers=1, width=128, layers=2, heads=4),
+        model=ModelConfig(num_tokens=32, knn=16, encoder_layers=1, width=128, layers=2, heads=4),
         diffusion=DiffusionConfig(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2",
                                   num_inference_steps=20, eta=0.0),
         data=DataConfig(source="toy_bimodal", num_points=1000, batch_size=32, max_poses=2),
         optim=OptimConfig(lr=3e-4, warmup_steps=100, ema_decay=0.999),
-        train=TrainConfig(steps=3000, noise_replicas=8, log_every=50, checkpoint_every=500,
+        train=TrainConfig(steps=1500, noise_replicas=8, log_every=50, checkpoint_every=500,
                           run_dir="runs/toy_bimodal"),
     )

@@ -64,6 +64,21 @@ def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, *
             "data_state": data_state, **extra}
 
 
+def init_train_state(cfg: config_lib.Config, mesh):
+    """-> (graphdef, tx, state) with the state replicated over `mesh`."""
+    sharding.check_batch_size(cfg.data.batch_size, mesh)
+    graphdef, params = init_policy(cfg.model, cfg.train.seed)
+    tx = make_optimizer(cfg.optim, cfg.train.steps)
+    state = TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0)
+    return graphdef, tx, jax.device_put(state, sharding.replicated(mesh))
+
+
+def supervised_step_for(cfg: config_lib.Config, graphdef, tx, mesh, norm: NormStats):
+    return make_supervised_step(
+        graphdef, tx, make_schedule(cfg.diffusion), mesh, replicas=cfg.train.noise_replicas,
+        norm=norm, seed=cfg.train.seed, ema_decay=cfg.optim.ema_decay)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Turn SIGTERM into KeyboardInterrupt (main thread only) so a killed job saves first."""
@@ -89,13 +104,10 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
     is_chief = jax.process_index() == 0
 
     mesh = sharding.make_mesh(cfg.train.num_devices)
-    sharding.check_batch_size(cfg.data.batch_size, mesh)
-    repl = sharding.replicated(mesh)
     data = data if data is not None else make_train_data(cfg)
-
-    graphdef, params = init_policy(cfg.model, cfg.train.seed)
-    tx = make_optimizer(cfg.optim, cfg.train.steps)
-    state = jax.device_put(TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0), repl)
+    graphdef, tx, state = init_train_state(cfg, mesh)
+    params = state.params
+    repl = sharding.replicated(mesh)
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     if ckpt.latest_step() is not None:
@@ -112,14 +124,12 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         log(f"{cfg.name}: {num_params(params) / 1e6:.2f}M parameters, {mesh.devices.size} device(s), "
             f"{jax.process_count()} process(es), run folder {run_dir}")
 
-    step_fn = make_supervised_step(
-        graphdef, tx, make_schedule(cfg.diffusion), mesh, replicas=cfg.train.noise_replicas,
-        norm=norm, seed=cfg.train.seed, ema_decay=cfg.optim.ema_decay)
+    step_fn = supervised_step_for(cfg, graphdef, tx, mesh, norm)
     writer = MetricsWriter(run_dir / "metrics.jsonl") if is_chief else None
 
     start, total = int(state.step), cfg.train.steps
     bar = progress(total, start, cfg.name, enabled=progress_bar and is_chief)
-    t_first, n_timed, step = None, 0, start
+    t_first, t_last, n_timed = None, None, 0
     try:
         with _sigterm_as_interrupt():
             for step in range(start, total):
@@ -140,19 +150,18 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
                 else:
                     n_timed += 1
                 bar.update(1)
+                t_last = time.perf_counter()
                 if done % cfg.train.checkpoint_every == 0 or done == total:
                     ckpt.save(done, state, checkpoint_meta(cfg, norm, data.get_state()))
     except KeyboardInterrupt:
         saved = int(state.step)
         ckpt.save(saved, state, checkpoint_meta(cfg, norm, data.get_state()), force=True)
-        ckpt.close()
-        bar.close()
         raise KeyboardInterrupt(f"interrupted at step {saved}; checkpoint saved in {ckpt.directory}; "
                                 "run the same command again to resume") from None
-    jax.block_until_ready(state.step)
-    rate = n_timed / (time.perf_counter() - t_first) if n_timed else None
-    bar.close()
-    ckpt.close()
+    finally:
+        bar.close()
+        ckpt.close()  # waits for pending asynchronous saves, also when the run crashed
+    rate = n_timed / (t_last - t_first) if n_timed else None  # the last step logs, so it has synced
     if is_chief:
         png = plot_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
         if png:

@@ -30,7 +30,11 @@ class TrainState:
         params = optax.apply_updates(self.params, updates)
         ema = self.ema_params
         if ema is not None:
-            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+            # warm-up (1+n)/(10+n): early on the average follows the parameters instead of
+            # keeping the random initialisation for ~1/(1-decay) steps
+            n = self.step.astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, ema_params=ema)
 
 

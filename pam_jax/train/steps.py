@@ -53,7 +53,7 @@ def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, m
         loss, grads = jax.value_and_grad(supervised_loss)(
             state.params, graphdef, schedule, batch, key, replicas=replicas, norm=norm)
         new_state = state.apply_gradients(grads, tx, ema_decay)
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)

@@ -1,0 +1,154 @@
+"""`pam-jax`: one command, one subcommand per job. Every subcommand has --help.
+
+Errors in the user's input (bad config keys, missing files, bad checkpoints, bad data) end with
+one line on stderr, never a traceback from deep inside JAX.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_config(args):
+    from pam_jax import config as config_lib
+
+    cfg = config_lib.load_experiment(args.experiment)
+    return config_lib.override(cfg, args.set or [])
+
+
+def cmd_train(args) -> int:
+    from pam_jax.train.loop import train
+
+    cfg = _load_config(args)
+    result = train(cfg, progress_bar=not args.no_progress)
+    rate = f", {result.steps_per_sec:.2f} steps/s" if result.steps_per_sec else ""
+    print(f"done: step {int(result.state.step)}{rate}; checkpoints in {result.run_dir / 'checkpoints'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from pam_jax import config as config_lib
+    from pam_jax.train.checkpoint import Checkpointer
+
+    run = pathlib.Path(args.run)
+    meta = Checkpointer(run / "checkpoints", create=False).restore_meta()
+    cfg = config_lib.from_dict(meta["config"])
+    if cfg.data.source != "toy_bimodal":
+        raise ValueError(f"pam-jax eval: no closed-loop evaluation for data.source={cfg.data.source!r} yet")
+    from pam_jax import toy
+
+    png = args.png or str(run / "samples.png")
+    r = toy.evaluate(run, scenes=args.scenes, samples=args.samples, seed=args.seed, png=png)
+    print(json.dumps(r) if args.json else _toy_report(r, args.scenes, args.samples, png))
+    return 0
+
+
+def _toy_report(r: dict, scenes: int, samples: int, png: str) -> str:
+    return (f"{scenes} fresh scenes x {samples} samples:\n"
+            f"  within 5% of the bar length of a true endpoint pair: {100 * r['within']:.1f}%  (target >= 90%)\n"
+            f"  mode 0 (left end first): {100 * r['mode0']:.1f}%   mode 1: {100 * r['mode1']:.1f}%  "
+            f"(target: each >= 20%)\n  plot: {png}")
+
+
+def cmd_demo(args) -> int:
+    """Until the simulated tasks exist: train the toy bimodal task, then sample and plot."""
+    from pam_jax import config as config_lib
+    from pam_jax import toy
+    from pam_jax.train.loop import train
+
+    cfg = config_lib.load_experiment(REPO / "experiments" / "toy_bimodal.py")
+    run_dir = pathlib.Path(args.run_dir)
+    if args.fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    sets = [f"train.run_dir={run_dir}"] + ([f"train.steps={args.steps}"] if args.steps else [])
+    cfg = config_lib.override(cfg, sets)
+    print(f"[1/2] training the toy bimodal policy ({cfg.train.steps} steps) in {run_dir}")
+    train(cfg, progress_bar=True)
+    print("[2/2] sampling 16 actions on 64 fresh scenes")
+    png = str(run_dir / "samples.png")
+    r = toy.evaluate(run_dir, scenes=64, samples=16, png=png)
+    print(_toy_report(r, 64, 16, png))
+    print(f"loss curve: {run_dir / 'loss.png'}\ncheckpoints: {run_dir / 'checkpoints'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from pam_jax import bench
+
+    if args.what == "train":
+        r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
+                              steps=args.repeats)
+        bench.print_result(r, args.json, bench.format_train)
+        return 0
+    raise ValueError(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pam-jax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an experiment", description="Train the stage of an experiment "
+                       "file. Rerunning the same command resumes from the newest checkpoint.")
+    t.add_argument("--experiment", required=True, help="experiments/<file>.py defining get_config()")
+    t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set train.steps=200 optim.lr=3e-4")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained run", description="Evaluate a trained run "
+                       "(the toy task: sample on fresh scenes and score against the true endpoints).")
+    e.add_argument("--run", required=True, help="run folder (holds checkpoints/)")
+    e.add_argument("--scenes", type=int, default=64)
+    e.add_argument("--samples", type=int, default=16)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--png", default=None, help="where to draw the samples (default RUN/samples.png)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the built-in end-to-end demo (what `make demo` runs)",
+                       description="Train the toy bimodal policy, sample it on fresh scenes, plot.")
+    d.add_argument("--run-dir", default="runs/demo_toy")
+    d.add_argument("--steps", type=int, default=0, help="training steps (default: the experiment's)")
+    d.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
+    b.add_argument("what", choices=["train"], help="train: supervised step at the reference size")
+    b.add_argument("--points", type=int, default=3000)
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--replicas", type=int, default=8)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(func=cmd_bench)
+
+    try:
+        from pam_jax.data import cli as data_cli
+    except ImportError:
+        data_cli = None
+    if data_cli is not None and hasattr(data_cli, "add_subparser"):
+        data_cli.add_subparser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from pam_jax.train.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as e:
+        print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"pam-jax: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

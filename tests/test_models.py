@@ -1,0 +1,140 @@
+"""Networks: shapes, candidate independence, encoder reuse, rotary relativity, geometry."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from _tiny import TINY_MODEL
+from pam_jax.models import geometry
+from pam_jax.models.layers import apply_rotary, rotary_angles, sinusoidal_embedding
+from pam_jax.models.policy import DiffusionPolicy, init_policy
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = DiffusionPolicy(TINY_MODEL, rngs=nnx.Rngs(0))
+    # the output layer and AdaLN gates start at zero (the network starts as eps=0);
+    # perturb every parameter so that the tests below see a non-trivial function
+    graphdef, params = nnx.split(m, nnx.Param)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
+
+
+def _inputs(b=2, n=5, npts=64, seed=0):
+    r = np.random.default_rng(seed)
+    pts = jnp.asarray(r.uniform(-1, 1, (b, npts, 3)), jnp.float32)
+    x = jnp.asarray(r.normal(size=(b, n, 2, 3)), jnp.float32)
+    t = jnp.asarray(r.integers(0, 20, (b, n)), jnp.int32)
+    return pts, x, t
+
+
+def test_output_shape_and_dtype(model):
+    pts, x, t = _inputs()
+    eps = model(pts, x, t)
+    assert eps.shape == (2, 5, 2, 3) and eps.dtype == jnp.float32
+    assert np.isfinite(np.asarray(eps)).all()
+
+
+def test_fresh_policy_predicts_zero_noise():
+    g, p = init_policy(TINY_MODEL, 0)
+    pts, x, t = _inputs()
+    np.testing.assert_allclose(nnx.merge(g, p)(pts, x, t), 0.0, atol=1e-7)
+
+
+def test_candidates_never_see_each_other(model):
+    pts, x, t = _inputs()
+    base = model(pts, x, t)
+    x2 = x.at[:, 3].set(x[:, 3] + 5.0)   # move candidate 3 only
+    t2 = t.at[:, 3].set(0)
+    out = model(pts, x2, t2)
+    keep = np.array([0, 1, 2, 4])
+    np.testing.assert_allclose(out[:, keep], base[:, keep], atol=1e-5)
+    assert not np.allclose(out[:, 3], base[:, 3])
+
+
+def test_batched_candidates_equal_one_at_a_time(model):
+    """One pass over N candidates with one encoding == N separate passes."""
+    pts, x, t = _inputs(n=4)
+    ctx = model.encode(pts)
+    together = model.denoise(x, t, ctx)
+    for j in range(4):
+        alone = model(pts, x[:, j:j + 1], t[:, j:j + 1])
+        np.testing.assert_allclose(together[:, j:j + 1], alone, atol=1e-5)
+
+
+def test_observations_are_independent(model):
+    pts, x, t = _inputs(b=3)
+    full = model(pts, x, t)
+    one = model(pts[1:2], x[1:2], t[1:2])
+    np.testing.assert_allclose(full[1:2], one, atol=1e-5)
+
+
+def test_timestep_conditions_the_output(model):
+    pts, x, t = _inputs()
+    assert not np.allclose(model(pts, x, t), model(pts, x, t + 7))
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    r = np.random.default_rng(0)
+    q = jnp.asarray(r.normal(size=(1, 24)), jnp.float32)
+    k = jnp.asarray(r.normal(size=(1, 24)), jnp.float32)
+    pq, pk, shift = (jnp.asarray(r.normal(size=3), jnp.float32) for _ in range(3))
+
+    def score(a, b):
+        qa = apply_rotary(q, rotary_angles(a, 24, 8.0)[None])
+        kb = apply_rotary(k, rotary_angles(b, 24, 8.0)[None])
+        return float(jnp.sum(qa * kb))
+
+    assert score(pq, pk) == pytest.approx(score(pq + shift, pk + shift), rel=1e-4, abs=1e-4)
+    assert score(pq, pk) != pytest.approx(score(pq, pk + shift), rel=1e-3)
+    # a rotation preserves the norm
+    rotated = apply_rotary(q, rotary_angles(pq, 24, 8.0)[None])
+    assert float(jnp.linalg.norm(rotated)) == pytest.approx(float(jnp.linalg.norm(q)), rel=1e-5)
+
+
+def test_rotary_needs_six_dims():
+    with pytest.raises(ValueError, match="head_dim"):
+        rotary_angles(jnp.zeros((2, 3)), 4, 8.0)
+
+
+def test_sinusoidal_embedding_values():
+    e = sinusoidal_embedding(jnp.array([0, 3]), 8)
+    # t = 0: cos = 1, sin = 0
+    np.testing.assert_allclose(e[0], [1, 1, 1, 1, 0, 0, 0, 0], atol=1e-7)
+    freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
+    np.testing.assert_allclose(e[1], np.concatenate([np.cos(3 * freqs), np.sin(3 * freqs)]), rtol=1e-5)
+
+
+def test_fps_picks_the_ends_of_a_line_first():
+    pts = jnp.asarray(np.stack([np.linspace(0.0, 1.0, 11), np.zeros(11), np.zeros(11)], 1), jnp.float32)
+    idx = np.asarray(geometry.farthest_point_sample(pts, 3))
+    assert idx.tolist() == [0, 10, 5]
+
+
+def test_fps_matches_brute_force():
+    r = np.random.default_rng(3)
+    pts = r.normal(size=(50, 3)).astype(np.float32)
+    idx = np.asarray(geometry.farthest_point_sample(jnp.asarray(pts), 10))
+    chosen = [0]
+    for _ in range(9):
+        d = np.min(np.linalg.norm(pts[:, None] - pts[chosen][None], axis=-1), axis=1)
+        chosen.append(int(np.argmax(d)))
+    assert idx.tolist() == chosen
+
+
+def test_knn_matches_brute_force():
+    r = np.random.default_rng(4)
+    pts = r.normal(size=(40, 3)).astype(np.float32)
+    q = r.normal(size=(5, 3)).astype(np.float32)
+    idx = np.asarray(geometry.knn(jnp.asarray(q), jnp.asarray(pts), 4))
+    want = np.argsort(np.linalg.norm(q[:, None] - pts[None], axis=-1), axis=1)[:, :4]
+    np.testing.assert_array_equal(np.sort(idx, 1), np.sort(want, 1))
+
+
+def test_too_few_points_is_a_clear_error(model):
+    pts, x, t = _inputs(npts=8)
+    with pytest.raises(ValueError, match="at least"):
+        model(pts, x, t)
