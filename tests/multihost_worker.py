@@ -1,0 +1,51 @@
+"""One process of the 2-process CPU test (started by tests/test_multihost.py, not collected).
+
+usage: multihost_worker.py PORT NUM_PROCESSES PROCESS_ID OUT_JSON RUN_DIR
+Each process has 2 CPU devices; the mesh spans all 4 and each process feeds its half of every
+global batch. Writes the per-step losses and a parameter checksum.
+"""
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def main():
+    port, nproc, pid, out, run_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    sys.path.insert(0, os.path.dirname(__file__))
+    from pam_jax.train import sharding
+
+    sharding.init_distributed(f"127.0.0.1:{port}", nproc, pid, cpu_collectives=True)
+    import jax
+    import numpy as np
+
+    from _tiny import tiny_config
+    from pam_jax.config import override
+    from pam_jax.toy import ToyBimodalData
+    from pam_jax.train.loop import init_train_state, supervised_step_for, train
+
+    cfg = override(tiny_config(run_dir), ["train.num_devices=0"])
+    mesh = sharding.make_mesh(0)
+    data = ToyBimodalData(batch_size=cfg.data.batch_size, num_points=cfg.data.num_points,
+                          seed=cfg.data.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+    graphdef, tx, state = init_train_state(cfg, mesh)
+    step = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+    losses = []
+    for s in range(3):
+        state, m = step(state, sharding.to_global(data.batch(s), mesh))
+        losses.append(float(m["loss"]))
+    checksum = float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(state.params)))
+    # the whole loop too: checkpoints written by both processes into one run folder
+    res = train(cfg, progress_bar=False, log=lambda *a: None)
+    result = {"process": jax.process_index(), "devices": jax.device_count(), "losses": losses,
+              "checksum": checksum, "train_step": int(res.state.step)}
+    with open(out, "w") as f:
+        json.dump(result, f)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()
