@@ -54,7 +54,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
     from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
     from pam_jax.toy import ToyBimodalData
     from pam_jax.train import sharding
-    from pam_jax.train.loop import init_train_state, supervised_step_for
+    from pam_jax.train.loop import init_train_state, step_for
 
     cfg = Config(
         name="bench_train",
@@ -65,7 +65,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
     mesh = sharding.make_mesh(1)
     data = ToyBimodalData(batch_size=batch_size, num_points=num_points)
     graphdef, tx, state = init_train_state(cfg, mesh)
-    step_fn = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+    step_fn = step_for(cfg, tx, mesh, data.norm_stats())
     batch = sharding.to_global(data.batch(0), mesh)
 
     t = time.perf_counter()

@@ -65,8 +65,23 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+    """Preference alignment (DPO stage), the explicit reward head, and reward-guided selection."""
+
+    init_from: str = ""             # run folder of the supervised (SL) checkpoint to start from
+    init_step: int = -1             # -1 = its newest checkpoint
+    loss: str = "deformpam"         # deformpam (-sigmoid) | diffusion_dpo (-log sigmoid) | cpl
+    beta: float = 100.0
+    min_snr_gamma: float = 0.0      # > 0: beta *= min(gamma / SNR(t), 1)
+    sft_weight: float = 0.0         # weight of the SFT term on "equal" pairs
+    reward_timestep_frac: float = 0.1   # implicit reward: t ~ U{0 .. frac*T - 1}
+    reward_samples: int = 10        # M Monte-Carlo samples per candidate
+    num_candidates: int = 8         # N candidates per decision (RAS)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    stage: str = "supervised"
+    stage: str = "supervised"       # supervised | dpo | reward
     steps: int = 1000
     noise_replicas: int = 8         # K: each action is replicated with independent noise
     seed: int = 0
@@ -85,6 +100,7 @@ class Config:
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    preference: PreferenceConfig = PreferenceConfig()
 
 
 def to_dict(cfg) -> dict:

@@ -24,7 +24,7 @@ def main():
     from _tiny import tiny_config
     from pam_jax.config import override
     from pam_jax.toy import ToyBimodalData
-    from pam_jax.train.loop import init_train_state, supervised_step_for, train
+    from pam_jax.train.loop import init_train_state, step_for, train
 
     cfg = override(tiny_config(run_dir), ["train.num_devices=0"])
     mesh = sharding.make_mesh(0)
@@ -32,7 +32,7 @@ def main():
                           seed=cfg.data.seed, process_index=jax.process_index(),
                           process_count=jax.process_count())
     graphdef, tx, state = init_train_state(cfg, mesh)
-    step = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+    step = step_for(cfg, tx, mesh, data.norm_stats())
     losses = []
     for s in range(3):
         state, m = step(state, sharding.to_global(data.batch(s), mesh))

@@ -12,7 +12,7 @@ import numpy as np
 from _tiny import tiny_config
 from pam_jax.toy import ToyBimodalData
 from pam_jax.train import sharding
-from pam_jax.train.loop import init_train_state, supervised_step_for
+from pam_jax.train.loop import init_train_state, step_for
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -55,7 +55,7 @@ def test_two_processes_agree_with_one(tmp_path):
     mesh = sharding.make_mesh(1)
     data = ToyBimodalData(batch_size=cfg.data.batch_size, num_points=cfg.data.num_points, seed=cfg.data.seed)
     graphdef, tx, state = init_train_state(cfg, mesh)
-    step = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+    step = step_for(cfg, tx, mesh, data.norm_stats())
     losses = []
     for s in range(3):
         state, m = step(state, sharding.to_global(data.batch(s), mesh))

@@ -13,7 +13,7 @@ from pam_jax.config import override
 from pam_jax.toy import ToyBimodalData
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import CheckpointError
-from pam_jax.train.loop import init_train_state, load_policy, supervised_step_for, train
+from pam_jax.train.loop import init_train_state, load_policy, step_for, train
 from pam_jax.train.steps import draw_pose, supervised_loss
 
 
@@ -63,7 +63,7 @@ def test_fresh_model_loss_is_the_noise_variance(tmp_path):
     mesh = sharding.make_mesh(1)
     graphdef, _, state = init_train_state(cfg, mesh)
     data = _data(cfg)
-    from pam_jax.train.loop import make_schedule
+    from pam_jax.train.stages import make_schedule
 
     batch = {k: jnp.asarray(v) for k, v in data.batch(0).items()}
     kw = dict(replicas=64, norm=data.norm_stats())
@@ -79,7 +79,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
     mesh = sharding.make_mesh(1)
     graphdef, tx, state = init_train_state(cfg, mesh)
     data = _data(cfg)
-    step = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+    step = step_for(cfg, tx, mesh, data.norm_stats())
     batch = sharding.to_global(data.batch(0), mesh)
     losses = []
     for _ in range(60):
@@ -96,7 +96,7 @@ def test_eight_devices_agree_with_one(tmp_path):
     for n in (1, 8):
         mesh = sharding.make_mesh(n)
         graphdef, tx, state = init_train_state(cfg, mesh)
-        step = supervised_step_for(cfg, graphdef, tx, mesh, data.norm_stats())
+        step = step_for(cfg, tx, mesh, data.norm_stats())
         losses = []
         for s in range(3):
             state, m = step(state, sharding.to_global(data.batch(s), mesh))

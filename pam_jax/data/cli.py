@@ -13,7 +13,6 @@ import argparse
 import functools
 import json
 import logging
-import pathlib
 import sys
 
 from pam_jax.data import tasks as tasks_lib
@@ -35,13 +34,9 @@ def _one_line_errors(fn):
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logger = logging.getLogger("pam_jax.data")
-    if not logger.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
+    """Warnings (e.g. each skipped sample) to stderr; --verbose adds info messages."""
+    logging.basicConfig(format="%(levelname)s: %(message)s")   # no-op if already configured
+    logging.getLogger("pam_jax.data").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 # --------------------------------------------------------------------------- build

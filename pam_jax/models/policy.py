@@ -90,3 +90,18 @@ def sample_actions(graphdef, params, points, center, scale, key, *, num_samples:
                            num_samples=num_samples, diff=diff, schedule=schedule,
                            action_points=action_points)
     return unnormalize(x0, center, scale)
+
+
+def noise_errors(model: DiffusionPolicy, ctx: Context, schedule: diffusion.Schedule, x0, t, eps,
+                 mask=None):
+    """Per-candidate denoising error e(a) = mean over points and xyz of (eps - eps_hat)^2.
+
+    x0, eps: (B, C, A, 3) normalised actions and their noise; t broadcastable to (B, C);
+    mask (B, A) drops unused action points. -> (B, C).
+    """
+    t = jnp.broadcast_to(t, x0.shape[:2])
+    sq = (model.denoise(diffusion.add_noise(schedule, x0, eps, t), t, ctx) - eps) ** 2
+    if mask is None:
+        return jnp.mean(sq, axis=(-2, -1))
+    m = mask[:, None, :, None].astype(sq.dtype)
+    return jnp.sum(sq * m, axis=(-2, -1)) / (jnp.maximum(jnp.sum(m, axis=(-2, -1)), 1.0) * 3)

@@ -18,14 +18,13 @@ import jax
 import numpy as np
 
 from pam_jax import config as config_lib
-from pam_jax import diffusion
-from pam_jax.models.policy import init_policy, num_params
+from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import Checkpointer, abstract_like
 from pam_jax.train.logging import MetricsWriter, plot_curve, progress
+from pam_jax.train.stages import Parent, build_model, build_stage
 from pam_jax.train.state import TrainState, make_optimizer
-from pam_jax.train.steps import make_supervised_step
 
 
 @dataclasses.dataclass
@@ -37,46 +36,51 @@ class TrainResult:
     steps_per_sec: float | None
 
 
-def make_train_data(cfg: config_lib.Config):
+def make_train_data(cfg: config_lib.Config, parent: Parent | None = None):
     """The data source named by `cfg.data.source`, giving this process's slice of every batch."""
     d = cfg.data
+    pi, pc = jax.process_index(), jax.process_count()
     if d.source == "toy_bimodal":
         from pam_jax.toy import ToyBimodalData
 
         return ToyBimodalData(batch_size=d.batch_size, num_points=d.num_points, seed=d.seed,
-                              process_index=jax.process_index(), process_count=jax.process_count())
+                              process_index=pi, process_count=pc)
+    if d.source == "toy_preference":
+        from pam_jax.toy_preference import ToyPreferenceData
+
+        if parent is None:
+            raise ValueError("data.source='toy_preference' needs a supervised parent (train.stage dpo or reward)")
+        return ToyPreferenceData.from_parent(cfg, parent, process_index=pi, process_count=pc)
     if d.source == "tfds":
         from pam_jax.data import pipeline
 
-        return pipeline.from_config(cfg, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    raise ValueError(f"unknown data.source {d.source!r}: expected 'toy_bimodal' or 'tfds'")
+        data = pipeline.from_config(cfg, process_index=pi, process_count=pc)
+        if cfg.train.stage in ("dpo", "reward"):
+            from pam_jax.preference import PairBatches
+
+            data = PairBatches(data)
+        return data
+    raise ValueError(f"unknown data.source {d.source!r}: expected 'toy_bimodal', 'toy_preference' or 'tfds'")
 
 
-def make_schedule(cfg: config_lib.DiffusionConfig) -> diffusion.Schedule:
-    return diffusion.make_schedule(cfg.num_train_timesteps, cfg.beta_schedule,
-                                   set_alpha_to_one=cfg.set_alpha_to_one)
+def init_train_state(cfg: config_lib.Config, mesh, params=None):
+    """-> (graphdef, tx, state) of a supervised policy (or of `params`), replicated over `mesh`."""
+    sharding.check_batch_size(cfg.data.batch_size, mesh)
+    graphdef, fresh = build_model(cfg)
+    tx = make_optimizer(cfg.optim, cfg.train.steps)
+    state = TrainState.create(fresh if params is None else params, tx, ema=cfg.optim.ema_decay > 0)
+    return graphdef, tx, jax.device_put(state, sharding.replicated(mesh))
+
+
+def step_for(cfg: config_lib.Config, tx, mesh, norm: NormStats):
+    """The jitted step of `cfg`'s stage (for tests and benchmarks that drive steps by hand)."""
+    return build_stage(cfg).make_step(tx, norm, mesh)
 
 
 def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, **extra) -> dict:
     return {"config": config_lib.to_dict(cfg), "model": config_lib.to_dict(cfg.model),
-            "diffusion": config_lib.to_dict(cfg.diffusion), "norm": norm.to_dict(),
-            "data_state": data_state, **extra}
-
-
-def init_train_state(cfg: config_lib.Config, mesh):
-    """-> (graphdef, tx, state) with the state replicated over `mesh`."""
-    sharding.check_batch_size(cfg.data.batch_size, mesh)
-    graphdef, params = init_policy(cfg.model, cfg.train.seed)
-    tx = make_optimizer(cfg.optim, cfg.train.steps)
-    state = TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0)
-    return graphdef, tx, jax.device_put(state, sharding.replicated(mesh))
-
-
-def supervised_step_for(cfg: config_lib.Config, graphdef, tx, mesh, norm: NormStats):
-    return make_supervised_step(
-        graphdef, tx, make_schedule(cfg.diffusion), mesh, replicas=cfg.train.noise_replicas,
-        norm=norm, seed=cfg.train.seed, ema_decay=cfg.optim.ema_decay)
+            "diffusion": config_lib.to_dict(cfg.diffusion), "stage": cfg.train.stage,
+            "norm": norm.to_dict(), "data_state": data_state, **extra}
 
 
 @contextlib.contextmanager
@@ -97,38 +101,41 @@ def _sigterm_as_interrupt():
 
 
 def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=print) -> TrainResult:
-    if cfg.train.stage != "supervised":
-        raise ValueError(f"train.stage {cfg.train.stage!r} is not available; this version trains 'supervised'")
     run_dir = pathlib.Path(cfg.train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     is_chief = jax.process_index() == 0
 
     mesh = sharding.make_mesh(cfg.train.num_devices)
-    data = data if data is not None else make_train_data(cfg)
-    graphdef, tx, state = init_train_state(cfg, mesh)
-    params = state.params
+    stage = build_stage(cfg)
+    data = data if data is not None else make_train_data(cfg, stage.parent)
+    graphdef, tx, state = init_train_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(abstract_like(state, repl),
-                                   expect={"model": config_lib.to_dict(cfg.model),
-                                           "diffusion": config_lib.to_dict(cfg.diffusion)})
+                                   expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
+                                           "diffusion": config_lib.to_dict(cfg.diffusion),
+                                           **({"parent": stage.meta()["parent"]} if stage.parent else {})})
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
         log(f"resuming from {ckpt.directory} at step {int(state.step)}")
     else:
-        norm = data.norm_stats()
+        norm = stage.parent.norm if stage.parent else data.norm_stats()
     if is_chief:
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
-        log(f"{cfg.name}: {num_params(params) / 1e6:.2f}M parameters, {mesh.devices.size} device(s), "
-            f"{jax.process_count()} process(es), run folder {run_dir}")
+        origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
+        log(f"{cfg.name} [{cfg.train.stage}]: {num_params(stage.params) / 1e6:.2f}M parameters, "
+            f"{mesh.devices.size} device(s), {jax.process_count()} process(es), run folder {run_dir}{origin}")
 
-    step_fn = supervised_step_for(cfg, graphdef, tx, mesh, norm)
+    step_fn = stage.make_step(tx, norm, mesh)
     writer = MetricsWriter(run_dir / "metrics.jsonl") if is_chief else None
 
+    def save(step, force=False):
+        ckpt.save(step, state, checkpoint_meta(cfg, norm, data.get_state(), **stage.meta()), force=force)
+
     start, total = int(state.step), cfg.train.steps
-    bar = progress(total, start, cfg.name, enabled=progress_bar and is_chief)
+    bar = progress(total, start, f"{cfg.name} [{cfg.train.stage}]", enabled=progress_bar and is_chief)
     t_first, t_last, n_timed = None, None, 0
     try:
         with _sigterm_as_interrupt():
@@ -152,10 +159,10 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
                 bar.update(1)
                 t_last = time.perf_counter()
                 if done % cfg.train.checkpoint_every == 0 or done == total:
-                    ckpt.save(done, state, checkpoint_meta(cfg, norm, data.get_state()))
+                    save(done)
     except KeyboardInterrupt:
         saved = int(state.step)
-        ckpt.save(saved, state, checkpoint_meta(cfg, norm, data.get_state()), force=True)
+        save(saved, force=True)
         raise KeyboardInterrupt(f"interrupted at step {saved}; checkpoint saved in {ckpt.directory}; "
                                 "run the same command again to resume") from None
     finally:
@@ -169,16 +176,22 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
     return TrainResult(state, graphdef, norm, run_dir, rate)
 
 
-def load_policy(run_dir: str | pathlib.Path, *, step: int | None = None, use_ema: bool = True):
-    """Load a trained policy for inference -> (cfg, graphdef, params, norm). Single device."""
+def load_policy(run_dir: str | pathlib.Path, *, step: int | None = None, use_ema: bool = True,
+                with_step: bool = False):
+    """Load a trained network for inference -> (cfg, graphdef, params, norm[, step]). One device.
+
+    Works for every stage (a reward run gives the reward model). EMA weights when present.
+    """
     run_dir = pathlib.Path(run_dir)
     ckpt = Checkpointer(run_dir / "checkpoints", create=False)
     meta = ckpt.restore_meta(step)
     cfg = config_lib.from_dict(meta["config"])
-    graphdef, params = init_policy(cfg.model, cfg.train.seed)
+    graphdef, params = build_model(cfg)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     target = TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0)
-    state, meta = ckpt.restore(abstract_like(target, jax.sharding.SingleDeviceSharding(jax.devices()[0])), step)
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state, meta = ckpt.restore(abstract_like(target, dev), meta["step"])
     ckpt.close()
     params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
-    return cfg, graphdef, params, NormStats.from_dict(meta["norm"])
+    out = (cfg, graphdef, params, NormStats.from_dict(meta["norm"]))
+    return out + (meta["step"],) if with_step else out

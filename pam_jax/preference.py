@@ -1,0 +1,138 @@
+"""Preference labels and losses (DeformPAM stage 2) and the implicit reward (stage 3).
+
+Ranking codes (published format): 0 = first better, 1 = second better, 2 = equal,
+3 = not comparable. Only codes 0 and 1 enter a DPO/CPL/Bradley-Terry term; code 2 may feed the
+optional SFT term; code 3 is ignored everywhere.
+
+Per-action errors e_m(a) = mean over points and coordinates of (eps - eps_m(x_t(a), t, s))^2 for
+m in {policy, reference}, computed with the same t and eps for both models.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FIRST_BETTER, SECOND_BETTER, EQUAL, NOT_COMPARABLE = 0, 1, 2, 3
+LOSSES = ("deformpam", "diffusion_dpo", "cpl")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs from the published rankings (host side)
+
+def pairs_from_rankings(indices, rankings, num_candidates: int):
+    """(P, 4) point indices + (P,) codes -> candidate pairs (P, 2) int32 and codes (P,) int32.
+
+    Row [p1_a, p1_b, p2_a, p2_b] indexes candidate *points*; points 2k and 2k+1 form candidate k.
+    `num_candidates` counts the candidates the indices may name (the K sampled ones, plus the
+    annotator's own action when it is appended as candidate K). A row whose points do not form a
+    candidate, or name one out of range, or compares a candidate with itself, is kept as code 3
+    (not comparable) with a safe index, so array shapes never change.
+    """
+    idx = np.asarray(indices)
+    codes = np.asarray(rankings)
+    if idx.ndim != 2 or idx.shape[1] != 4:
+        raise ValueError(f"selected_grasp_point_indices: expected shape (P, 4), got {idx.shape}")
+    if codes.shape != (idx.shape[0],):
+        raise ValueError(f"grasp_point_rankings: expected shape ({idx.shape[0]},), got {codes.shape}")
+    if not np.all(np.isin(codes, (0, 1, 2, 3))):
+        raise ValueError(f"grasp_point_rankings: codes must be 0..3, got {sorted(set(codes.tolist()))}")
+    idx = idx.astype(np.int64)
+    first, second = idx[:, 0] // 2, idx[:, 2] // 2
+    well_formed = (
+        (idx[:, 0] % 2 == 0) & (idx[:, 1] == idx[:, 0] + 1)
+        & (idx[:, 2] % 2 == 0) & (idx[:, 3] == idx[:, 2] + 1)
+        & (idx.min(axis=1) >= 0) & (np.maximum(first, second) < num_candidates) & (first != second)
+    )
+    codes = np.where(well_formed, codes, NOT_COMPARABLE).astype(np.int32)
+    pairs = np.where(well_formed[:, None], np.stack([first, second], 1), 0).astype(np.int32)
+    return pairs, codes
+
+
+def orient(err_1, err_2, rankings):
+    """(winner, loser) values for each pair (garbage where the code is not 0/1)."""
+    second_wins = rankings == SECOND_BETTER
+    return jnp.where(second_wins, err_2, err_1), jnp.where(second_wins, err_1, err_2)
+
+
+def _valid(rankings):
+    return (rankings == FIRST_BETTER) | (rankings == SECOND_BETTER)
+
+
+def _masked_mean(x, mask):
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _delta(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings):
+    pw, pl = orient(err_policy_1, err_policy_2, rankings)
+    rw, rl = orient(err_ref_1, err_ref_2, rankings)
+    return (pw - rw) - (pl - rl)
+
+
+def _beta(beta, weight, like):
+    b = jnp.asarray(beta, jnp.float32)
+    if weight is not None:
+        b = b * jnp.asarray(weight, jnp.float32).reshape(weight.shape + (1,) * (like.ndim - weight.ndim))
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (all take (B, P) arrays and return the scalar mean over valid pairs; 0 if none)
+
+def deformpam_dpo_loss(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings, beta, *, weight=None):
+    """DeformPAM's loss: -sigmoid(-beta * Delta), averaged over pairs with code 0 or 1.
+
+    Delta = [e_theta(a_w) - e_ref(a_w)] - [e_theta(a_l) - e_ref(a_l)]. `weight` (B,) multiplies
+    beta per state (the min-SNR weight).
+    """
+    d = _delta(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings)
+    return _masked_mean(-jax.nn.sigmoid(-_beta(beta, weight, d) * d), _valid(rankings))
+
+
+def diffusion_dpo_loss(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings, beta, *, weight=None):
+    """Diffusion-DPO (Wallace et al. 2023): -log sigmoid(-beta * Delta) over valid pairs."""
+    d = _delta(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings)
+    return _masked_mean(-jax.nn.log_sigmoid(-_beta(beta, weight, d) * d), _valid(rankings))
+
+
+def cpl_loss(err_policy_1, err_policy_2, rankings):
+    """CPL, no reference: -log(exp(-e_w) / (exp(-e_w) + exp(-e_l))) = -log sigmoid(e_l - e_w)."""
+    w, l = orient(err_policy_1, err_policy_2, rankings)
+    return _masked_mean(-jax.nn.log_sigmoid(l - w), _valid(rankings))
+
+
+def bradley_terry_loss(reward_1, reward_2, rankings):
+    """2-way softmax cross-entropy for an explicit reward: -log sigmoid(r_w - r_l) over valid pairs."""
+    w, l = orient(reward_1, reward_2, rankings)
+    return _masked_mean(-jax.nn.log_sigmoid(w - l), _valid(rankings))
+
+
+def sft_equal_loss(err_policy_1, err_policy_2, rankings):
+    """SFT term on "equal" pairs (code 2): (e(a1) + e(a2)) / 2, averaged over those pairs."""
+    return _masked_mean((err_policy_1 + err_policy_2) / 2, rankings == EQUAL)
+
+
+def min_snr_weight(snr, gamma: float = 5.0):
+    """min(gamma / SNR, 1) for epsilon prediction."""
+    return jnp.minimum(gamma / snr, 1.0)
+
+
+def preference_loss(kind: str, err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings, beta, *,
+                    weight=None, sft_weight: float = 0.0):
+    if kind == "deformpam":
+        loss = deformpam_dpo_loss(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings, beta, weight=weight)
+    elif kind == "diffusion_dpo":
+        loss = diffusion_dpo_loss(err_policy_1, err_ref_1, err_policy_2, err_ref_2, rankings, beta, weight=weight)
+    elif kind == "cpl":
+        loss = cpl_loss(err_policy_1, err_policy_2, rankings)
+    else:
+        raise ValueError(f"unknown preference loss {kind!r}: expected one of {LOSSES}")
+    if sft_weight:
+        loss = loss + sft_weight * sft_equal_loss(err_policy_1, err_policy_2, rankings)
+    return loss
+
+
+def implicit_reward(err_policy, err_ref, beta):
+    """r(s, a) = -beta * mean over the last axis (the M Monte-Carlo samples) of e_theta - e_ref."""
+    return -beta * jnp.mean(err_policy - err_ref, axis=-1)

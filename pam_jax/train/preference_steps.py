@@ -1,0 +1,99 @@
+"""Step functions of the preference stages: DPO fine-tuning and the explicit reward head.
+
+DPO batch (process-local numpy, then sharded on the data axis):
+  points (B, Np, 3); candidates (B, C, A, 3); pairs (B, P, 2) int32 candidate indices;
+  rankings (B, P) int32 codes; action_mask (B, A).
+One t is drawn per state and shared by all of its pairs; every action point gets its own eps;
+the policy and the frozen reference see the same t and eps. Each candidate's error is computed
+once (not once per pair it appears in), and each model encodes the cloud once.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pam_jax import diffusion, preference
+from pam_jax.config import PreferenceConfig
+from pam_jax.models.policy import noise_errors, normalize
+from pam_jax.normalize import NormStats
+from pam_jax.train import sharding
+from pam_jax.train.state import TrainState
+
+
+def _pair_values(per_candidate, pairs):
+    """(B, C) values, (B, P, 2) indices -> two (B, P) arrays."""
+    return (jnp.take_along_axis(per_candidate, pairs[..., 0], axis=1),
+            jnp.take_along_axis(per_candidate, pairs[..., 1], axis=1))
+
+
+def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, key, *,
+             pcfg: PreferenceConfig, norm: NormStats):
+    center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
+    points = normalize(batch["points"], center, scale)
+    x0 = normalize(batch["candidates"], center, scale)
+    k_t, k_eps = jax.random.split(key)
+    t = jax.random.randint(k_t, (x0.shape[0], 1), 0, schedule.num_train_timesteps)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    mask = batch["action_mask"]
+
+    policy = nnx.merge(graphdef, params)
+    e_pol = noise_errors(policy, policy.encode(points), schedule, x0, t, eps, mask)
+    ref = nnx.merge(graphdef, ref_params)
+    e_ref = jax.lax.stop_gradient(noise_errors(ref, ref.encode(points), schedule, x0, t, eps, mask))
+
+    pp1, pp2 = _pair_values(e_pol, batch["pairs"])
+    pr1, pr2 = _pair_values(e_ref, batch["pairs"])
+    weight = (preference.min_snr_weight(diffusion.snr(schedule, t[:, 0]), pcfg.min_snr_gamma)
+              if pcfg.min_snr_gamma > 0 else None)
+    loss = preference.preference_loss(pcfg.loss, pp1, pr1, pp2, pr2, batch["rankings"], pcfg.beta,
+                                      weight=weight, sft_weight=pcfg.sft_weight)
+    valid = (batch["rankings"] == 0) | (batch["rankings"] == 1)
+    w, l = preference.orient(pp1 - pr1, pp2 - pr2, batch["rankings"])
+    acc = jnp.sum(jnp.where(valid, (w < l), False)) / jnp.maximum(jnp.sum(valid), 1)
+    return loss, {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
+
+
+def reward_loss(params, graphdef, batch, *, norm: NormStats):
+    center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
+    model = nnx.merge(graphdef, params)
+    r = model(normalize(batch["points"], center, scale), normalize(batch["candidates"], center, scale))
+    r1, r2 = _pair_values(r, batch["pairs"])
+    loss = preference.bradley_terry_loss(r1, r2, batch["rankings"])
+    valid = (batch["rankings"] == 0) | (batch["rankings"] == 1)
+    w, l = preference.orient(r1, r2, batch["rankings"])
+    acc = jnp.sum(jnp.where(valid, (w > l), False)) / jnp.maximum(jnp.sum(valid), 1)
+    return loss, {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
+
+
+def _jit_step(step, mesh, extra_replicated: int = 0):
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(repl, data) + (repl,) * extra_replicated,
+                   out_shardings=(repl, repl), donate_argnums=0)
+
+
+def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
+                  pcfg: PreferenceConfig, norm: NormStats, seed: int, ema_decay: float):
+    """-> jitted step(state, batch, ref_params) -> (state, metrics); the reference is frozen."""
+    base_key = jax.random.key(seed)
+
+    def step(state: TrainState, batch, ref_params):
+        key = jax.random.fold_in(base_key, state.step)
+        (loss, aux), grads = jax.value_and_grad(dpo_loss, has_aux=True)(
+            state.params, ref_params, graphdef, schedule, batch, key, pcfg=pcfg, norm=norm)
+        return state.apply_gradients(grads, tx, ema_decay), {
+            "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+
+    return _jit_step(step, mesh, extra_replicated=1)
+
+
+def make_reward_step(graphdef, tx: optax.GradientTransformation, mesh, *, norm: NormStats,
+                     ema_decay: float):
+    def step(state: TrainState, batch):
+        (loss, aux), grads = jax.value_and_grad(reward_loss, has_aux=True)(
+            state.params, graphdef, batch, norm=norm)
+        return state.apply_gradients(grads, tx, ema_decay), {
+            "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+
+    return _jit_step(step, mesh)

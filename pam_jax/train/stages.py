@@ -1,0 +1,118 @@
+"""Training stages: what is trained, from what, and with which step function.
+
+- supervised: a fresh diffusion policy, epsilon-MSE (DeformPAM stage 1);
+- dpo: a copy of a supervised checkpoint fine-tuned on preference pairs against the frozen
+  supervised model (stage 2); the checkpoint records its parent;
+- reward: the explicit reward head on a backbone taken from a supervised checkpoint (baseline).
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable
+
+import jax
+
+from pam_jax import config as config_lib
+from pam_jax import diffusion
+from pam_jax.models.policy import init_policy
+from pam_jax.models.reward import init_reward_model
+from pam_jax.normalize import NormStats
+from pam_jax.train import sharding
+from pam_jax.train.preference_steps import make_dpo_step, make_reward_step
+from pam_jax.train.steps import make_supervised_step
+
+STAGES = ("supervised", "dpo", "reward")
+
+
+@dataclasses.dataclass
+class Parent:
+    """The supervised checkpoint a preference stage starts from."""
+
+    run_dir: str
+    step: int
+    cfg: config_lib.Config
+    graphdef: object
+    params: object
+    norm: NormStats
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    graphdef: object
+    params: object
+    parent: Parent | None
+    make_step: Callable  # (tx, norm, mesh) -> step(state, batch) -> (state, metrics)
+
+    def meta(self) -> dict:
+        if self.parent is None:
+            return {}
+        return {"parent": {"run_dir": str(pathlib.Path(self.parent.run_dir).absolute()),
+                           "step": self.parent.step}}
+
+
+def make_schedule(cfg: config_lib.DiffusionConfig) -> diffusion.Schedule:
+    return diffusion.make_schedule(cfg.num_train_timesteps, cfg.beta_schedule,
+                                   set_alpha_to_one=cfg.set_alpha_to_one)
+
+
+def load_parent(cfg: config_lib.Config) -> Parent:
+    from pam_jax.train.loop import load_policy
+
+    p = cfg.preference
+    if not p.init_from:
+        raise ValueError(f"train.stage={cfg.train.stage!r} needs preference.init_from=<supervised run folder>")
+    step = None if p.init_step < 0 else p.init_step
+    pcfg, graphdef, params, norm, used_step = load_policy(p.init_from, step=step, with_step=True)
+    if pcfg.train.stage != "supervised":
+        raise ValueError(f"preference.init_from={p.init_from} is a {pcfg.train.stage!r} run; "
+                         "a preference stage starts from a supervised run")
+    if pcfg.model != cfg.model or pcfg.diffusion != cfg.diffusion:
+        raise ValueError(f"the model/diffusion config of {p.init_from} differs from this experiment's; "
+                         "copy them from the supervised experiment")
+    return Parent(p.init_from, used_step, pcfg, graphdef, params, norm)
+
+
+def build_stage(cfg: config_lib.Config) -> Stage:
+    name = cfg.train.stage
+    d, o = cfg.diffusion, cfg.optim
+    if name == "supervised":
+        graphdef, params = init_policy(cfg.model, cfg.train.seed)
+
+        def make_step(tx, norm, mesh):
+            return make_supervised_step(graphdef, tx, make_schedule(d), mesh,
+                                        replicas=cfg.train.noise_replicas, norm=norm,
+                                        seed=cfg.train.seed, ema_decay=o.ema_decay)
+
+        return Stage(name, graphdef, params, None, make_step)
+
+    if name == "dpo":
+        parent = load_parent(cfg)
+        params = jax.tree.map(lambda x: x.copy(), parent.params)
+
+        def make_step(tx, norm, mesh):
+            jitted = make_dpo_step(parent.graphdef, tx, make_schedule(d), mesh, pcfg=cfg.preference,
+                                   norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay)
+            ref = jax.device_put(parent.params, sharding.replicated(mesh))
+            return lambda state, batch: jitted(state, batch, ref)
+
+        return Stage(name, parent.graphdef, params, parent, make_step)
+
+    if name == "reward":
+        parent = load_parent(cfg)
+        graphdef, params = init_reward_model(cfg.model, cfg.train.seed, parent.params)
+
+        def make_step(tx, norm, mesh):
+            return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay)
+
+        return Stage(name, graphdef, params, parent, make_step)
+
+    raise ValueError(f"unknown train.stage {name!r}: expected one of {STAGES}")
+
+
+def build_model(cfg: config_lib.Config):
+    """(graphdef, params) of the network a run of `cfg` trains (for restoring checkpoints)."""
+    if cfg.train.stage == "reward":
+        return init_reward_model(cfg.model, cfg.train.seed)
+    return init_policy(cfg.model, cfg.train.seed)
