@@ -38,6 +38,14 @@ def cmd_eval(args) -> int:
     run = pathlib.Path(args.run)
     meta = Checkpointer(run / "checkpoints", create=False).restore_meta()
     cfg = config_lib.from_dict(meta["config"])
+    if cfg.data.source == "toy_preference" and cfg.train.stage == "dpo":
+        from pam_jax import toy_preference
+
+        r = toy_preference.evaluate_selection(meta["parent"]["run_dir"], run, scenes=args.scenes,
+                                              num_candidates=cfg.preference.num_candidates,
+                                              reward_samples=cfg.preference.reward_samples, seed=args.seed)
+        print(json.dumps(r) if args.json else _ras_report(r, args.scenes))
+        return 0
     if cfg.data.source != "toy_bimodal":
         raise ValueError(f"pam-jax eval: no closed-loop evaluation for data.source={cfg.data.source!r} yet")
     from pam_jax import toy
@@ -53,6 +61,16 @@ def _toy_report(r: dict, scenes: int, samples: int, png: str) -> str:
             f"  within 5% of the bar length of a true endpoint pair: {100 * r['within']:.1f}%  (target >= 90%)\n"
             f"  mode 0 (left end first): {100 * r['mode0']:.1f}%   mode 1: {100 * r['mode1']:.1f}%  "
             f"(target: each >= 20%)\n  plot: {png}")
+
+
+def _ras_report(r: dict, scenes: int) -> str:
+    names = {"first": "SL (first candidate)", "random": "SL + random candidate",
+             "implicit": "SL + implicit-reward RAS (DeformPAM)", "explicit": "SL + explicit-reward RAS"}
+    rows = [f"{scenes} fresh scenes; the oracle prefers the left end first:",
+            f"  {'method':40s} {'preferred order':>16s} {'correct pair':>13s}"]
+    for mode, v in r.items():
+        rows.append(f"  {names.get(mode, mode):40s} {100 * v['preferred']:15.1f}% {100 * v['correct']:12.1f}%")
+    return "\n".join(rows)
 
 
 def cmd_demo(args) -> int:

@@ -51,6 +51,9 @@ class DataConfig:
     split: str = "train"
     task: str = ""                  # rope | nut | tshirt_short (augmentation defaults)
     seed: int = 0
+    # toy_preference source: states labelled by the planted-preference oracle
+    num_states: int = 256
+    label_noise: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

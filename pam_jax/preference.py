@@ -136,3 +136,51 @@ def preference_loss(kind: str, err_policy_1, err_ref_1, err_policy_2, err_ref_2,
 def implicit_reward(err_policy, err_ref, beta):
     """r(s, a) = -beta * mean over the last axis (the M Monte-Carlo samples) of e_theta - e_ref."""
     return -beta * jnp.mean(err_policy - err_ref, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finetune batches -> DPO batches (host side)
+
+def dpo_batch(batch: dict) -> dict:
+    """A finetune batch of the data pipeline -> the DPO batch of `train/preference_steps.py`.
+
+    candidate_points (B, Kp, 3) hold K = Kp/2 candidates; the annotator's own action
+    (`actions[:, 0]`) is appended as candidate K, i.e. points 2K and 2K+1, which is how the
+    expert-vs-candidate comparisons name it. Pairs naming padded or invalid points become code 3.
+    """
+    cp = np.asarray(batch["candidate_points"], np.float32)
+    b, kp, _ = cp.shape
+    if kp % 2:
+        raise ValueError(f"candidate_points: expected an even number of points (pairs), got {kp}")
+    k = kp // 2
+    cands = np.concatenate([cp.reshape(b, k, 2, 3), np.asarray(batch["actions"])[:, :1]], axis=1)
+    valid_pts = np.asarray(batch.get("candidate_valid", np.ones((b, kp), bool)), bool)
+    valid_cand = np.concatenate([valid_pts.reshape(b, k, 2).all(-1), np.ones((b, 1), bool)], axis=1)
+    pairs, codes = [], []
+    for i in range(b):
+        pr, cd = pairs_from_rankings(batch["pair_indices"][i], batch["rankings"][i], k + 1)
+        ok = valid_cand[i][pr[:, 0]] & valid_cand[i][pr[:, 1]]
+        pairs.append(pr)
+        codes.append(np.where(ok, cd, NOT_COMPARABLE).astype(np.int32))
+    return {"points": np.asarray(batch["points"], np.float32), "candidates": cands.astype(np.float32),
+            "pairs": np.stack(pairs), "rankings": np.stack(codes),
+            "action_mask": np.asarray(batch["action_mask"], np.float32)}
+
+
+class PairBatches:
+    """Wraps a finetune data source (TrainData) so that it yields DPO batches."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def batch(self, step: int) -> dict:
+        return dpo_batch(self.data.batch(step))
+
+    def get_state(self) -> dict:
+        return self.data.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.data.set_state(state)
+
+    def norm_stats(self):
+        return self.data.norm_stats()

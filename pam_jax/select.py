@@ -1,0 +1,165 @@
+"""Best-of-N sampling with reward-guided action selection (RAS) as ONE compiled graph.
+
+    select(ref_params, score_params, points, key) -> Selection
+
+in a single `jax.jit`, with no host round trips and no host callbacks:
+  1. encode each observation once per model (the point encoder, and the per-layer cross-attention
+     keys with their rotary encoding and values);
+  2. sample N candidates from the reference (supervised) model: DDIM in one `lax.scan`; the
+     cached keys/values serve every candidate and every step (only the queries change);
+  3. score all N candidates: implicit reward r = -beta * mean_M [e_theta - e_ref] with
+     t ~ U{0 .. frac*T - 1} and M Monte-Carlo samples (scanned in chunks, both models, the
+     cached encodings reused), or the explicit reward head, or no selection (first / random);
+  4. argmax, and map the chosen action back to the raw frame.
+Batched over B observations; on a mesh it shards the observations or the candidates.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from pam_jax import diffusion, preference
+from pam_jax.config import DiffusionConfig
+from pam_jax.models.policy import noise_errors, normalize, unnormalize
+from pam_jax.normalize import NormStats
+
+MODES = ("implicit", "explicit", "first", "random")
+CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    mode: str = "implicit"
+    num_candidates: int = 8
+    num_inference_steps: int = 100
+    eta: float = 0.0
+    reward_samples: int = 10            # M
+    reward_timestep_frac: float = 0.1   # t ~ U{0 .. frac*T - 1}
+    beta: float = 100.0
+
+
+class Selection(NamedTuple):
+    action: jax.Array       # (B, A, 3) the chosen action, raw frame
+    index: jax.Array        # (B,) its candidate index
+    candidates: jax.Array   # (B, N, A, 3) raw frame
+    scores: jax.Array       # (B, N)
+
+
+def _chunk(m: int, per_sample: int) -> int:
+    """Largest divisor of m whose chunk keeps m_chunk * per_sample <= CHUNK_BUDGET (at least 1)."""
+    best = 1
+    for c in range(1, m + 1):
+        if m % c == 0 and c * per_sample <= CHUNK_BUDGET:
+            best = c
+    return best
+
+
+def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples: int,
+                    t_max: int, beta: float):
+    """-beta * mean over M of [e_theta - e_ref] for candidates x0 (B, N, A, 3) -> (B, N)."""
+    b, n = x0.shape[:2]
+    c = _chunk(samples, b * n)
+    xs = jnp.broadcast_to(x0[:, :, None], (b, n, c, *x0.shape[2:])).reshape(b, n * c, *x0.shape[2:])
+
+    def body(total, k):
+        k_t, k_eps = jax.random.split(k)
+        t = jax.random.randint(k_t, (b, n * c), 0, t_max)
+        eps = jax.random.normal(k_eps, xs.shape, xs.dtype)
+        d = noise_errors(policy, ctx_pol, schedule, xs, t, eps) - noise_errors(ref, ctx_ref, schedule, xs, t, eps)
+        return total + jnp.sum(d.reshape(b, n, c), axis=-1), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((b, n), x0.dtype), jax.random.split(key, samples // c))
+    return preference.implicit_reward(total[..., None] / samples, 0.0, beta)
+
+
+def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: SelectConfig, *,
+                  score_graphdef=None, mesh=None, shard: str = "obs") -> Callable:
+    """-> jitted select(ref_params, score_params, points (B, Np, 3), key) -> Selection.
+
+    `score_params`: the DPO policy (implicit), the reward model (explicit, with `score_graphdef`),
+    or None (first / random). `mesh` with `shard` = "obs" | "candidates" spreads the work.
+    """
+    if scfg.mode not in MODES:
+        raise ValueError(f"unknown selection mode {scfg.mode!r}: expected one of {MODES}")
+    if scfg.mode == "explicit" and score_graphdef is None:
+        raise ValueError("explicit-reward selection needs score_graphdef (the reward model)")
+    if shard not in ("obs", "candidates"):
+        raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
+    schedule = diffusion.make_schedule(diff.num_train_timesteps, diff.beta_schedule,
+                                       set_alpha_to_one=diff.set_alpha_to_one)
+    t_max = max(1, int(scfg.reward_timestep_frac * diff.num_train_timesteps))
+    center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
+    n = scfg.num_candidates
+
+    def constrain(x):
+        if mesh is None or shard != "candidates":
+            return x
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, "data")))
+
+    def select(ref_params, score_params, points, key):
+        k_init, k_loop, k_score = jax.random.split(key, 3)
+        pts = normalize(points, center, scale)
+        ref = nnx.merge(graphdef, ref_params)
+        ctx_ref = ref.encode(pts)
+        x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
+        x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
+                              num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
+                              clip_sample=diff.clip_sample)
+        if scfg.mode == "implicit":
+            policy = nnx.merge(graphdef, score_params)
+            scores = implicit_scores(policy, policy.encode(pts), ref, ctx_ref, schedule, x0, k_score,
+                                     samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta)
+        elif scfg.mode == "explicit":
+            rm = nnx.merge(score_graphdef, score_params)
+            scores = rm.score(x0, rm.encode(pts))
+        elif scfg.mode == "first":
+            scores = jnp.broadcast_to(-jnp.arange(n, dtype=x0.dtype), x0.shape[:2])
+        else:
+            scores = jax.random.uniform(k_score, x0.shape[:2])
+        idx = jnp.argmax(scores, axis=-1)
+        chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
+        return Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)
+
+    if mesh is None:
+        return jax.jit(select)
+    repl = NamedSharding(mesh, P())
+    obs = NamedSharding(mesh, P("data")) if shard == "obs" else repl
+    return jax.jit(select, in_shardings=(repl, repl, obs, repl))
+
+
+def check_points(points) -> np.ndarray:
+    """Validate a batch of clouds (B, Np, 3) before it reaches the compiled graph."""
+    pts = np.asarray(points)
+    if pts.ndim != 3 or pts.shape[-1] != 3:
+        raise ValueError(f"points: expected shape (B, N, 3), got {pts.shape}")
+    if pts.shape[0] == 0 or pts.shape[1] == 0:
+        raise ValueError(f"points: empty batch or cloud, shape {pts.shape}")
+    bad = int(np.size(pts) - np.isfinite(pts).sum())
+    if bad:
+        raise ValueError(f"points: {bad} non-finite values (NaN/inf)")
+    return pts.astype(np.float32)
+
+
+def select_with_host_scorer(selector_first: Callable, ref_params, points, key,
+                            scorer: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Selection:
+    """Candidates from a mode="first" selector, scored by host code (e.g. a simulator oracle).
+
+    `scorer(points (B, Np, 3), candidates (B, N, A, 3)) -> scores (B, N)`. This path leaves the
+    graph on purpose: an oracle that runs physics cannot be traced.
+    """
+    sel = selector_first(ref_params, None, points, key)
+    cands = np.asarray(sel.candidates)
+    scores = np.asarray(scorer(np.asarray(points), cands), np.float32)
+    if scores.shape != cands.shape[:2]:
+        raise ValueError(f"scorer: expected scores of shape {cands.shape[:2]}, got {scores.shape}")
+    idx = np.argmax(scores, axis=-1)
+    return Selection(cands[np.arange(len(idx)), idx], idx, cands, scores)
+
+
