@@ -103,6 +103,16 @@ def cmd_bench(args) -> int:
                               steps=args.repeats)
         bench.print_result(r, args.json, bench.format_train)
         return 0
+    if args.what == "sampler":
+        r = bench.bench_sampler(num_points=args.points)
+        bench.print_result(r, args.json, bench.format_sampler)
+        return 0
+    if args.what == "data":
+        from pam_jax.data import bench as data_bench
+
+        r = data_bench.run()
+        print(json.dumps(r, indent=2) if args.json else r)
+        return 0
     raise ValueError(f"unknown benchmark {args.what!r}")
 
 
@@ -136,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
-    b.add_argument("what", choices=["train"], help="train: supervised step at the reference size")
+    b.add_argument("what", choices=["train", "sampler", "data"],
+                   help="train: supervised step at the reference size; sampler: fused best-of-N selection "
+                        "against a staged baseline; data: input-pipeline throughput")
     b.add_argument("--points", type=int, default=3000)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--replicas", type=int, default=8)

@@ -178,7 +178,11 @@ def _replace_path(obj, parts, raw, key):
 
 
 def load_experiment(path: str | pathlib.Path) -> Config:
-    """Import an experiment file and call its ``get_config()``."""
+    """Import an experiment file and call its ``get_config()``.
+
+    ``file.py:variant`` calls ``get_config("variant")`` (e.g. the ``dpo`` stage of a task file).
+    """
+    path, _, variant = str(path).partition(":")
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"experiment file not found: {path}")
@@ -187,7 +191,7 @@ def load_experiment(path: str | pathlib.Path) -> Config:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path}: an experiment file must define get_config()")
-    cfg = module.get_config()
+    cfg = module.get_config(variant) if variant else module.get_config()
     if not isinstance(cfg, Config):
         raise ValueError(f"{path}: get_config() must return pam_jax.config.Config, got {type(cfg).__name__}")
     return cfg

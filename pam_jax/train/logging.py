@@ -55,7 +55,8 @@ def plot_curve(metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, k
     ax.plot(steps, [by_step[s] for s in steps])
     ax.set_xlabel("step")
     ax.set_ylabel(key)
-    ax.set_yscale("log")
+    if min(by_step.values()) > 0:
+        ax.set_yscale("log")  # DPO losses are negative: those stay linear
     ax.grid(alpha=0.3)
     fig.tight_layout()
     png_path = pathlib.Path(png_path)

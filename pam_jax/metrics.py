@@ -1,0 +1,231 @@
+"""Shape metrics of DeformPAM's evaluation (METHOD.md, "Evaluation metrics"); numpy/scipy only.
+
+All functions take point sets as arrays of shape ``(N, 2)`` or ``(N, 3)`` (metres; only the
+columns named below are used) and raise a one-line ``ValueError`` on bad input (not an array of
+numbers, wrong shape, empty, NaN or inf).
+
+Rotation search. :func:`iou_2d` and :func:`chamfer` rotate the first set ``a`` about the z axis
+(through the origin, after zero-meaning) and keep the best value over :data:`ROTATION_ANGLES_DEG`,
+the 20 angles ``q * 90 + d`` for ``q`` in {0, 1, 2, 3} and ``d`` in {-20, -10, 0, 10, 20} degrees,
+i.e. every combination of a quarter turn with a small -20..20 degree correction in 10 degree
+steps. :func:`emd` does no rotation search (as in the reference definition).
+
+* :func:`iou_2d` -- xy only. Both sets are zero-meaned separately. For each rotation of ``a`` the
+  two sets are scaled *jointly* and isotropically into the pixel range [0, 99] (one scale factor
+  for x and y, chosen from the joint bounding box of the rotated ``a`` and ``b``, so that the
+  larger side spans 0..99 and the shapes keep their aspect ratio), every point is drawn as a
+  filled disc of radius 2 px (pixels whose centre lies within 2 px of the point's pixel) on a
+  100 x 100 mask, and intersection / union of the two masks is taken.
+* :func:`chamfer` -- ``num_samples`` points are drawn from each set without replacement (a set
+  with at most ``num_samples`` points is used whole), each sample is zero-meaned, and the
+  mean Euclidean nearest-neighbour distance from ``a`` to ``b`` plus the one from ``b`` to ``a``
+  is minimised over the rotations of ``a``. Uses xyz when both sets have 3 columns, else xy.
+* :func:`emd` -- the same sampling and zero-meaning, then the optimal one-to-one assignment
+  (``scipy.optimize.linear_sum_assignment`` on Euclidean distances); the mean matched distance.
+  When the two samples differ in size (a set smaller than ``num_samples``), every point of the
+  smaller one is matched to a distinct point of the larger one.
+* :func:`normalized_coverage` -- the cloth's covered area on a 100 x 100 grid spanning the xy
+  bounding box of ``points``: a cell counts as covered when its centre lies within
+  ``particle_radius`` of some point. The covered area (clipped to the bounding box) is divided
+  by ``reference_area``, the area of the flat reference (e.g. this same function's covered area
+  for the flat cloth with ``reference_area=1``). A degenerate bounding box (all points on a line
+  or at one spot) has area 0 and gives coverage 0.
+
+``key_or_seed`` may be an int, a ``numpy.random.Generator``, or a JAX PRNG key (raw uint32 or
+typed); the same value always gives the same samples.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+__all__ = [
+    "ROTATION_ANGLES_DEG",
+    "iou_2d",
+    "chamfer",
+    "emd",
+    "normalized_coverage",
+]
+
+ROTATION_ANGLES_DEG: tuple[float, ...] = tuple(
+    float(q * 90 + d) for q in range(4) for d in (-20, -10, 0, 10, 20))
+
+_MASK_SIZE = 100
+_DISC_RADIUS_PX = 2
+_GRID = 100
+
+
+# --------------------------------------------------------------------------- validation
+def _points(x, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an array of numbers with shape (N, 2) or (N, 3)") from None
+    if a.ndim != 2 or a.shape[1] not in (2, 3):
+        raise ValueError(f"{name}: expected shape (N, 2) or (N, 3), got {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name}: empty point set")
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise ValueError(f"{name}: {bad} non-finite values (NaN or inf)")
+    return a
+
+
+def _positive(x, name: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {x!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}: expected a positive finite number, got {x!r}")
+    return v
+
+
+def _num_samples(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"num_samples: expected a positive int, got {n!r}")
+    return int(n)
+
+
+def _rng(key_or_seed) -> np.random.Generator:
+    if isinstance(key_or_seed, np.random.Generator):
+        return key_or_seed
+    if isinstance(key_or_seed, (int, np.integer)) and not isinstance(key_or_seed, bool):
+        if key_or_seed < 0:
+            raise ValueError(f"key_or_seed: expected a non-negative seed, got {key_or_seed}")
+        return np.random.default_rng(int(key_or_seed))
+    # A JAX key: typed keys expose their words through jax.random.key_data.
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        try:
+            if jax.dtypes.issubdtype(key_or_seed.dtype, jax.dtypes.prng_key):
+                key_or_seed = jax.random.key_data(key_or_seed)
+        except AttributeError:
+            pass
+    try:
+        words = np.asarray(key_or_seed)
+    except Exception:  # noqa: BLE001 - anything unreadable is bad input
+        words = None
+    if words is None or words.size == 0 or not np.issubdtype(words.dtype, np.integer):
+        raise ValueError("key_or_seed: expected an int seed, a numpy Generator or a JAX PRNG key")
+    return np.random.default_rng(words.astype(np.uint64).ravel().tolist())
+
+
+# --------------------------------------------------------------------------- helpers
+def _rotation(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    c, s = np.cos(t), np.sin(t)
+    return np.array([[c, -s], [s, c]])
+
+
+def _rotate_z(p: np.ndarray, deg: float) -> np.ndarray:
+    out = p.copy()
+    out[:, :2] = p[:, :2] @ _rotation(deg).T
+    return out
+
+
+def _sample(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    s = p[rng.choice(p.shape[0], size=n, replace=False)] if p.shape[0] > n else p
+    return s - s.mean(axis=0)
+
+
+def _common_columns(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if a.shape[1] == 3 and b.shape[1] == 3:
+        return a, b
+    return a[:, :2], b[:, :2]
+
+
+_DISC = None
+
+
+def _disc() -> np.ndarray:
+    global _DISC
+    if _DISC is None:
+        r = _DISC_RADIUS_PX
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        _DISC = (xx * xx + yy * yy) <= r * r
+    return _DISC
+
+
+def _mask(pix: np.ndarray) -> np.ndarray:
+    m = np.zeros((_MASK_SIZE, _MASK_SIZE), dtype=bool)
+    ij = np.clip(np.rint(pix).astype(np.int64), 0, _MASK_SIZE - 1)
+    m[ij[:, 0], ij[:, 1]] = True
+    return ndimage.binary_dilation(m, structure=_disc())
+
+
+# --------------------------------------------------------------------------- metrics
+def iou_2d(a, b) -> float:
+    """2D IoU of two point sets' xy footprints, maximised over :data:`ROTATION_ANGLES_DEG`.
+
+    Returns a float in [0, 1]; identical sets (or ``a`` a quarter-turn of ``b``) give 1.0.
+    """
+    a = _points(a, "a")[:, :2]
+    b = _points(b, "b")[:, :2]
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    best = 0.0
+    for deg in ROTATION_ANGLES_DEG:
+        ar = a @ _rotation(deg).T
+        both = np.concatenate([ar, b])
+        lo = both.min(axis=0)
+        span = float((both.max(axis=0) - lo).max())
+        scale = (_MASK_SIZE - 1) / span if span > 0 else 0.0
+        ma = _mask((ar - lo) * scale)
+        mb = _mask((b - lo) * scale)
+        union = np.count_nonzero(ma | mb)
+        best = max(best, np.count_nonzero(ma & mb) / union)
+    return float(best)
+
+
+def chamfer(a, b, num_samples: int = 1000, key_or_seed=0) -> float:
+    """Symmetric Chamfer distance (metres, sum of both mean NN distances), minimised over
+    :data:`ROTATION_ANGLES_DEG`, on ``num_samples`` zero-meaned samples of each set."""
+    a, b = _common_columns(_points(a, "a"), _points(b, "b"))
+    n = _num_samples(num_samples)
+    rng = _rng(key_or_seed)
+    sa, sb = _sample(a, n, rng), _sample(b, n, rng)
+    tree_b = cKDTree(sb)
+    best = np.inf
+    for deg in ROTATION_ANGLES_DEG:
+        ra = _rotate_z(sa, deg)
+        d_ab = tree_b.query(ra)[0].mean()
+        d_ba = cKDTree(ra).query(sb)[0].mean()
+        best = min(best, d_ab + d_ba)
+    return float(best)
+
+
+def emd(a, b, num_samples: int = 1000, key_or_seed=0) -> float:
+    """Earth mover's distance (metres): mean distance of the optimal one-to-one matching
+    between ``num_samples`` zero-meaned samples of each set (no rotation search)."""
+    a, b = _common_columns(_points(a, "a"), _points(b, "b"))
+    n = _num_samples(num_samples)
+    rng = _rng(key_or_seed)
+    sa, sb = _sample(a, n, rng), _sample(b, n, rng)
+    cost = np.linalg.norm(sa[:, None, :] - sb[None, :, :], axis=-1)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
+
+
+def normalized_coverage(points, particle_radius: float, reference_area: float) -> float:
+    """Covered xy area of ``points`` (each a disc of ``particle_radius``) on a 100 x 100 grid
+    over their xy bounding box, divided by ``reference_area`` (see the module docstring)."""
+    p = _points(points, "points")[:, :2]
+    r = _positive(particle_radius, "particle_radius")
+    ref = _positive(reference_area, "reference_area")
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    span = hi - lo
+    area = float(span[0] * span[1])
+    if area <= 0.0:
+        return 0.0
+    cell = span / _GRID
+    centres = [lo[k] + (np.arange(_GRID) + 0.5) * cell[k] for k in range(2)]
+    gx, gy = np.meshgrid(*centres, indexing="ij")
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    dist = cKDTree(p).query(grid, distance_upper_bound=r)[0]
+    covered = np.count_nonzero(dist <= r) / grid.shape[0]
+    return float(covered * area / ref)
