@@ -51,9 +51,10 @@ def expert_actions(task, rng: np.random.Generator, max_alternatives: int = 10) -
 
 def _weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random order without replacement, earlier = more likely for larger weights."""
-    w = np.asarray(weights, dtype=np.float64) + 1e-12
-    keys = rng.random(len(w)) ** (1.0 / w)       # Efraimidis-Spirakis
-    return np.argsort(-keys)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.max() + 1e-9 if w.max() > 0 else np.ones_like(w)
+    keys = np.log(rng.random(len(w)) + 1e-300) / w   # Efraimidis-Spirakis, in log space
+    return np.argsort(-keys, kind="stable")
 
 
 # ---------------------------------------------------------------------------- rope
