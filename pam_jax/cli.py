@@ -74,24 +74,34 @@ def _ras_report(r: dict, scenes: int) -> str:
 
 
 def cmd_demo(args) -> int:
-    """Until the simulated tasks exist: train the toy bimodal task, then sample and plot."""
+    """Until the simulated tasks exist: the three DeformPAM stages on the toy bar task."""
     from pam_jax import config as config_lib
-    from pam_jax import toy
+    from pam_jax import toy, toy_preference
     from pam_jax.train.loop import train
 
-    cfg = config_lib.load_experiment(REPO / "experiments" / "toy_bimodal.py")
-    run_dir = pathlib.Path(args.run_dir)
-    if args.fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    sets = [f"train.run_dir={run_dir}"] + ([f"train.steps={args.steps}"] if args.steps else [])
-    cfg = config_lib.override(cfg, sets)
-    print(f"[1/2] training the toy bimodal policy ({cfg.train.steps} steps) in {run_dir}")
-    train(cfg, progress_bar=True)
-    print("[2/2] sampling 16 actions on 64 fresh scenes")
-    png = str(run_dir / "samples.png")
-    r = toy.evaluate(run_dir, scenes=64, samples=16, png=png)
-    print(_toy_report(r, 64, 16, png))
-    print(f"loss curve: {run_dir / 'loss.png'}\ncheckpoints: {run_dir / 'checkpoints'}")
+    root = pathlib.Path(args.run_dir)
+    if args.fresh and root.exists():
+        shutil.rmtree(root)
+    sl_dir, dpo_dir = root / "sl", root / "dpo"
+    steps = [f"train.steps={args.steps}"] if args.steps else []
+    sl = config_lib.override(config_lib.load_experiment(REPO / "experiments" / "toy_bimodal.py"),
+                             [f"train.run_dir={sl_dir}", *steps])
+    print(f"[1/4] supervised: the toy bimodal policy ({sl.train.steps} steps) in {sl_dir}")
+    train(sl, progress_bar=True)
+    print("[2/4] sampling 16 actions on 64 fresh scenes")
+    png = str(root / "samples.png")
+    print(_toy_report(toy.evaluate(sl_dir, scenes=64, samples=16, png=png), 64, 16, png))
+    dpo = config_lib.override(config_lib.load_experiment(REPO / "experiments" / "toy_dpo.py"),
+                              [f"train.run_dir={dpo_dir}", f"preference.init_from={sl_dir}"])
+    print(f"[3/4] preference: {dpo.data.num_states} states x {dpo.preference.num_candidates} on-policy "
+          f"candidates labelled by the oracle (prefers the left end first), then DPO "
+          f"({dpo.train.steps} steps) in {dpo_dir}")
+    train(dpo, progress_bar=True)
+    print("[4/4] reward-guided selection on 64 fresh scenes")
+    r = toy_preference.evaluate_selection(sl_dir, dpo_dir, scenes=64, modes=("first", "random", "implicit"))
+    print(_ras_report(r, 64))
+    print(f"plots: {png}, {sl_dir / 'loss.png'}, {dpo_dir / 'loss.png'}\n"
+          f"checkpoints: {sl_dir / 'checkpoints'}, {dpo_dir / 'checkpoints'}")
     return 0
 
 
@@ -139,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="the built-in end-to-end demo (what `make demo` runs)",
-                       description="Train the toy bimodal policy, sample it on fresh scenes, plot.")
+                       description="The three DeformPAM stages on the toy bar task: supervised policy, "
+                                   "oracle preferences on its own candidates + DPO, reward-guided selection.")
     d.add_argument("--run-dir", default="runs/demo_toy")
-    d.add_argument("--steps", type=int, default=0, help="training steps (default: the experiment's)")
+    d.add_argument("--steps", type=int, default=0, help="supervised steps (default: the experiment's)")
     d.add_argument("--fresh", action="store_true", help="delete the run folder first")
     d.set_defaults(func=cmd_demo)
 

@@ -16,3 +16,34 @@ def tiny_config(run_dir: str = "runs/tiny", **train_kw) -> Config:
         optim=OptimConfig(lr=1e-3, warmup_steps=2, ema_decay=0.9),
         train=TrainConfig(**train),
     )
+
+
+def run_steps(cfg: Config, num_devices: int, num_steps: int = 3):
+    """Drive `num_steps` supervised steps by hand on the toy data -> (losses, final state).
+
+    Each process feeds its own slice of every global batch (multi-host aware).
+    """
+    import jax
+
+    from pam_jax.toy import ToyBimodalData
+    from pam_jax.train import sharding
+    from pam_jax.train.loop import init_train_state, step_for
+
+    mesh = sharding.make_mesh(num_devices)
+    data = ToyBimodalData(batch_size=cfg.data.batch_size, num_points=cfg.data.num_points,
+                          seed=cfg.data.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+    _, tx, state = init_train_state(cfg, mesh)
+    step = step_for(cfg, tx, mesh, data.norm_stats())
+    losses = []
+    for s in range(num_steps):
+        state, m = step(state, sharding.to_global(data.batch(s), mesh))
+        losses.append(float(m["loss"]))
+    return losses, state
+
+
+def checksum(tree) -> float:
+    import jax
+    import numpy as np
+
+    return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(tree)))

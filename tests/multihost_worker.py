@@ -19,29 +19,18 @@ def main():
 
     sharding.init_distributed(f"127.0.0.1:{port}", nproc, pid, cpu_collectives=True)
     import jax
-    import numpy as np
 
-    from _tiny import tiny_config
+    from _tiny import checksum, run_steps, tiny_config
     from pam_jax.config import override
-    from pam_jax.toy import ToyBimodalData
-    from pam_jax.train.loop import init_train_state, step_for, train
+    from pam_jax.train.loop import train
 
     cfg = override(tiny_config(run_dir), ["train.num_devices=0"])
-    mesh = sharding.make_mesh(0)
-    data = ToyBimodalData(batch_size=cfg.data.batch_size, num_points=cfg.data.num_points,
-                          seed=cfg.data.seed, process_index=jax.process_index(),
-                          process_count=jax.process_count())
-    graphdef, tx, state = init_train_state(cfg, mesh)
-    step = step_for(cfg, tx, mesh, data.norm_stats())
-    losses = []
-    for s in range(3):
-        state, m = step(state, sharding.to_global(data.batch(s), mesh))
-        losses.append(float(m["loss"]))
-    checksum = float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(state.params)))
+    losses, state = run_steps(cfg, 0)
+    checksum_ = checksum(state.params)
     # the whole loop too: checkpoints written by both processes into one run folder
     res = train(cfg, progress_bar=False, log=lambda *a: None)
     result = {"process": jax.process_index(), "devices": jax.device_count(), "losses": losses,
-              "checksum": checksum, "train_step": int(res.state.step)}
+              "checksum": checksum_, "train_step": int(res.state.step)}
     with open(out, "w") as f:
         json.dump(result, f)
     jax.distributed.shutdown()

@@ -6,13 +6,9 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
 
-from _tiny import tiny_config
-from pam_jax.toy import ToyBimodalData
-from pam_jax.train import sharding
-from pam_jax.train.loop import init_train_state, step_for
+from _tiny import checksum, run_steps, tiny_config
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -51,15 +47,7 @@ def test_two_processes_agree_with_one(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "6").is_dir()
 
     # the same 3 steps in this process on 1 device, from the whole global batch
-    cfg = tiny_config(tmp_path / "single")
-    mesh = sharding.make_mesh(1)
-    data = ToyBimodalData(batch_size=cfg.data.batch_size, num_points=cfg.data.num_points, seed=cfg.data.seed)
-    graphdef, tx, state = init_train_state(cfg, mesh)
-    step = step_for(cfg, tx, mesh, data.norm_stats())
-    losses = []
-    for s in range(3):
-        state, m = step(state, sharding.to_global(data.batch(s), mesh))
-        losses.append(float(m["loss"]))
+    losses, state = run_steps(tiny_config(tmp_path / "single"), 1)
     np.testing.assert_allclose(r0["losses"], losses, rtol=1e-5, atol=1e-6)
-    checksum = float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(state.params)))
-    assert abs(checksum - r0["checksum"]) < 1e-3 * max(1.0, abs(checksum))
+    single = checksum(state.params)
+    assert abs(single - r0["checksum"]) < 1e-3 * max(1.0, abs(single))

@@ -1,5 +1,4 @@
 """Supervised training: loss, sharding, checkpoints, resume and failure paths."""
-import dataclasses
 import json
 import pathlib
 
@@ -8,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _tiny import tiny_config
+from _tiny import run_steps, tiny_config
 from pam_jax.config import override
 from pam_jax.toy import ToyBimodalData
 from pam_jax.train import sharding
@@ -91,16 +90,9 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):
 def test_eight_devices_agree_with_one(tmp_path):
     assert jax.device_count() == 8, "tests run with 8 forced CPU devices (tests/conftest.py)"
     cfg = tiny_config(tmp_path)
-    data = _data(cfg)
     out = {}
     for n in (1, 8):
-        mesh = sharding.make_mesh(n)
-        graphdef, tx, state = init_train_state(cfg, mesh)
-        step = step_for(cfg, tx, mesh, data.norm_stats())
-        losses = []
-        for s in range(3):
-            state, m = step(state, sharding.to_global(data.batch(s), mesh))
-            losses.append(float(m["loss"]))
+        losses, state = run_steps(cfg, n)
         out[n] = (losses, _leaves(state.params))
     np.testing.assert_allclose(out[1][0], out[8][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(out[1][1], out[8][1]):

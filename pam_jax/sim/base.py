@@ -179,12 +179,10 @@ class Task:
             moved = np.abs(clipped - a).max()
             notes.append(f"clipped to the workspace (moved up to {moved:.3f} m)")
         ok, out, why = self._check(clipped)
-        if why:
-            notes.append(why)
-        reason = "; ".join(notes)
-        if not ok and not reason.startswith("refused"):
-            reason = "refused: " + reason
-        return ActionCheck(bool(ok), out, reason)
+        if not ok:
+            why = why if why.startswith("refused") else "refused: " + why
+            return ActionCheck(False, out, "; ".join([why] + notes))
+        return ActionCheck(True, out, "; ".join(notes + ([why] if why else [])))
 
     def step(self, action) -> StepInfo:
         """Execute one primitive (see the task's docstring). Refused actions leave the object
@@ -196,6 +194,9 @@ class Task:
         n = 0
         if check.ok:
             n = self._execute(check.action)
+            # mj_step leaves positions derived for the state before its last integration;
+            # recompute them so that reading the object never depends on how we got here.
+            mujoco.mj_forward(self.model, self.data)
         after = self.score() if check.ok else before
         success = after >= self.success_threshold
         return StepInfo(

@@ -117,7 +117,7 @@ def _granular(task, rng, m):
     half = task.wiper_half_thickness
     for j in chosen:
         p = c[j]
-        q = task.nearest_target_point(p, offset, inset=r)
+        q = task.nearest_target_point(p, offset, inset=2 * r)
         d = q - p
         length = np.linalg.norm(d)
         if length < 1e-6:
@@ -125,7 +125,7 @@ def _granular(task, rng, m):
             length = max(np.linalg.norm(d), 1e-6)
         d = d / length
         start = p - d * (half + r + 0.01)
-        end = q - d * (half + r) + d * r
+        end = q - d * (half + r)
         if np.linalg.norm(end - start) < 0.03:
             end = start + d * 0.03
         start = start + rng.normal(0, 0.004, 2)

@@ -1,0 +1,163 @@
+"""Hand-computed cases for pam_jax.metrics (METHOD.md, "Evaluation metrics")."""
+import numpy as np
+import pytest
+
+from pam_jax import metrics
+
+
+def _square_outline(n=50, side=0.2):
+    t = np.linspace(0, 1, n, endpoint=False)
+    s = side / 2
+    edges = [np.stack([-s + side * t, np.full(n, -s)], 1), np.stack([np.full(n, s), -s + side * t], 1),
+             np.stack([s - side * t, np.full(n, s)], 1), np.stack([np.full(n, -s), s - side * t], 1)]
+    return np.concatenate(edges)
+
+
+def _l_shape():
+    g = np.stack(np.meshgrid(np.linspace(0, 0.3, 31), np.linspace(0, 0.3, 31), indexing="ij"), -1).reshape(-1, 2)
+    return g[(g[:, 0] < 0.1) | (g[:, 1] < 0.1)]
+
+
+def _rot(deg):
+    t = np.deg2rad(deg)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+def test_rotation_set_is_quarter_turns_times_small_corrections():
+    assert len(metrics.ROTATION_ANGLES_DEG) == 20
+    assert set(metrics.ROTATION_ANGLES_DEG) == {q * 90 + d for q in range(4) for d in (-20, -10, 0, 10, 20)}
+
+
+def test_identical_shapes():
+    a = _l_shape()
+    assert metrics.iou_2d(a, a) == 1.0
+    assert metrics.chamfer(a, a) == 0.0
+    assert metrics.emd(a, a) == 0.0
+
+
+def test_shift_is_removed_by_zero_meaning():
+    a = _l_shape()
+    b = a + np.array([0.37, -1.2])
+    assert metrics.iou_2d(a, b) == 1.0
+    assert metrics.chamfer(a, b) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.emd(a, b) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_emd_known_value_for_a_stretched_pair():
+    # Two points at +-1 against two points at +-2 (zero-mean already): each moves by 1.
+    a = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    b = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    assert metrics.emd(a, b) == pytest.approx(1.0)
+    # Chamfer: each direction's mean NN distance is 1 -> sum 2 (rotations cannot do better).
+    assert metrics.chamfer(a, b) == pytest.approx(2.0)
+
+
+def test_quarter_turn_gets_full_iou_and_zero_chamfer():
+    a = _l_shape()
+    b = a @ _rot(90).T
+    assert metrics.iou_2d(a, b) == 1.0
+    assert metrics.chamfer(a, b) == pytest.approx(0.0, abs=1e-9)
+    # EMD has no rotation search: the rotated L is a different point set.
+    assert metrics.emd(a, b) > 0.01
+
+
+def test_small_rotation_inside_the_search_is_found():
+    a = _l_shape()
+    b = a @ _rot(190).T        # 180 + 10 is in the searched set
+    assert metrics.iou_2d(a, b) == 1.0
+
+
+def test_different_shapes_score_below_one():
+    sq = _square_outline()
+    t = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    line = np.stack([np.linspace(-0.2, 0.2, 200), np.zeros(200)], 1)
+    assert metrics.iou_2d(sq, line) < 0.3
+    assert metrics.chamfer(sq, line) > 0.05
+    circle = 0.1 * np.stack([np.cos(t), np.sin(t)], 1)
+    iou_c = metrics.iou_2d(sq, circle)
+    assert 0.0 < iou_c < 1.0
+    assert metrics.iou_2d(sq, circle) > metrics.iou_2d(sq, line)
+
+
+def test_disjoint_masks_and_symmetry():
+    a = _l_shape()
+    b = _square_outline()
+    assert metrics.iou_2d(a, b) == pytest.approx(metrics.iou_2d(b, a), abs=0.05)
+
+
+def test_uses_xy_only_for_iou_and_xyz_for_chamfer():
+    a = _l_shape()
+    a3 = np.concatenate([a, np.zeros((len(a), 1))], 1)
+    b3 = a3.copy()
+    b3[:, 2] = 0.05 * (np.arange(len(a)) % 2)          # same footprint, different heights
+    assert metrics.iou_2d(a3, b3) == 1.0
+    assert metrics.chamfer(a3, b3) > 0.0
+    assert metrics.chamfer(a, b3) == pytest.approx(0.0, abs=1e-12)  # 2D vs 3D -> xy
+
+
+def test_sampling_is_seeded():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3000, 3)), rng.normal(size=(2500, 3))
+    assert metrics.chamfer(a, b, 200, 1) == metrics.chamfer(a, b, 200, 1)
+    assert metrics.emd(a, b, 200, 3) == metrics.emd(a, b, 200, 3)
+    assert metrics.emd(a, b, 200, 3) != metrics.emd(a, b, 200, 4)
+    g = np.random.default_rng(5)
+    assert np.isfinite(metrics.chamfer(a, b, 100, g))
+
+
+def test_accepts_jax_keys():
+    jax = pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 2)), rng.normal(size=(300, 2))
+    v1 = metrics.emd(a, b, 100, jax.random.key(7))
+    v2 = metrics.emd(a, b, 100, jax.random.key(7))
+    v3 = metrics.chamfer(a, b, 100, jax.random.PRNGKey(7))
+    assert v1 == v2 and np.isfinite(v3)
+
+
+def test_coverage_of_a_dense_square():
+    side = 0.3
+    g = np.linspace(0, side, 61)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    cov = metrics.normalized_coverage(pts, particle_radius=0.005, reference_area=side ** 2)
+    assert cov == pytest.approx(1.0, abs=1e-9)
+    assert metrics.normalized_coverage(pts, 0.005, 2 * side ** 2) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_coverage_counts_holes_and_two_pieces():
+    side = 0.3
+    g = np.linspace(0, side, 61)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    left = pts[pts[:, 0] <= 0.1 + 1e-9]
+    right = pts[pts[:, 0] >= 0.2 - 1e-9]
+    cov = metrics.normalized_coverage(np.concatenate([left, right]), 0.004, side ** 2)
+    assert cov == pytest.approx(2 / 3, abs=0.03)       # the middle third is empty
+    assert metrics.normalized_coverage(np.array([[0.0, 0.0, 0.0]]), 0.01, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (np.zeros((0, 2)), "empty"),
+    (np.zeros((5, 4)), "shape"),
+    (np.zeros(5), "shape"),
+    (np.array([[0.0, np.nan], [1.0, 1.0]]), "non-finite"),
+    ("abc", "numbers"),
+])
+def test_bad_input_is_a_one_line_value_error(bad, msg):
+    good = np.zeros((3, 2))
+    for fn in (lambda x: metrics.iou_2d(x, good), lambda x: metrics.chamfer(good, x),
+               lambda x: metrics.emd(x, good), lambda x: metrics.normalized_coverage(x, 0.01, 1.0)):
+        with pytest.raises(ValueError, match=msg) as e:
+            fn(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_bad_parameters():
+    a = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="particle_radius"):
+        metrics.normalized_coverage(a, -1.0, 1.0)
+    with pytest.raises(ValueError, match="reference_area"):
+        metrics.normalized_coverage(a, 0.1, 0.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        metrics.chamfer(a, a, 0)
+    with pytest.raises(ValueError, match="key_or_seed"):
+        metrics.emd(a, a, 10, "seed")
