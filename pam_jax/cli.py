@@ -167,12 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=cmd_bench)
 
-    try:
-        from pam_jax.data import cli as data_cli
-    except ImportError:
-        data_cli = None
-    if data_cli is not None and hasattr(data_cli, "add_subparser"):
-        data_cli.add_subparser(sub)
+    from pam_jax.data import cli as data_cli
+
+    data_cli.add_subparser(sub)
     return p
 
 

@@ -16,7 +16,6 @@ Batched over B observations; on a mesh it shards the observations or the candida
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Callable, NamedTuple
 
 import jax
@@ -161,5 +160,3 @@ def select_with_host_scorer(selector_first: Callable, ref_params, points, key,
         raise ValueError(f"scorer: expected scores of shape {cands.shape[:2]}, got {scores.shape}")
     idx = np.argmax(scores, axis=-1)
     return Selection(cands[np.arange(len(idx)), idx], idx, cands, scores)
-
-
