@@ -29,7 +29,7 @@ from pam_jax.config import DiffusionConfig
 from pam_jax.models.policy import noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
-MODES = ("implicit", "explicit", "first", "random")
+MODES = ("implicit", "explicit", "first", "random", "custom")
 CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 
 
@@ -79,16 +79,21 @@ def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples
 
 
 def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: SelectConfig, *,
-                  score_graphdef=None, mesh=None, shard: str = "obs") -> Callable:
+                  score_graphdef=None, scorer: Callable | None = None, mesh=None,
+                  shard: str = "obs") -> Callable:
     """-> jitted select(ref_params, score_params, points (B, Np, 3), key) -> Selection.
 
     `score_params`: the DPO policy (implicit), the reward model (explicit, with `score_graphdef`),
-    or None (first / random). `mesh` with `shard` = "obs" | "candidates" spreads the work.
+    or None (first / random). Mode "custom" traces `scorer(score_params, points, candidates)
+    -> (B, N)` (raw frame) into the same graph. `mesh` with `shard` = "obs" | "candidates"
+    spreads the work.
     """
     if scfg.mode not in MODES:
         raise ValueError(f"unknown selection mode {scfg.mode!r}: expected one of {MODES}")
     if scfg.mode == "explicit" and score_graphdef is None:
         raise ValueError("explicit-reward selection needs score_graphdef (the reward model)")
+    if scfg.mode == "custom" and scorer is None:
+        raise ValueError("custom selection needs scorer(score_params, points, candidates) -> (B, N)")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
     schedule = diffusion.make_schedule(diff.num_train_timesteps, diff.beta_schedule,
@@ -118,6 +123,8 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         elif scfg.mode == "explicit":
             rm = nnx.merge(score_graphdef, score_params)
             scores = rm.score(x0, rm.encode(pts))
+        elif scfg.mode == "custom":
+            scores = scorer(score_params, points, unnormalize(x0, center, scale))
         elif scfg.mode == "first":
             scores = jnp.broadcast_to(-jnp.arange(n, dtype=x0.dtype), x0.shape[:2])
         else:

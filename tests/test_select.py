@@ -66,6 +66,21 @@ def test_explicit_mode(models):
     np.testing.assert_allclose(out.scores, want, rtol=1e-4, atol=1e-5)
 
 
+def test_custom_scorer_is_traced_into_the_graph(models):
+    g, ref, _ = models
+    target = jnp.array([0.2, 0.2, 0.0])
+
+    def nearest_first_point(params, points, cands):   # prefers candidates whose first point is near `target`
+        return -jnp.linalg.norm(cands[:, :, 0] - target * params, axis=-1)
+
+    sel = make_selector(g, DIFF, NORM, _cfg(mode="custom"), scorer=nearest_first_point)
+    out = sel(ref, jnp.float32(1.0), _points(), jax.random.key(0))
+    d = np.linalg.norm(np.asarray(out.candidates)[:, :, 0] - np.asarray(target), axis=-1)
+    np.testing.assert_array_equal(np.asarray(out.index), d.argmin(-1))
+    with pytest.raises(ValueError, match="scorer"):
+        make_selector(g, DIFF, NORM, _cfg(mode="custom"))
+
+
 def test_deterministic_for_a_fixed_key(models):
     g, ref, pol = models
     sel = make_selector(g, DIFF, NORM, _cfg())
