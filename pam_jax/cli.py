@@ -35,6 +35,10 @@ def cmd_eval(args) -> int:
     from pam_jax import config as config_lib
     from pam_jax.train.checkpoint import Checkpointer
 
+    if args.task:
+        return _eval_sim(args)
+    if not args.run:
+        raise ValueError("pam-jax eval: give --run RUN (toy task) or --task TASK --sl RUN (simulated task)")
     run = pathlib.Path(args.run)
     meta = Checkpointer(run / "checkpoints", create=False).restore_meta()
     cfg = config_lib.from_dict(meta["config"])
@@ -53,6 +57,21 @@ def cmd_eval(args) -> int:
     png = args.png or str(run / "samples.png")
     r = toy.evaluate(run, scenes=args.scenes, samples=args.samples, seed=args.seed, png=png)
     print(json.dumps(r) if args.json else _toy_report(r, args.scenes, args.samples, png))
+    return 0
+
+
+def _eval_sim(args) -> int:
+    from pam_jax import evaluate
+
+    if not args.sl:
+        raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
+    runs = evaluate.Runs(sl=args.sl, dpo=args.dpo or "", reward=args.reward or "")
+    result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
+                               num_candidates=args.candidates, reward_samples=args.reward_samples,
+                               max_steps=args.max_steps or None)
+    paths = evaluate.write_report(result, args.out or f"runs/eval_{args.task}")
+    print(evaluate.table_markdown(result))
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
 
@@ -138,9 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a trained run", description="Evaluate a trained run "
-                       "(the toy task: sample on fresh scenes and score against the true endpoints).")
-    e.add_argument("--run", required=True, help="run folder (holds checkpoints/)")
+    e = sub.add_parser("eval", help="evaluate trained runs", description="Evaluate trained runs: the toy "
+                       "task (--run: sample fresh scenes, score against the true endpoints; a DPO run compares "
+                       "SL with reward-guided selection) or a simulated task in closed loop (--task --sl [--dpo]).")
+    e.add_argument("--run", help="toy task: the run folder (holds checkpoints/)")
+    e.add_argument("--task", choices=["rope", "granular", "cloth"], help="simulated task: closed-loop evaluation")
+    e.add_argument("--sl", help="simulated task: the supervised run")
+    e.add_argument("--dpo", help="simulated task: the DPO run (deformpam, dpo methods)")
+    e.add_argument("--reward", help="simulated task: the reward-head run (sl_explicit method)")
+    e.add_argument("--methods", nargs="+", default=["sl", "deformpam"],
+                   choices=["sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle"])
+    e.add_argument("--episodes", type=int, default=10, help="simulated task: seeded start states")
+    e.add_argument("--candidates", type=int, default=8, help="N candidates per decision")
+    e.add_argument("--reward-samples", type=int, default=10, help="M Monte-Carlo samples (implicit reward)")
+    e.add_argument("--max-steps", type=int, default=0, help="cap on steps per episode (0 = the task's limit)")
+    e.add_argument("--out", help="report folder (default runs/eval_TASK)")
     e.add_argument("--scenes", type=int, default=64)
     e.add_argument("--samples", type=int, default=16)
     e.add_argument("--seed", type=int, default=12345)

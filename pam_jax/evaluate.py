@@ -1,0 +1,218 @@
+"""Closed-loop evaluation on the simulated tasks: methods, episodes, confidence intervals, reports.
+
+Methods (same seeded start states for all):
+  sl           SL policy, first candidate (no selection)
+  sl_random    SL policy, a random one of N candidates
+  sl_explicit  SL candidates + explicit-reward RAS (needs a reward run)
+  dpo          the DPO model alone (its own first candidate)
+  deformpam    SL candidates + implicit-reward RAS (needs a DPO run)
+  oracle       SL candidates, the simulator's best (executes each from a saved state): an upper bound
+
+An agent sees the simulator's world-frame cloud, puts it into the task frame the policy was
+trained in (the data pipeline's preprocessing: bounding-box centring, xy factor, voxels), subsamples
+it, runs one compiled selection, and maps the chosen action back to the world frame.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import jax
+import numpy as np
+
+from pam_jax import pointcloud as pc
+from pam_jax.select import SelectConfig, make_selector, select_with_host_scorer
+
+METHODS = ("sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle")
+NAMES = {"sl": "SL", "sl_random": "SL + random", "sl_explicit": "SL + explicit RAS", "dpo": "DPO alone",
+         "deformpam": "DeformPAM (SL + implicit RAS)", "oracle": "oracle best-of-N"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    sl: str
+    dpo: str = ""
+    reward: str = ""
+
+
+class Agent:
+    """World-frame cloud -> world-frame action by one method."""
+
+    def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
+                 reward_samples: int = 10, num_inference_steps: int | None = None):
+        from pam_jax.data import tasks as tasks_lib
+        from pam_jax.sim.oracle import candidate_gains
+        from pam_jax.train.loop import load_policy
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
+        need = {"deformpam": runs.dpo, "dpo": runs.dpo, "sl_explicit": runs.reward}
+        if method in need and not need[method]:
+            raise ValueError(f"method {method!r} needs a {'reward' if method == 'sl_explicit' else 'DPO'} run")
+        self.method, self.spec = method, tasks_lib.get_task(data_task)
+        self._gains = candidate_gains
+        cfg, graphdef, sl, norm = load_policy(runs.sl)
+        self.num_points = cfg.data.num_points or self.spec.num_points
+        mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "dpo": "first",
+                "deformpam": "implicit", "oracle": "first"}[method]
+        score_graphdef, score = None, None
+        ref = sl
+        if method == "dpo":
+            ref = load_policy(runs.dpo)[2]
+        elif method == "deformpam":
+            score = load_policy(runs.dpo)[2]
+        elif method == "sl_explicit":
+            _, score_graphdef, score, _ = load_policy(runs.reward)
+        n = 1 if method in ("sl", "dpo") else num_candidates
+        scfg = SelectConfig(mode=mode, num_candidates=n, eta=cfg.diffusion.eta,
+                            num_inference_steps=num_inference_steps or cfg.diffusion.num_inference_steps,
+                            reward_samples=reward_samples, beta=cfg.preference.beta)
+        self.select = make_selector(graphdef, cfg.diffusion, norm, scfg, score_graphdef=score_graphdef)
+        self.ref, self.score = ref, score
+
+    def observe(self, task, rng: np.random.Generator):
+        cloud, _, frame = pc.preprocess(task.observe(rng), (), xy_scale=self.spec.xy_scale,
+                                        voxel_size=self.spec.voxel_size)
+        return pc.subsample(cloud, self.num_points, rng), frame
+
+    def act(self, task, rng: np.random.Generator, key):
+        """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
+        pts, frame = self.observe(task, rng)
+        if self.method == "oracle":
+            state = task.save_state()
+
+            def scorer(_, cands):
+                gains, _ = self._gains(task, state, frame.invert(cands[0]))
+                return np.nan_to_num(gains, nan=-np.inf)[None]
+
+            sel = select_with_host_scorer(self.select, self.ref, pts[None], key, scorer)
+        else:
+            sel = self.select(self.ref, self.score, pts[None], key)
+        cands = frame.invert(np.asarray(sel.candidates)[0])
+        idx = int(np.asarray(sel.index)[0])
+        return cands[idx], cands, idx
+
+
+def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
+    task.reset(seed)
+    rng = np.random.default_rng([seed, 99])
+    limit = min(task.step_limit, max_steps or task.step_limit)
+    scores, frames = [float(task.score())], []
+    success_step = 0 if task.success() else None
+    for step in range(limit):
+        if task.success():
+            break
+        action, cands, idx = agent.act(task, rng, jax.random.key(seed * 1000 + step))
+        if step < 3:
+            frames.append({"cloud": task.observe(np.random.default_rng(0))[::4], "candidates": cands, "chosen": idx})
+        info = task.step(action)
+        scores.append(float(info.score_after))
+        if info.success and success_step is None:
+            success_step = step + 1
+    return {"seed": seed, "scores": scores, "final": scores[-1], "success": success_step is not None,
+            "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
+
+
+def mean_ci(x) -> tuple[float, float]:
+    """Mean and the half-width of its 95% normal-approximation interval (0 for n < 2)."""
+    x = np.asarray([v for v in x if v is not None], np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    if len(x) < 2:
+        return float(x.mean()), 0.0
+    return float(x.mean()), float(1.96 * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def summarize(episodes: list[dict]) -> dict:
+    final, half = mean_ci([e["final"] for e in episodes])
+    succ, succ_half = mean_ci([float(e["success"]) for e in episodes])
+    steps, steps_half = mean_ci([e["steps_to_success"] for e in episodes])
+    return {"episodes": len(episodes), "final": final, "final_ci": half, "success": succ,
+            "success_ci": succ_half, "steps_to_success": steps, "steps_to_success_ci": steps_half}
+
+
+def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
+             num_candidates: int = 8, reward_samples: int = 10, max_steps: int | None = None,
+             progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from pam_jax.sim import make_task
+    from pam_jax.sim.episodes import data_task_name
+
+    task = make_task(task_name)
+    out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
+    seeds = list(seeds)
+    for method in methods:
+        agent = Agent(method, runs, data_task=data_task_name(task_name), num_candidates=num_candidates,
+                      reward_samples=reward_samples)
+        eps = [run_episode(task, agent, s, max_steps=max_steps)
+               for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
+        out["methods"][method] = {"summary": summarize(eps), "episodes": eps}
+    return out
+
+
+def table_markdown(result: dict) -> str:
+    rows = [f"Task `{result['task']}`: mean with 95% CI over episodes",
+            "", "| method | final score | success rate | steps to success |", "|---|---|---|---|"]
+    for m, r in result["methods"].items():
+        s = r["summary"]
+        rows.append(f"| {NAMES.get(m, m)} | {s['final']:.3f} ± {s['final_ci']:.3f} | "
+                    f"{100 * s['success']:.0f}% ± {100 * s['success_ci']:.0f} | "
+                    f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f} |")
+    return "\n".join(rows)
+
+
+def write_report(result: dict, out_dir) -> dict:
+    """JSON, Markdown, a metric-over-steps plot and a filmstrip of one episode -> their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slim = {**result, "methods": {m: {"summary": r["summary"],
+                                      "episodes": [{k: v for k, v in e.items() if k != "frames"}
+                                                   for e in r["episodes"]]}
+                                  for m, r in result["methods"].items()}}
+    paths = {"json": out / "eval.json", "markdown": out / "eval.md", "curves": out / "metric_over_steps.png",
+             "filmstrip": out / "filmstrip.png"}
+    paths["json"].write_text(json.dumps(slim, indent=2, default=float))
+    paths["markdown"].write_text(table_markdown(result) + "\n")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m, r in result["methods"].items():
+        n = max(len(e["scores"]) for e in r["episodes"])
+        padded = np.array([e["scores"] + [e["scores"][-1]] * (n - len(e["scores"])) for e in r["episodes"]])
+        ax.plot(np.arange(n), padded.mean(0), label=NAMES.get(m, m))
+    ax.set_xlabel("step")
+    ax.set_ylabel("score")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths["curves"], dpi=100)
+    plt.close(fig)
+
+    method = next(iter(result["methods"]))
+    frames = result["methods"][method]["episodes"][0]["frames"]
+    if frames:
+        fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.2), squeeze=False)
+        for ax, f in zip(axes[0], frames):
+            ax.scatter(f["cloud"][:, 0], f["cloud"][:, 1], s=1, c="0.7")
+            for k, c in enumerate(f["candidates"]):
+                chosen = k == f["chosen"]
+                ax.annotate("", xy=c[1, :2], xytext=c[0, :2],
+                            arrowprops={"arrowstyle": "->", "color": "tab:red" if chosen else "tab:blue",
+                                        "alpha": 1.0 if chosen else 0.35, "lw": 2 if chosen else 1})
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{result['task']}, {NAMES.get(method, method)}: chosen (red) and rejected (blue)")
+        fig.tight_layout()
+        fig.savefig(paths["filmstrip"], dpi=90)
+        plt.close(fig)
+    else:
+        paths.pop("filmstrip")
+    return {k: str(v) for k, v in paths.items()}

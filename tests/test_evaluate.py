@@ -1,0 +1,54 @@
+"""Closed-loop evaluation: confidence intervals by hand, and a tiny policy run on the rope task."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from _tiny import tiny_config
+from pam_jax import evaluate
+from pam_jax.train.loop import train
+
+
+def test_mean_ci_hand_computed():
+    m, h = evaluate.mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5
+    assert h == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert evaluate.mean_ci([0.7]) == (0.7, 0.0)
+    assert evaluate.mean_ci([None, 2.0, None, 4.0])[0] == 3.0
+    assert all(math.isnan(v) for v in evaluate.mean_ci([None]))
+
+
+def test_summarize():
+    eps = [{"final": 0.5, "success": True, "steps_to_success": 3},
+           {"final": 0.3, "success": False, "steps_to_success": None}]
+    s = evaluate.summarize(eps)
+    assert s["final"] == pytest.approx(0.4) and s["success"] == 0.5 and s["steps_to_success"] == 3.0
+
+
+def test_tiny_policy_on_rope_writes_a_report(tmp_path):
+    cfg = tiny_config(tmp_path / "sl")
+    train(cfg, progress_bar=False, log=lambda *a: None)
+    runs = evaluate.Runs(sl=cfg.train.run_dir, dpo=cfg.train.run_dir)   # any policy works as "DPO"
+    result = evaluate.evaluate("rope", runs, methods=("sl", "deformpam", "oracle"), seeds=[0, 1],
+                               num_candidates=3, reward_samples=2, max_steps=2, progress=False)
+    for m in ("sl", "deformpam", "oracle"):
+        eps = result["methods"][m]["episodes"]
+        assert [e["seed"] for e in eps] == [0, 1]
+        assert all(1 <= len(e["scores"]) <= 3 for e in eps)
+    # the same seeded start states for every method
+    starts = {m: [e["scores"][0] for e in r["episodes"]] for m, r in result["methods"].items()}
+    assert starts["sl"] == starts["deformpam"] == starts["oracle"]
+    paths = evaluate.write_report(result, tmp_path / "report")
+    data = json.loads(open(paths["json"]).read())
+    assert set(data["methods"]) == {"sl", "deformpam", "oracle"}
+    assert "DeformPAM" in open(paths["markdown"]).read()
+    for key in ("curves", "filmstrip"):
+        assert np.asarray(open(paths[key], "rb").read(4)).size and paths[key].endswith(".png")
+
+
+def test_bad_method_and_missing_runs(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate.Agent("best", evaluate.Runs(sl="x"), data_task="rope")
+    with pytest.raises(ValueError, match="needs a DPO run"):
+        evaluate.Agent("deformpam", evaluate.Runs(sl="x"), data_task="rope")
