@@ -93,7 +93,17 @@ def _ras_report(r: dict, scenes: int) -> str:
 
 
 def cmd_demo(args) -> int:
-    """Until the simulated tasks exist: the three DeformPAM stages on the toy bar task."""
+    """The three DeformPAM stages: on the toy bar task (default) or on a simulated task (--task)."""
+    if args.task:
+        from pam_jax import sim_demo
+
+        root = pathlib.Path(args.run_dir if args.run_dir != "runs/demo_toy" else f"runs/demo_{args.task}")
+        if args.fresh and root.exists():
+            shutil.rmtree(root)
+        sim_demo.run(args.task, root=root,
+                     episodes=args.episodes, states=args.states, eval_episodes=args.eval_episodes,
+                     methods=tuple(args.methods), sl_steps=args.steps)
+        return 0
     from pam_jax import config as config_lib
     from pam_jax import toy, toy_preference
     from pam_jax.train.loop import train
@@ -185,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--run-dir", default="runs/demo_toy")
     d.add_argument("--steps", type=int, default=0, help="supervised steps (default: the experiment's)")
     d.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    d.add_argument("--task", choices=["rope", "granular", "cloth"],
+                   help="run the pipeline on a simulated task instead of the toy task")
+    d.add_argument("--episodes", type=int, default=20, help="--task: expert episodes")
+    d.add_argument("--states", type=int, default=48, help="--task: preference states")
+    d.add_argument("--eval-episodes", type=int, default=10, help="--task: evaluation episodes per method")
+    d.add_argument("--methods", nargs="+", default=["sl", "deformpam"],
+                   choices=["sl", "sl_random", "dpo", "deformpam", "oracle"])
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")

@@ -41,7 +41,8 @@ class Agent:
     """World-frame cloud -> world-frame action by one method."""
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
-                 reward_samples: int = 10, num_inference_steps: int | None = None):
+                 reward_samples: int = 10, num_inference_steps: int | None = None,
+                 eta: float | None = None):
         from pam_jax.data import tasks as tasks_lib
         from pam_jax.sim.oracle import candidate_gains
         from pam_jax.train.loop import load_policy
@@ -66,20 +67,25 @@ class Agent:
         elif method == "sl_explicit":
             _, score_graphdef, score, _ = load_policy(runs.reward)
         n = 1 if method in ("sl", "dpo") else num_candidates
-        scfg = SelectConfig(mode=mode, num_candidates=n, eta=cfg.diffusion.eta,
+        scfg = SelectConfig(mode=mode, num_candidates=n, eta=cfg.diffusion.eta if eta is None else eta,
                             num_inference_steps=num_inference_steps or cfg.diffusion.num_inference_steps,
                             reward_samples=reward_samples, beta=cfg.preference.beta)
         self.select = make_selector(graphdef, cfg.diffusion, norm, scfg, score_graphdef=score_graphdef)
         self.ref, self.score = ref, score
 
-    def observe(self, task, rng: np.random.Generator):
-        cloud, _, frame = pc.preprocess(task.observe(rng), (), xy_scale=self.spec.xy_scale,
-                                        voxel_size=self.spec.voxel_size)
+    def prepare(self, cloud, rng: np.random.Generator):
+        """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
+        cloud, _, frame = pc.preprocess(cloud, (), xy_scale=self.spec.xy_scale, voxel_size=self.spec.voxel_size)
         return pc.subsample(cloud, self.num_points, rng), frame
+
+    def candidates(self, cloud, rng: np.random.Generator, key) -> np.ndarray:
+        """All N candidates (N, 2, 3) for a world-frame cloud, world frame (for collection)."""
+        pts, frame = self.prepare(cloud, rng)
+        return frame.invert(np.asarray(self.select(self.ref, self.score, pts[None], key).candidates)[0])
 
     def act(self, task, rng: np.random.Generator, key):
         """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
-        pts, frame = self.observe(task, rng)
+        pts, frame = self.prepare(task.observe(rng), rng)
         if self.method == "oracle":
             state = task.save_state()
 

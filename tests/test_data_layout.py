@@ -111,7 +111,7 @@ def test_hidden_and_nested_folders(tmp_path):
     ("missing_key", "missing key annotation.action_poses"),
     ("bad_shape", "expected shape (4, >=3)"),
     ("no_annotation", "not annotated"),
-    ("bad_indices", "outside [0, 16)"),
+    ("bad_indices", "outside [0, 18)"),   # 16 candidate points + the annotator's action
 ])
 def test_each_malformation_is_named(tmp_path, how, reason):
     info = fixtures.write_fixture(tmp_path, task="rope", kind="finetune", num_episodes=1,

@@ -183,8 +183,8 @@ def test_finetune_round_trip_and_dpo_batch(finetune):
 
 
 def test_finetune_without_the_expert_in_candidates(tmp_path):
-    """expert_in_candidates=False: exactly 2K points stored, expert rows become padding, and
-    dpo_batch gives K + 1 candidates whose last one is the expert's action."""
+    """expert_in_candidates=False: exactly 2K points stored (the published form); the expert rows
+    name points 2K, 2K+1 and survive; dpo_batch gives K + 1 candidates, the last the expert's."""
     summary = episodes.write_preference_round("rope", tmp_path / "src", states=2, seed=5,
                                               candidates_fn=_candidates_fn(1), num_points=N_POINTS,
                                               max_alternatives=2, warmup_steps=0,
@@ -194,13 +194,16 @@ def test_finetune_without_the_expert_in_candidates(tmp_path):
     assert report["skipped"] == []
     for r in summary["records"]:
         assert r["candidate_points"].shape == (2 * K, 3)
-        assert (r["rankings"][2 * K:] == 3).all() and (r["pair_indices"][2 * K:] == [0, 1, 0, 1]).all()
+        np.testing.assert_array_equal(r["pair_indices"][2 * K:3 * K, :2], [[2 * K, 2 * K + 1]] * K)
     data = pipeline.DeformPAMData(pathlib.Path(report["dataset_dir"]), batch_size=2,
                                   augment=False, num_threads=1)
     b = data.batch(0)
     dpo = preference.dpo_batch(b)
     assert dpo["candidates"].shape == (2, K + 1, 2, 3)
     np.testing.assert_array_equal(dpo["candidates"][:, K], b["actions"][:, 0])
+    for row, r in enumerate(summary["records"]):   # the expert-vs-candidate rows reach the DPO batch
+        np.testing.assert_array_equal(dpo["pairs"][row, 2 * K:3 * K], [[K, k] for k in range(K)])
+        np.testing.assert_array_equal(dpo["rankings"][row, 2 * K:3 * K], r["rankings"][2 * K:3 * K])
 
 
 def test_crash_mid_write_leaves_no_half_sample(tmp_path, monkeypatch):

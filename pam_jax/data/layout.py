@@ -308,8 +308,9 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
                            sid, "annotation.grasp_point_rankings", 1, ())
         if pairs.shape[0] != ranks.shape[0]:
             raise MalformedSample(sid, f"{pairs.shape[0]} index rows but {ranks.shape[0]} rankings")
-        if pairs.size and (pairs.min() < 0 or pairs.max() >= cands.shape[0]):
-            raise MalformedSample(sid, f"selected_grasp_point_indices outside [0, {cands.shape[0]})")
+        # points Kp and Kp+1 name the annotator's own action (candidate K, appended at load time)
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= cands.shape[0] + 2):
+            raise MalformedSample(sid, f"selected_grasp_point_indices outside [0, {cands.shape[0] + 2})")
         if ranks.size and not np.isin(ranks, RANKING_CODES).all():
             raise MalformedSample(sid, f"grasp_point_rankings: codes must be in {RANKING_CODES}")
         pairs, ranks = pairs.astype(np.int32), ranks.astype(np.int32)
@@ -489,8 +490,9 @@ def write_sample(root, sample_id: str, *, points, episode_idx: int, action_type:
     if pair_indices is not None and candidates is not None:
         k = np.asarray(candidates).shape[0]
         idx = np.asarray(pair_indices)
-        if idx.size and (idx.min() < 0 or idx.max() >= k):
-            raise ValueError(f"pair_indices: values must index the {k} candidate points")
+        if idx.size and (idx.min() < 0 or idx.max() >= k + 2):
+            raise ValueError(f"pair_indices: values must index the {k} candidate points or the "
+                             f"annotator's action ({k}, {k + 1})")
     annotation = None
     if annotated:
         annotation = make_annotation(

@@ -38,7 +38,8 @@ episode_id          (B,) int32
 record_index        (B,) int32           index of the record in the split
 candidate_points    (B, Kp, 3) f32       finetune: candidate points (candidate k = 2k, 2k+1)
 candidate_valid     (B, Kp) bool         finetune
-pair_indices        (B, P, 4) int32      finetune: [p1_a, p1_b, p2_a, p2_b] into candidates
+pair_indices        (B, P, 4) int32      finetune: [p1_a, p1_b, p2_a, p2_b] into candidates;
+                                         Kp, Kp+1 = the annotator's action (actions[:, 0])
 rankings            (B, P) int32         finetune: 0/1/2, padded with 3 (not comparable)
 ==================  ===================  =====================================================
 """
@@ -224,8 +225,13 @@ def finish(prep: Prepared, cfg: SampleConfig, rng: np.random.Generator | None) -
         k = min(kp, cands.shape[0])
         cand_out[:k], cand_valid[:k] = cands[:k], True
         pairs, ranks = prep.pair_indices[:pmax], prep.rankings[:pmax]
-        ranks = np.where((pairs < k).all(-1), ranks, NOT_COMPARABLE)    # truncated candidates
-        pairs = np.where(pairs < k, pairs, 0)
+        # points k0, k0+1 name the annotator's action: it becomes candidate kp/2 (points kp, kp+1)
+        k0 = cands.shape[0]
+        annotator = (pairs >= k0) & (pairs < k0 + 2)
+        pairs = np.where(annotator, pairs - k0 + kp, pairs)
+        ok = ((pairs < k) | annotator).all(-1)                          # truncated candidates -> 3
+        ranks = np.where(ok, ranks, NOT_COMPARABLE)
+        pairs = np.where(ok[:, None], pairs, 0)
         pair_out = np.zeros((pmax, 4), np.int32)
         rank_out = np.full((pmax,), NOT_COMPARABLE, np.int32)
         pair_out[: pairs.shape[0]], rank_out[: ranks.shape[0]] = pairs, ranks

@@ -28,16 +28,12 @@ world-frame actions, so ``candidates_fn`` below works in this frame too.
 
 The annotator's own action. The preference protocol (METHOD.md, :mod:`pam_jax.sim.oracle`,
 :func:`pam_jax.preference.dpo_batch`) names the annotator's action as candidate K, i.e. points
-2K and 2K+1, one past the K sampled candidates. The layout reader
-(:func:`pam_jax.data.layout.read_sample`) and writer reject pair indices that do not name a
-stored candidate point, and the pipeline turns such rows into code 3. So by default
-(``expert_in_candidates=True``) the expert's action is *stored* as the last candidate:
-``pose_virtual.prediction.begin`` holds 2K + 2 points, and the K expert-vs-candidate rows
-survive the builder and the pipeline unchanged. ``dpo_batch`` then sees K + 1 stored candidates
-(the last one the expert) and appends ``actions[:, 0]`` (the expert again, named by no pair).
-With ``expert_in_candidates=False`` exactly 2K points are stored and the expert rows are
-written as padding (``[0, 1, 0, 1]``, code 3): the file is what METHOD.md describes, but the
-expert comparisons are lost.
+2K and 2K+1, one past the K sampled candidates. The layout reader and writer accept those two
+indices, and the pipeline maps them onto the candidate that ``dpo_batch`` appends from
+``actions[:, 0]``. With ``expert_in_candidates=False`` exactly 2K points are stored (the
+published form). By default (``True``) the expert's action is *also* stored as a last
+candidate (2K + 2 points), which keeps the samples self-contained for tools that read only
+``pose_virtual``; ``dpo_batch`` then sees it twice (the appended copy is named by no pair).
 
 Every sample is written with :func:`pam_jax.data.layout.write_sample`, which assembles it
 under a hidden name and renames it into place, so a crash never leaves a half sample that
@@ -56,7 +52,7 @@ from pam_jax.data import layout
 from pam_jax.data import tasks as tasks_lib
 from pam_jax.sim import make_task
 from pam_jax.sim.experts import expert_actions
-from pam_jax.sim.oracle import PAD, annotate
+from pam_jax.sim.oracle import annotate
 
 __all__ = ["SIM_TO_DATA", "DATA_TO_SIM", "data_task_name", "sim_task_name",
            "write_expert_episodes", "write_preference_round"]
@@ -344,10 +340,6 @@ def write_preference_round(task: str, out_root, *, states: int,
                 points = cands.reshape(-1, 3)
                 if expert_in_candidates:
                     points = np.concatenate([points, expert])           # candidate K = expert
-                else:
-                    expert_rows = (rows >= 2 * k).any(axis=1)
-                    rows[expert_rows] = PAD
-                    codes[expert_rows] = 3
                 dropped += int(lab["dropped_pairs"])
                 choice = _choose(execute, lab, rng)
                 sid = _sample_id(spec.name, "finetune", ep, step)
