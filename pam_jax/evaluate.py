@@ -164,9 +164,10 @@ def table_markdown(result: dict) -> str:
             "", "| method | final score | success rate | steps to success |", "|---|---|---|---|"]
     for m, r in result["methods"].items():
         s = r["summary"]
+        steps = ("no success" if math.isnan(s["steps_to_success"])
+                 else f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f}")
         rows.append(f"| {NAMES.get(m, m)} | {s['final']:.3f} ± {s['final_ci']:.3f} | "
-                    f"{100 * s['success']:.0f}% ± {100 * s['success_ci']:.0f} | "
-                    f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f} |")
+                    f"{100 * s['success']:.0f}% ± {100 * s['success_ci']:.0f} | {steps} |")
     return "\n".join(rows)
 
 

@@ -70,7 +70,7 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
         return agent.candidates(cloud, rng, jax.random.key(next(calls)))
 
     r = write_preference_round(task, root / "src" / "finetune", states=states, candidates_fn=candidates_fn,
-                               num_points=n_points, steps_per_episode=episode_steps, if_exists="skip",
+                               num_points=n_points, steps_per_episode=episode_steps or 4, if_exists="skip",
                                progress=progress)
     print(f"      {r['samples']} states written, label counts {r['label_counts']}")
     sources.build(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
