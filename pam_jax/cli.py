@@ -134,6 +134,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from pam_jax import sim_demo
+
+    r = sim_demo.collect(args.task, args.sl, args.out, states=args.states, num_candidates=args.candidates,
+                         label_noise=args.label_noise, seed=args.seed, steps_per_episode=args.steps_per_episode)
+    print(f"{r['samples']} preference states written to {args.out} (labels {r['label_counts']}); build with:\n"
+          f"  pam-jax data build deformpam --src {args.out} --task {r['data_task']} --kind finetune")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from pam_jax import bench
 
@@ -203,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", nargs="+", default=["sl", "deformpam"],
                    choices=["sl", "sl_random", "dpo", "deformpam", "oracle"])
     d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("collect", help="roll out an SL policy and record oracle-ranked candidates",
+                       description="Roll out a trained SL policy in a simulated task, record its candidates "
+                                   "at each state, rank them with the oracle annotator, and write finetune "
+                                   "samples in the published DeformPAM layout.")
+    c.add_argument("--task", required=True, choices=["rope", "granular", "cloth"])
+    c.add_argument("--sl", required=True, help="the supervised run folder")
+    c.add_argument("--out", required=True, help="folder for the sample folders")
+    c.add_argument("--states", type=int, default=48)
+    c.add_argument("--candidates", type=int, default=8, help="K candidates per state")
+    c.add_argument("--steps-per-episode", type=int, default=4)
+    c.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 labels")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_collect)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
     b.add_argument("what", choices=["train", "sampler", "data"],

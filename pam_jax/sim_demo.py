@@ -36,12 +36,31 @@ def _configs(task: str, root: pathlib.Path, sl_steps: int, dpo_steps: int, overr
     return dt, sl, dpo
 
 
+def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num_points: int | None = None,
+            steps_per_episode: int = 4, label_noise: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
+    """Roll out a trained SL policy, record its K candidates (DDIM eta=1) at each state, have the
+    oracle annotator rank them, and write finetune samples in the published layout."""
+    from pam_jax.sim.episodes import data_task_name, write_preference_round
+
+    agent = evaluate.Agent("sl_random", evaluate.Runs(sl=str(sl_run)), data_task=data_task_name(task),
+                           num_candidates=num_candidates, eta=1.0)
+    rng = np.random.default_rng(seed)
+    calls = iter(range(10**9))
+
+    def candidates_fn(cloud):
+        return agent.candidates(cloud, rng, jax.random.key(next(calls)))
+
+    return write_preference_round(task, out, states=states, candidates_fn=candidates_fn, seed=seed,
+                                  label_noise=label_noise, num_points=num_points,
+                                  steps_per_episode=steps_per_episode, if_exists="skip", progress=progress)
+
+
 def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states: int = 48,
         eval_episodes: int = 10, methods=("sl", "deformpam"), sl_steps: int = 0, dpo_steps: int = 0,
         episode_steps: int | None = None, overrides=(), progress: bool = True) -> dict:
     """`overrides` (--set style) apply to both stages' configs; `episode_steps` caps every episode."""
     from pam_jax.data import sources
-    from pam_jax.sim.episodes import write_expert_episodes, write_preference_round
+    from pam_jax.sim.episodes import write_expert_episodes
     from pam_jax.train.loop import train
 
     root = pathlib.Path(root)
@@ -61,17 +80,9 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
 
     print(f"[3/5] preferences: {states} states x {dpo_cfg.preference.num_candidates} on-policy candidates, "
           "ranked by the oracle annotator")
-    agent = evaluate.Agent("sl_random", evaluate.Runs(sl=str(root / "sl")), data_task=dt,
-                           num_candidates=dpo_cfg.preference.num_candidates, eta=1.0)
-    rng = np.random.default_rng(0)
-    calls = iter(range(10**9))
-
-    def candidates_fn(cloud):
-        return agent.candidates(cloud, rng, jax.random.key(next(calls)))
-
-    r = write_preference_round(task, root / "src" / "finetune", states=states, candidates_fn=candidates_fn,
-                               num_points=n_points, steps_per_episode=episode_steps or 4, if_exists="skip",
-                               progress=progress)
+    r = collect(task, root / "sl", root / "src" / "finetune", states=states,
+                num_candidates=dpo_cfg.preference.num_candidates, num_points=n_points,
+                steps_per_episode=episode_steps or 4, progress=progress)
     print(f"      {r['samples']} states written, label counts {r['label_counts']}")
     sources.build(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
                   overwrite=True, progress=False)
