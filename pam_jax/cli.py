@@ -51,7 +51,8 @@ def cmd_eval(args) -> int:
         print(json.dumps(r) if args.json else _ras_report(r, args.scenes))
         return 0
     if cfg.data.source != "toy_bimodal":
-        raise ValueError(f"pam-jax eval: no closed-loop evaluation for data.source={cfg.data.source!r} yet")
+        raise ValueError(f"pam-jax eval --run evaluates toy runs; for data.source={cfg.data.source!r} "
+                         "use a simulated task: pam-jax eval --task TASK --sl RUN [--dpo RUN]")
     from pam_jax import toy
 
     png = args.png or str(run / "samples.png")
