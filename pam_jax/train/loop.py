@@ -63,13 +63,18 @@ def make_train_data(cfg: config_lib.Config, parent: Parent | None = None):
     raise ValueError(f"unknown data.source {d.source!r}: expected 'toy_bimodal', 'toy_preference' or 'tfds'")
 
 
-def init_train_state(cfg: config_lib.Config, mesh, params=None):
-    """-> (graphdef, tx, state) of a supervised policy (or of `params`), replicated over `mesh`."""
+def create_state(cfg: config_lib.Config, mesh, params):
+    """-> (tx, state): the optimiser and a train state around `params`, replicated over `mesh`."""
     sharding.check_batch_size(cfg.data.batch_size, mesh)
-    graphdef, fresh = build_model(cfg)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
-    state = TrainState.create(fresh if params is None else params, tx, ema=cfg.optim.ema_decay > 0)
-    return graphdef, tx, jax.device_put(state, sharding.replicated(mesh))
+    state = TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0)
+    return tx, jax.device_put(state, sharding.replicated(mesh))
+
+
+def init_train_state(cfg: config_lib.Config, mesh):
+    """-> (graphdef, tx, state) of a freshly initialised network of `cfg` (tests, benchmarks)."""
+    graphdef, params = build_model(cfg)
+    return (graphdef, *create_state(cfg, mesh, params))
 
 
 def step_for(cfg: config_lib.Config, tx, mesh, norm: NormStats):
@@ -108,7 +113,8 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
     mesh = sharding.make_mesh(cfg.train.num_devices)
     stage = build_stage(cfg)
     data = data if data is not None else make_train_data(cfg, stage.parent)
-    graphdef, tx, state = init_train_state(cfg, mesh, stage.params)
+    graphdef = stage.graphdef
+    tx, state = create_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)

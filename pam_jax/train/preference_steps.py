@@ -18,7 +18,7 @@ from pam_jax import diffusion, preference
 from pam_jax.config import PreferenceConfig
 from pam_jax.models.policy import noise_errors, normalize
 from pam_jax.normalize import NormStats
-from pam_jax.train import sharding
+from pam_jax.train.steps import jit_step
 from pam_jax.train.state import TrainState
 
 
@@ -26,6 +26,14 @@ def _pair_values(per_candidate, pairs):
     """(B, C) values, (B, P, 2) indices -> two (B, P) arrays."""
     return (jnp.take_along_axis(per_candidate, pairs[..., 0], axis=1),
             jnp.take_along_axis(per_candidate, pairs[..., 1], axis=1))
+
+
+def _pair_stats(score_1, score_2, rankings):
+    """Fraction of valid pairs (codes 0/1) whose winner has the higher score, and their count."""
+    valid = (rankings == 0) | (rankings == 1)
+    w, l = preference.orient(score_1, score_2, rankings)
+    acc = jnp.sum(jnp.where(valid, w > l, False)) / jnp.maximum(jnp.sum(valid), 1)
+    return {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
 
 
 def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, key, *,
@@ -49,10 +57,8 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
               if pcfg.min_snr_gamma > 0 else None)
     loss = preference.preference_loss(pcfg.loss, pp1, pr1, pp2, pr2, batch["rankings"], pcfg.beta,
                                       weight=weight, sft_weight=pcfg.sft_weight)
-    valid = (batch["rankings"] == 0) | (batch["rankings"] == 1)
-    w, l = preference.orient(pp1 - pr1, pp2 - pr2, batch["rankings"])
-    acc = jnp.sum(jnp.where(valid, (w < l), False)) / jnp.maximum(jnp.sum(valid), 1)
-    return loss, {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
+    # the winner should have the lower error relative to the reference
+    return loss, _pair_stats(pr1 - pp1, pr2 - pp2, batch["rankings"])
 
 
 def reward_loss(params, graphdef, batch, *, norm: NormStats):
@@ -60,17 +66,7 @@ def reward_loss(params, graphdef, batch, *, norm: NormStats):
     model = nnx.merge(graphdef, params)
     r = model(normalize(batch["points"], center, scale), normalize(batch["candidates"], center, scale))
     r1, r2 = _pair_values(r, batch["pairs"])
-    loss = preference.bradley_terry_loss(r1, r2, batch["rankings"])
-    valid = (batch["rankings"] == 0) | (batch["rankings"] == 1)
-    w, l = preference.orient(r1, r2, batch["rankings"])
-    acc = jnp.sum(jnp.where(valid, (w > l), False)) / jnp.maximum(jnp.sum(valid), 1)
-    return loss, {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
-
-
-def _jit_step(step, mesh, extra_replicated: int = 0):
-    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(repl, data) + (repl,) * extra_replicated,
-                   out_shardings=(repl, repl), donate_argnums=0)
+    return preference.bradley_terry_loss(r1, r2, batch["rankings"]), _pair_stats(r1, r2, batch["rankings"])
 
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
@@ -85,7 +81,7 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return _jit_step(step, mesh, extra_replicated=1)
+    return jit_step(step, mesh, extra_replicated=1)
 
 
 def make_reward_step(graphdef, tx: optax.GradientTransformation, mesh, *, norm: NormStats,
@@ -96,4 +92,4 @@ def make_reward_step(graphdef, tx: optax.GradientTransformation, mesh, *, norm: 
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return _jit_step(step, mesh)
+    return jit_step(step, mesh)

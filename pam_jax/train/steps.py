@@ -55,5 +55,12 @@ def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, m
         new_state = state.apply_gradients(grads, tx, ema_decay)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
+    return jit_step(step, mesh)
+
+
+def jit_step(step, mesh, extra_replicated: int = 0):
+    """jit `step(state, batch, *replicated)` on the mesh: state replicated and donated, batch on
+    the data axis, any further arguments (a frozen reference model) replicated."""
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(step, in_shardings=(repl, data) + (repl,) * extra_replicated,
+                   out_shardings=(repl, repl), donate_argnums=0)
