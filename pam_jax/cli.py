@@ -94,26 +94,28 @@ def _ras_report(r: dict, scenes: int) -> str:
 
 
 def cmd_demo(args) -> int:
-    """The three DeformPAM stages: on the toy bar task (default) or on a simulated task (--task)."""
-    if args.task:
-        from pam_jax import sim_demo
+    """The three DeformPAM stages on a simulated task (default: rope) or on the toy bar task."""
+    root = pathlib.Path(args.run_dir or f"runs/demo_{args.task}")
+    if args.fresh and root.exists():
+        shutil.rmtree(root)
+    if args.task != "toy":
+        from pam_jax import evaluate, sim_demo
 
-        root = pathlib.Path(args.run_dir if args.run_dir != "runs/demo_toy" else f"runs/demo_{args.task}")
-        if args.fresh and root.exists():
-            shutil.rmtree(root)
-        sim_demo.run(args.task, root=root,
-                     episodes=args.episodes, states=args.states, eval_episodes=args.eval_episodes,
-                     methods=tuple(args.methods), sl_steps=args.steps)
+        methods = evaluate.METHODS if args.methods == ["all"] else tuple(args.methods)
+        sim_demo.run(args.task, root=root, episodes=args.episodes, states=args.states,
+                     eval_episodes=args.eval_episodes, methods=methods, sl_steps=args.steps,
+                     pref_steps=args.pref_steps, label_noise=args.label_noise, overrides=args.set or ())
         return 0
+    return _toy_demo(root, args.steps)
+
+
+def _toy_demo(root: pathlib.Path, sl_steps: int) -> int:
     from pam_jax import config as config_lib
     from pam_jax import toy, toy_preference
     from pam_jax.train.loop import train
 
-    root = pathlib.Path(args.run_dir)
-    if args.fresh and root.exists():
-        shutil.rmtree(root)
     sl_dir, dpo_dir = root / "sl", root / "dpo"
-    steps = [f"train.steps={args.steps}"] if args.steps else []
+    steps = [f"train.steps={sl_steps}"] if sl_steps else []
     sl = config_lib.override(config_lib.load_experiment(REPO / "experiments" / "toy_bimodal.py"),
                              [f"train.run_dir={sl_dir}", *steps])
     print(f"[1/4] supervised: the toy bimodal policy ({sl.train.steps} steps) in {sl_dir}")
@@ -201,18 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="the built-in end-to-end demo (what `make demo` runs)",
-                       description="The three DeformPAM stages on the toy bar task: supervised policy, "
-                                   "oracle preferences on its own candidates + DPO, reward-guided selection.")
-    d.add_argument("--run-dir", default="runs/demo_toy")
+                       description="The three DeformPAM stages on a simulated task (default: rope): expert "
+                                   "demos, the SL policy, on-policy candidates ranked by the oracle annotator, "
+                                   "DPO (and the explicit reward head if sl_explicit is evaluated), then "
+                                   "closed-loop evaluation. --task toy runs them on the toy bar task. Every "
+                                   "stage resumes: rerunning the command skips what is done.")
+    d.add_argument("--task", choices=["rope", "granular", "cloth", "toy"], default="rope")
+    d.add_argument("--run-dir", default=None, help="default runs/demo_TASK")
     d.add_argument("--steps", type=int, default=0, help="supervised steps (default: the experiment's)")
     d.add_argument("--fresh", action="store_true", help="delete the run folder first")
-    d.add_argument("--task", choices=["rope", "granular", "cloth"],
-                   help="run the pipeline on a simulated task instead of the toy task")
-    d.add_argument("--episodes", type=int, default=20, help="--task: expert episodes")
-    d.add_argument("--states", type=int, default=48, help="--task: preference states")
-    d.add_argument("--eval-episodes", type=int, default=10, help="--task: evaluation episodes per method")
-    d.add_argument("--methods", nargs="+", default=["sl", "deformpam"],
-                   choices=["sl", "sl_random", "dpo", "deformpam", "oracle"])
+    d.add_argument("--episodes", type=int, default=20, help="expert episodes")
+    d.add_argument("--states", type=int, default=48, help="preference states")
+    d.add_argument("--pref-steps", type=int, default=0,
+                   help="steps of each preference stage, DPO and reward head (default: the experiment's)")
+    d.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 preference labels")
+    d.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per method")
+    d.add_argument("--methods", nargs="+", default=["sl", "sl_random", "deformpam"],
+                   choices=["all", "sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle"],
+                   help="methods to evaluate ('all': every one)")
+    d.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="config overrides for every stage, e.g. --set model.width=240 preference.beta=50")
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("collect", help="roll out an SL policy and record oracle-ranked candidates",

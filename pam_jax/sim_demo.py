@@ -18,22 +18,22 @@ from pam_jax import config as config_lib
 from pam_jax import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward"}
 
 
-def _configs(task: str, root: pathlib.Path, sl_steps: int, dpo_steps: int, overrides=()):
-    from pam_jax.sim.episodes import data_task_name
-
-    dt = data_task_name(task)
-    exp = REPO / "experiments" / "sim_rope.py"
-    common = [f"data.data_dir={root / 'tfds'}", f"data.task={dt}"]
-    sl = config_lib.override(config_lib.load_experiment(exp), common + [
-        f"name=sim_{task}", f"data.dataset=deformpam/{dt}_supervised", f"train.run_dir={root / 'sl'}",
-        *([f"train.steps={sl_steps}"] if sl_steps else []), *overrides])
-    dpo = config_lib.override(config_lib.load_experiment(f"{exp}:dpo"), common + [
-        f"name=sim_{task}_dpo", f"data.dataset=deformpam/{dt}_finetune", f"train.run_dir={root / 'dpo'}",
-        f"preference.init_from={root / 'sl'}", *([f"train.steps={dpo_steps}"] if dpo_steps else []),
-        *overrides])
-    return dt, sl, dpo
+def configs(task: str, root: pathlib.Path, *, sl_steps: int = 0, pref_steps: int = 0, overrides=()) -> dict:
+    """{stage: Config} of experiments/sim_TASK.py with every path under `root`; `overrides`
+    (--set style) apply to every stage."""
+    exp = REPO / "experiments" / f"sim_{task}.py"
+    out = {}
+    for stage in ("supervised", "dpo", "reward"):
+        steps = sl_steps if stage == "supervised" else pref_steps
+        paths = [f"data.data_dir={root / 'tfds'}", f"train.run_dir={root / STAGE_DIRS[stage]}"]
+        if stage != "supervised":
+            paths.append(f"preference.init_from={root / 'sl'}")
+        out[stage] = config_lib.override(config_lib.load_experiment(f"{exp}:{stage}"), [
+            *paths, *([f"train.steps={steps}"] if steps else []), *overrides])
+    return out
 
 
 def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num_points: int | None = None,
@@ -56,16 +56,20 @@ def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num
 
 
 def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states: int = 48,
-        eval_episodes: int = 10, methods=("sl", "deformpam"), sl_steps: int = 0, dpo_steps: int = 0,
-        episode_steps: int | None = None, overrides=(), progress: bool = True) -> dict:
-    """`overrides` (--set style) apply to both stages' configs; `episode_steps` caps every episode."""
+        eval_episodes: int = 10, methods=("sl", "deformpam"), sl_steps: int = 0, pref_steps: int = 0,
+        episode_steps: int | None = None, label_noise: float = 0.0, overrides=(), progress: bool = True) -> dict:
+    """`overrides` (--set style) apply to every stage's config; `episode_steps` caps every episode."""
+    from pam_jax import reward_eval
     from pam_jax.data import sources
-    from pam_jax.sim.episodes import write_expert_episodes
+    from pam_jax.sim.episodes import data_task_name, write_expert_episodes
     from pam_jax.train.loop import train
 
     root = pathlib.Path(root)
-    dt, sl_cfg, dpo_cfg = _configs(task, root, sl_steps, dpo_steps, overrides)
+    dt = data_task_name(task)
+    cfgs = configs(task, root, sl_steps=sl_steps, pref_steps=pref_steps, overrides=overrides)
+    sl_cfg, dpo_cfg = cfgs["supervised"], cfgs["dpo"]
     n_points = sl_cfg.data.num_points * 2
+    want_reward = "sl_explicit" in methods
 
     print(f"[1/5] expert demonstrations: {episodes} episodes of the {task} task")
     r = write_expert_episodes(task, root / "src" / "supervised", episodes=episodes, num_points=n_points,
@@ -79,23 +83,42 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     train(sl_cfg, progress_bar=progress)
 
     print(f"[3/5] preferences: {states} states x {dpo_cfg.preference.num_candidates} on-policy candidates, "
-          "ranked by the oracle annotator")
+          f"ranked by the oracle annotator (label noise {label_noise:g})")
     r = collect(task, root / "sl", root / "src" / "finetune", states=states,
                 num_candidates=dpo_cfg.preference.num_candidates, num_points=n_points,
-                steps_per_episode=episode_steps or 4, progress=progress)
+                steps_per_episode=episode_steps or 4, label_noise=label_noise, progress=progress)
     print(f"      {r['samples']} states written, label counts {r['label_counts']}")
-    sources.build(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
-                  overwrite=True, progress=False)
+    ft = sources.build(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
+                       overwrite=True, progress=False)
 
-    print(f"[4/5] DPO ({dpo_cfg.train.steps} steps) against the frozen SL policy")
-    train(dpo_cfg, progress_bar=progress)
+    stages = ["dpo"] + (["reward"] if want_reward else [])
+    print(f"[4/5] preference stages ({dpo_cfg.train.steps} steps each): "
+          + " and ".join({"dpo": "DPO against the frozen SL policy", "reward": "the explicit reward head"}[s]
+                         for s in stages))
+    held_out = {}
+    for stage in stages:
+        train(cfgs[stage], progress_bar=progress)
+        acc = reward_eval.pair_accuracy(root / "sl", root / STAGE_DIRS[stage], ft["dataset_dir"],
+                                        mode="implicit" if stage == "dpo" else "explicit")
+        held_out[stage] = acc
+        print(f"      held-out pair accuracy ({acc['states']} validation/test states): "
+              f"{_pct(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
+              f"{_pct(acc['vs_annotator'])} against the annotator's action; chance 50%")
 
     print(f"[5/5] closed-loop evaluation on {eval_episodes} seeded start states: {', '.join(methods)}")
-    result = evaluate.evaluate(task, evaluate.Runs(sl=str(root / "sl"), dpo=str(root / "dpo")),
-                               methods=tuple(methods), seeds=range(1000, 1000 + eval_episodes),
-                               max_steps=episode_steps, progress=progress)
+    runs = evaluate.Runs(sl=str(root / "sl"), dpo=str(root / "dpo"), reward=str(root / "reward") if want_reward else "")
+    result = evaluate.evaluate(task, runs, methods=tuple(methods), seeds=range(1000, 1000 + eval_episodes),
+                               num_candidates=dpo_cfg.preference.num_candidates, max_steps=episode_steps,
+                               progress=progress)
+    result["held_out_pair_accuracy"] = held_out
+    result["data"] = {"expert_episodes": episodes, "preference_states": states, "label_noise": label_noise,
+                      "sl_steps": sl_cfg.train.steps, "preference_steps": dpo_cfg.train.steps}
     paths = evaluate.write_report(result, root / "eval")
     print(evaluate.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-    print(f"checkpoints: {root / 'sl' / 'checkpoints'}, {root / 'dpo' / 'checkpoints'}")
+    print("checkpoints: " + ", ".join(str(root / STAGE_DIRS[s] / "checkpoints") for s in ["supervised", *stages]))
     return result
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"

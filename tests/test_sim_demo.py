@@ -11,14 +11,26 @@ TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.w
 
 def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     result = sim_demo.run("rope", root=tmp_path, episodes=2, states=3, eval_episodes=1, sl_steps=2,
-                          dpo_steps=2, episode_steps=2, overrides=TINY, progress=False)
-    assert set(result["methods"]) == {"sl", "deformpam"}
+                          pref_steps=2, episode_steps=2, overrides=TINY, progress=False,
+                          methods=("sl", "sl_explicit", "deformpam"))
+    assert set(result["methods"]) == {"sl", "sl_explicit", "deformpam"}
     out = capsys.readouterr().out
-    assert "[5/5]" in out and "DeformPAM" in out
-    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert report["task"] == "rope"
-    meta_dir = next((tmp_path / "dpo" / "checkpoints" / "2" / "meta").glob("*"))
-    assert json.loads(meta_dir.read_text())["parent"]["step"] == 2
+    assert "[5/5]" in out and "DeformPAM" in out and "explicit RAS" in out
+    assert set(result["held_out_pair_accuracy"]) == {"dpo", "reward"}
+    assert result["data"]["preference_states"] == 3
+    assert (tmp_path / "reward" / "checkpoints").is_dir()
+
+    # a "DPO run" identical to its reference: every implicit reward is 0 up to float rounding
+    import jax
+    import numpy as np
+
+    from pam_jax import preference, reward_eval
+    from pam_jax.data.pipeline import eval_batches
+    score, _ = reward_eval.make_scorer("implicit", tmp_path / "sl", tmp_path / "sl")
+    batch = preference.dpo_batch(next(eval_batches(tmp_path / "tfds" / "deformpam" / "rope_finetune" / "1.0.0",
+                                                   split="train", num_points=128)))
+    r = score(batch["points"], batch["candidates"], jax.random.key(0))
+    assert r.shape == batch["candidates"].shape[:2] and np.abs(r).max() < 1e-3
 
     # pam-jax collect: the same SL policy's candidates, ranked, written as finetune samples
     out = tmp_path / "collected"

@@ -1,0 +1,83 @@
+"""Held-out agreement of a learned reward with the annotator: pair accuracy on a finetune split.
+
+For each held-out state, every candidate (the K sampled ones and the annotator's own action) is
+scored by the implicit reward (a DPO run against its SL reference, M Monte-Carlo samples on the
+least-noisy timesteps, as at selection time) or by the explicit reward head; a labelled pair
+(code 0 or 1) counts as correct when the preferred action scores higher (a tie counts half). Pairs between two
+sampled candidates ("candidates") are what reward-guided selection decides between; pairs with
+the annotator's action ("vs annotator") are reported apart. Chance is 50%.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pam_jax import diffusion, preference
+from pam_jax.models.policy import normalize
+from pam_jax.select import implicit_scores
+
+
+def make_scorer(mode: str, sl_run, score_run, samples: int = 10):
+    """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame."""
+    from pam_jax.train.loop import load_policy
+
+    cfg, graphdef, ref_params, norm = load_policy(sl_run)
+    _, score_graphdef, score_params, _ = load_policy(score_run)
+    d, p = cfg.diffusion, cfg.preference
+    schedule = diffusion.make_schedule(d.num_train_timesteps, d.beta_schedule, set_alpha_to_one=d.set_alpha_to_one)
+    t_max = max(1, int(p.reward_timestep_frac * d.num_train_timesteps))
+    center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
+
+    @jax.jit
+    def score(ref_params, score_params, points, candidates, key):
+        pts, x0 = normalize(points, center, scale), normalize(candidates, center, scale)
+        if mode == "explicit":
+            rm = nnx.merge(score_graphdef, score_params)
+            return rm.score(x0, rm.encode(pts))
+        ref, policy = nnx.merge(graphdef, ref_params), nnx.merge(graphdef, score_params)
+        return implicit_scores(policy, policy.encode(pts), ref, ref.encode(pts), schedule, x0, key,
+                               samples=samples, t_max=t_max, beta=p.beta)
+
+    return lambda pts, cands, key: np.asarray(score(ref_params, score_params, pts, cands, key)), cfg
+
+
+def count_pairs(scores, pairs, codes, annotator: int, right: dict, total: dict) -> None:
+    """Add one batch: scores (B, N), pairs (B, P, 2), codes (B, P); candidate `annotator` is the
+    annotator's own action. A pair is right when its preferred member scores higher; a tie counts half."""
+    for s in range(len(scores)):
+        for (a, c), code in zip(pairs[s], codes[s]):
+            if code not in (preference.FIRST_BETTER, preference.SECOND_BETTER):
+                continue
+            kind = "vs_annotator" if annotator in (a, c) else "candidates"
+            diff = (scores[s, a] - scores[s, c]) * (1.0 if code == preference.FIRST_BETTER else -1.0)
+            total[kind] += 1
+            right[kind] += 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
+
+
+def pair_accuracy(sl_run, score_run, dataset_dir, *, mode: str = "implicit",
+                  splits=("validation", "test"), samples: int = 10, batch_size: int = 16, seed: int = 0) -> dict:
+    """-> {"candidates": acc, "vs_annotator": acc, "pairs": {...counts}, "states": n} over the
+    held-out `splits` (whole episodes the preference stages never trained on)."""
+    from pam_jax.data.pipeline import eval_batches
+    from pam_jax.data.sources import split_sizes
+
+    if mode not in ("implicit", "explicit"):
+        raise ValueError(f"mode must be 'implicit' or 'explicit', got {mode!r}")
+    score, cfg = make_scorer(mode, sl_run, score_run, samples)
+    overrides = {"num_points": cfg.data.num_points} if cfg.data.num_points > 0 else {}
+    right = {"candidates": 0.0, "vs_annotator": 0.0}
+    total = {"candidates": 0, "vs_annotator": 0}
+    states = 0
+    key = jax.random.key(seed)
+    sizes = split_sizes(dataset_dir)
+    batches = (batch for split in splits if sizes.get(split)
+               for batch in eval_batches(dataset_dir, split=split, batch_size=batch_size, seed=seed, **overrides))
+    for i, batch in enumerate(batches):
+        b = preference.dpo_batch(batch)
+        r = score(b["points"], b["candidates"], jax.random.fold_in(key, i))
+        count_pairs(r, b["pairs"], b["rankings"], b["candidates"].shape[1] - 1, right, total)
+        states += len(r)
+    acc = {kind: (right[kind] / total[kind] if total[kind] else float("nan")) for kind in total}
+    return {**acc, "pairs": total, "states": states, "mode": mode, "splits": list(splits)}
