@@ -78,6 +78,7 @@ class PreferenceConfig:
     min_snr_gamma: float = 0.0      # > 0: beta *= min(gamma / SNR(t), 1)
     sft_weight: float = 0.0         # weight of the SFT term on "equal" pairs
     reward_timestep_frac: float = 0.1   # implicit reward: t ~ U{0 .. frac*T - 1}
+    train_timestep_frac: float = 1.0    # DPO training: t ~ U{0 .. frac*T - 1} (DeformPAM: 1, all of them)
     reward_samples: int = 10        # M Monte-Carlo samples per candidate
     num_candidates: int = 8         # N candidates per decision (RAS)
 

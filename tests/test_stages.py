@@ -58,6 +58,16 @@ def test_dpo_resume_and_wrong_parent(sl_run, tmp_path):
         _run(override(cfg, ["preference.init_from=", "train.run_dir=" + str(tmp_path / "x")]))
     with pytest.raises(CheckpointError, match="no checkpoint"):
         _run(_pref_cfg(tmp_path / "nowhere", tmp_path / "dpo3", "dpo"))
+    with pytest.raises(ValueError, match="train_timestep_frac must be in"):
+        _run(_pref_cfg(sl_run, tmp_path / "dpo4", "dpo", "preference.train_timestep_frac=0"))
+
+
+def test_dpo_on_the_least_noisy_timesteps_only(sl_run, tmp_path):
+    """train_timestep_frac=0.01 with the tiny T=20 trains on t=0 only; it still starts at -sigmoid(0)."""
+    rows = _run(_pref_cfg(sl_run, tmp_path / "dpo", "dpo", "preference.train_timestep_frac=0.01"))
+    assert int(rows.state.step) == 4
+    first = json.loads((tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(-0.5, abs=1e-5)
 
 
 def test_reward_stage_and_explicit_selection(sl_run, tmp_path):

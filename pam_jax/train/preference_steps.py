@@ -3,7 +3,7 @@
 DPO batch (process-local numpy, then sharded on the data axis):
   points (B, Np, 3); candidates (B, C, A, 3); pairs (B, P, 2) int32 candidate indices;
   rankings (B, P) int32 codes; action_mask (B, A).
-One t is drawn per state and shared by all of its pairs; every action point gets its own eps;
+One t ~ U{0 .. train_timestep_frac*T - 1} is drawn per state and shared by all of its pairs; every action point gets its own eps;
 the policy and the frozen reference see the same t and eps. Each candidate's error is computed
 once (not once per pair it appears in), and each model encodes the cloud once.
 """
@@ -42,7 +42,8 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
     points = normalize(batch["points"], center, scale)
     x0 = normalize(batch["candidates"], center, scale)
     k_t, k_eps = jax.random.split(key)
-    t = jax.random.randint(k_t, (x0.shape[0], 1), 0, schedule.num_train_timesteps)
+    t_max = max(1, int(round(pcfg.train_timestep_frac * schedule.num_train_timesteps)))
+    t = jax.random.randint(k_t, (x0.shape[0], 1), 0, t_max)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     mask = batch["action_mask"]
 

@@ -88,6 +88,9 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         return Stage(name, graphdef, params, None, make_step)
 
     if name == "dpo":
+        if not 0.0 < cfg.preference.train_timestep_frac <= 1.0:
+            raise ValueError(f"preference.train_timestep_frac must be in (0, 1], "
+                             f"got {cfg.preference.train_timestep_frac}")
         parent = load_parent(cfg)
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
