@@ -35,6 +35,8 @@ def cmd_eval(args) -> int:
     from pam_jax import config as config_lib
     from pam_jax.train.checkpoint import Checkpointer
 
+    if args.pairs:
+        return _eval_pairs(args)
     if args.task:
         return _eval_sim(args)
     if not args.run:
@@ -73,6 +75,25 @@ def _eval_sim(args) -> int:
     paths = evaluate.write_report(result, args.out or f"runs/eval_{args.task}")
     print(evaluate.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _eval_pairs(args) -> int:
+    from pam_jax import reward_eval
+
+    if not args.sl or not (args.dpo or args.reward):
+        raise ValueError("pam-jax eval --pairs DATASET needs --sl RUN and --dpo RUN and/or --reward RUN")
+    out = {}
+    for mode, run in (("implicit", args.dpo), ("explicit", args.reward)):
+        if run:
+            out[mode] = acc = reward_eval.pair_accuracy(args.sl, run, args.pairs, mode=mode,
+                                                        samples=args.reward_samples, seed=args.seed)
+            if not args.json:
+                print(f"{mode} reward ({run}), {acc['states']} held-out states: "
+                      + ", ".join(f"{k.replace('_', ' ')} {'n/a' if acc[k] is None else f'{100 * acc[k]:.1f}%'}"
+                                  f" ({acc['pairs'][k]} pairs)" for k in ("candidates", "vs_annotator")))
+    if args.json:
+        print(json.dumps(out))
     return 0
 
 
@@ -195,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reward-samples", type=int, default=10, help="M Monte-Carlo samples (implicit reward)")
     e.add_argument("--max-steps", type=int, default=0, help="cap on steps per episode (0 = the task's limit)")
     e.add_argument("--out", help="report folder (default runs/eval_TASK)")
+    e.add_argument("--pairs", metavar="DATASET_DIR",
+                   help="instead: held-out pair accuracy of --dpo (implicit) and/or --reward (explicit) "
+                        "against --sl on the validation and test splits of this finetune data set")
     e.add_argument("--scenes", type=int, default=64)
     e.add_argument("--samples", type=int, default=16)
     e.add_argument("--seed", type=int, default=12345)

@@ -43,14 +43,25 @@ def make_scorer(mode: str, sl_run, score_run, samples: int = 10):
     return lambda pts, cands, key: np.asarray(score(ref_params, score_params, pts, cands, key)), cfg
 
 
-def count_pairs(scores, pairs, codes, annotator: int, right: dict, total: dict) -> None:
-    """Add one batch: scores (B, N), pairs (B, P, 2), codes (B, P); candidate `annotator` is the
-    annotator's own action. A pair is right when its preferred member scores higher; a tie counts half."""
+def annotator_mask(candidates) -> np.ndarray:
+    """(B, N, 2, 3) DPO candidates -> (B, N) bool: which are the annotator's own action.
+
+    `preference.dpo_batch` appends the annotator's action as the last candidate; a data set that
+    also stores it among the candidate points (the simulated collection does) names it a second
+    time, so it is found by its coordinates, not by its index."""
+    c = np.asarray(candidates)
+    return np.all(np.isclose(c, c[:, -1:]), axis=(2, 3))
+
+
+def count_pairs(scores, pairs, codes, annotator, right: dict, total: dict) -> None:
+    """Add one batch: scores (B, N), pairs (B, P, 2), codes (B, P); `annotator` (B, N) bool marks
+    the annotator's own action. A pair is right when its preferred member scores higher; a tie
+    counts half."""
     for s in range(len(scores)):
         for (a, c), code in zip(pairs[s], codes[s]):
             if code not in (preference.FIRST_BETTER, preference.SECOND_BETTER):
                 continue
-            kind = "vs_annotator" if annotator in (a, c) else "candidates"
+            kind = "vs_annotator" if annotator[s][a] or annotator[s][c] else "candidates"
             diff = (scores[s, a] - scores[s, c]) * (1.0 if code == preference.FIRST_BETTER else -1.0)
             total[kind] += 1
             right[kind] += 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
@@ -59,7 +70,8 @@ def count_pairs(scores, pairs, codes, annotator: int, right: dict, total: dict) 
 def pair_accuracy(sl_run, score_run, dataset_dir, *, mode: str = "implicit",
                   splits=("validation", "test"), samples: int = 10, batch_size: int = 16, seed: int = 0) -> dict:
     """-> {"candidates": acc, "vs_annotator": acc, "pairs": {...counts}, "states": n} over the
-    held-out `splits` (whole episodes the preference stages never trained on)."""
+    held-out `splits` (whole episodes the preference stages never trained on); an accuracy is
+    None when its kind has no labelled pair."""
     from pam_jax.data.pipeline import eval_batches
     from pam_jax.data.sources import split_sizes
 
@@ -77,7 +89,7 @@ def pair_accuracy(sl_run, score_run, dataset_dir, *, mode: str = "implicit",
     for i, batch in enumerate(batches):
         b = preference.dpo_batch(batch)
         r = score(b["points"], b["candidates"], jax.random.fold_in(key, i))
-        count_pairs(r, b["pairs"], b["rankings"], b["candidates"].shape[1] - 1, right, total)
+        count_pairs(r, b["pairs"], b["rankings"], annotator_mask(b["candidates"]), right, total)
         states += len(r)
-    acc = {kind: (right[kind] / total[kind] if total[kind] else float("nan")) for kind in total}
+    acc = {kind: (right[kind] / total[kind] if total[kind] else None) for kind in total}
     return {**acc, "pairs": total, "states": states, "mode": mode, "splits": list(splits)}

@@ -103,7 +103,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
         held_out[stage] = acc
         print(f"      held-out pair accuracy ({acc['states']} validation/test states): "
               f"{_pct(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
-              f"{_pct(acc['vs_annotator'])} against the annotator's action; chance 50%")
+              f"{_pct(acc['vs_annotator'])} against the annotator's action ({acc['pairs']['vs_annotator']} pairs); "
+              "chance 50%")
 
     print(f"[5/5] closed-loop evaluation on {eval_episodes} seeded start states: {', '.join(methods)}")
     runs = evaluate.Runs(sl=str(root / "sl"), dpo=str(root / "dpo"), reward=str(root / "reward") if want_reward else "")
@@ -120,5 +121,5 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     return result
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"

@@ -41,8 +41,9 @@ def test_bad_override_is_one_line(tmp_path, capsys):
 def test_missing_files_are_one_line(tmp_path, capsys):
     assert cli.main(["train", "--experiment", str(tmp_path / "none.py")]) == 2
     assert cli.main(["eval", "--run", str(tmp_path / "none")]) == 2
+    assert cli.main(["eval", "--pairs", str(tmp_path), "--sl", str(tmp_path / "none")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and all(l.startswith("pam-jax: error:") for l in lines)
+    assert len(lines) == 3 and all(l.startswith("pam-jax: error:") for l in lines)
 
 
 def test_train_then_eval(tmp_path, capsys):

@@ -32,6 +32,13 @@ def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     r = score(batch["points"], batch["candidates"], jax.random.key(0))
     assert r.shape == batch["candidates"].shape[:2] and np.abs(r).max() < 1e-3
 
+    # pam-jax eval --pairs: the same held-out measurement from the command line
+    ds = tmp_path / "tfds" / "deformpam" / "rope_finetune" / "1.0.0"
+    assert cli.main(["eval", "--pairs", str(ds), "--sl", str(tmp_path / "sl"), "--dpo", str(tmp_path / "dpo"),
+                     "--reward", str(tmp_path / "reward"), "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(acc) == {"implicit", "explicit"} and acc["implicit"]["states"] == acc["explicit"]["states"]
+
     # pam-jax collect: the same SL policy's candidates, ranked, written as finetune samples
     out = tmp_path / "collected"
     assert cli.main(["collect", "--task", "rope", "--sl", str(tmp_path / "sl"), "--out", str(out),
