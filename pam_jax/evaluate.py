@@ -121,6 +121,23 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
 
 
+def _strict_json(x):
+    """Numbers and containers -> plain JSON values; NaN (no success, no pairs) becomes null."""
+    if isinstance(x, dict):
+        return {k: _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _strict_json(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if math.isnan(x) or math.isinf(x) else float(x)
+    return x
+
+
 def mean_ci(x) -> tuple[float, float]:
     """Mean and the half-width of its 95% normal-approximation interval (0 for n < 2)."""
     x = np.asarray([v for v in x if v is not None], np.float64)
@@ -186,7 +203,7 @@ def write_report(result: dict, out_dir) -> dict:
                                   for m, r in result["methods"].items()}}
     paths = {"json": out / "eval.json", "markdown": out / "eval.md", "curves": out / "metric_over_steps.png",
              "filmstrip": out / "filmstrip.png"}
-    paths["json"].write_text(json.dumps(slim, indent=2, default=float))
+    paths["json"].write_text(json.dumps(_strict_json(slim), indent=2, allow_nan=False))
     paths["markdown"].write_text(table_markdown(result) + "\n")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))

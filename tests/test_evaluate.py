@@ -40,7 +40,9 @@ def test_tiny_policy_on_rope_writes_a_report(tmp_path):
     starts = {m: [e["scores"][0] for e in r["episodes"]] for m, r in result["methods"].items()}
     assert starts["sl"] == starts["deformpam"] == starts["oracle"]
     paths = evaluate.write_report(result, tmp_path / "report")
-    data = json.loads(open(paths["json"]).read())
+    def no_constants(name):
+        raise AssertionError(f"eval.json holds {name}: not strict JSON")
+    data = json.loads(open(paths["json"]).read(), parse_constant=no_constants)
     assert set(data["methods"]) == {"sl", "deformpam", "oracle"}
     assert "DeformPAM" in open(paths["markdown"]).read()
     for key in ("curves", "filmstrip"):
