@@ -148,12 +148,33 @@ def mean_ci(x) -> tuple[float, float]:
     return float(x.mean()), float(1.96 * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate k/n: unlike the normal interval it is not [p, p] at
+    0/n or n/n, which is where small evaluations often land."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def paired_difference(episodes: list[dict], baseline: list[dict]):
+    """Mean and 95% half-width of final(method) - final(baseline) over the start seeds both ran
+    (the same seeded start state, so the start's difficulty cancels); None if they share none."""
+    base = {e["seed"]: e["final"] for e in baseline}
+    diffs = [e["final"] - base[e["seed"]] for e in episodes if e["seed"] in base]
+    return mean_ci(diffs) if diffs else None
+
+
 def summarize(episodes: list[dict]) -> dict:
     final, half = mean_ci([e["final"] for e in episodes])
-    succ, succ_half = mean_ci([float(e["success"]) for e in episodes])
+    k = sum(bool(e["success"]) for e in episodes)
+    lo, hi = wilson(k, len(episodes))
     steps, steps_half = mean_ci([e["steps_to_success"] for e in episodes])
-    return {"episodes": len(episodes), "final": final, "final_ci": half, "success": succ,
-            "success_ci": succ_half, "steps_to_success": steps, "steps_to_success_ci": steps_half}
+    return {"episodes": len(episodes), "final": final, "final_ci": half, "successes": k,
+            "success": k / len(episodes) if episodes else float("nan"), "success_lo": lo, "success_hi": hi,
+            "steps_to_success": steps, "steps_to_success_ci": steps_half}
 
 
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
@@ -177,14 +198,20 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
 
 
 def table_markdown(result: dict) -> str:
-    rows = [f"Task `{result['task']}`: mean with 95% CI over episodes",
-            "", "| method | final score | success rate | steps to success |", "|---|---|---|---|"]
+    n = {r["summary"]["episodes"] for r in result["methods"].values()}
+    rows = [f"Task `{result['task']}`, {'/'.join(map(str, sorted(n)))} episodes per method: mean ± 95% CI "
+            "(normal), success rate [95% Wilson interval]; steps to success over the successful episodes; "
+            "final score minus SL's on the same start states (paired)",
+            "", "| method | final score | success rate | steps to success | vs SL (paired) |", "|---|---|---|---|---|"]
     for m, r in result["methods"].items():
         s = r["summary"]
-        steps = ("no success" if math.isnan(s["steps_to_success"])
-                 else f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f}")
+        k = s["successes"]
+        d = paired_difference(r["episodes"], result["methods"]["sl"]["episodes"]) if "sl" in result["methods"] else None
+        vs_sl = "" if m == "sl" or d is None else f"{d[0]:+.3f} ± {d[1]:.3f}"
+        steps = ("no success" if k == 0 else f"{s['steps_to_success']:.1f} (1 success)" if k == 1
+                 else f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f} ({k} successes)")
         rows.append(f"| {NAMES.get(m, m)} | {s['final']:.3f} ± {s['final_ci']:.3f} | "
-                    f"{100 * s['success']:.0f}% ± {100 * s['success_ci']:.0f} | {steps} |")
+                    f"{100 * s['success']:.0f}% [{100 * s['success_lo']:.0f}, {100 * s['success_hi']:.0f}] | {steps} | {vs_sl} |")
     return "\n".join(rows)
 
 

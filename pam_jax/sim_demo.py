@@ -55,7 +55,7 @@ def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num
                                   steps_per_episode=steps_per_episode, if_exists="skip", progress=progress)
 
 
-def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states: int = 48,
+def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states: int = 96,
         eval_episodes: int = 10, methods=("sl", "deformpam"), sl_steps: int = 0, pref_steps: int = 0,
         episode_steps: int | None = None, label_noise: float = 0.0, overrides=(), progress: bool = True) -> dict:
     """`overrides` (--set style) apply to every stage's config; `episode_steps` caps every episode."""

@@ -24,6 +24,25 @@ def test_summarize():
            {"final": 0.3, "success": False, "steps_to_success": None}]
     s = evaluate.summarize(eps)
     assert s["final"] == pytest.approx(0.4) and s["success"] == 0.5 and s["steps_to_success"] == 3.0
+    assert s["successes"] == 1
+
+
+def test_paired_difference_matches_seeds():
+    sl = [{"seed": 1, "final": 0.2}, {"seed": 2, "final": 0.5}, {"seed": 3, "final": 0.1}]
+    m = [{"seed": 2, "final": 0.6}, {"seed": 1, "final": 0.5}, {"seed": 9, "final": 1.0}]
+    # seeds 1 and 2 only: differences 0.3 and 0.1 -> mean 0.2, half-width 1.96 * sd / sqrt(2)
+    mean, half = evaluate.paired_difference(m, sl)
+    assert mean == pytest.approx(0.2) and half == pytest.approx(1.96 * math.sqrt(0.02) / math.sqrt(2))
+    assert evaluate.paired_difference([{"seed": 7, "final": 0.0}], sl) is None
+
+
+def test_wilson_interval_closed_forms():
+    z2 = 1.96 ** 2
+    # 0 of n: [0, z^2 / (n + z^2)]; n of n mirrors it; 5 of 10: the textbook (0.2366, 0.7634)
+    assert evaluate.wilson(0, 10) == (0.0, pytest.approx(z2 / (10 + z2)))
+    assert evaluate.wilson(10, 10) == (pytest.approx(10 / (10 + z2)), 1.0)
+    assert evaluate.wilson(5, 10) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert all(math.isnan(v) for v in evaluate.wilson(0, 0))
 
 
 def test_tiny_policy_on_rope_writes_a_report(tmp_path):
