@@ -90,7 +90,7 @@ def _eval_pairs(args) -> int:
                                                         samples=args.reward_samples, seed=args.seed)
             if not args.json:
                 print(f"{mode} reward ({run}), {acc['states']} held-out states: "
-                      + ", ".join(f"{k.replace('_', ' ')} {'n/a' if acc[k] is None else f'{100 * acc[k]:.1f}%'}"
+                      + ", ".join(f"{k.replace('_', ' ')} {reward_eval.percent(acc[k])}"
                                   f" ({acc['pairs'][k]} pairs)" for k in ("candidates", "vs_annotator")))
     if args.json:
         print(json.dumps(out))

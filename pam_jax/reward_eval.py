@@ -43,6 +43,11 @@ def make_scorer(mode: str, sl_run, score_run, samples: int = 10):
     return lambda pts, cands, key: np.asarray(score(ref_params, score_params, pts, cands, key)), cfg
 
 
+def percent(acc: float | None) -> str:
+    """An accuracy as printed: '63.9%', or 'n/a' when there was no pair to count."""
+    return "n/a" if acc is None else f"{100 * acc:.1f}%"
+
+
 def annotator_mask(candidates) -> np.ndarray:
     """(B, N, 2, 3) DPO candidates -> (B, N) bool: which are the annotator's own action.
 

@@ -102,8 +102,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
                                         mode="implicit" if stage == "dpo" else "explicit")
         held_out[stage] = acc
         print(f"      held-out pair accuracy ({acc['states']} validation/test states): "
-              f"{_pct(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
-              f"{_pct(acc['vs_annotator'])} against the annotator's action ({acc['pairs']['vs_annotator']} pairs); "
+              f"{reward_eval.percent(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
+              f"{reward_eval.percent(acc['vs_annotator'])} against the annotator's action ({acc['pairs']['vs_annotator']} pairs); "
               "chance 50%")
 
     print(f"[5/5] closed-loop evaluation on {eval_episodes} seeded start states: {', '.join(methods)}")
@@ -119,7 +119,3 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     print("checkpoints: " + ", ".join(str(root / STAGE_DIRS[s] / "checkpoints") for s in ["supervised", *stages]))
     return result
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
