@@ -4,11 +4,12 @@ All functions take point sets as arrays of shape ``(N, 2)`` or ``(N, 3)`` (metre
 columns named below are used) and raise a one-line ``ValueError`` on bad input (not an array of
 numbers, wrong shape, empty, NaN or inf).
 
-Rotation search. :func:`iou_2d` and :func:`chamfer` rotate the first set ``a`` about the z axis
-(through the origin, after zero-meaning) and keep the best value over :data:`ROTATION_ANGLES_DEG`,
-the 20 angles ``q * 90 + d`` for ``q`` in {0, 1, 2, 3} and ``d`` in {-20, -10, 0, 10, 20} degrees,
-i.e. every combination of a quarter turn with a small -20..20 degree correction in 10 degree
-steps. :func:`emd` does no rotation search (as in the reference definition).
+Rotation search. :func:`iou_2d`, :func:`chamfer` and :func:`emd` rotate the first set ``a`` about
+the z axis (through the origin, after zero-meaning) and keep the best value over
+:data:`ROTATION_ANGLES_DEG`, the 20 angles ``q * 90 + d`` for ``q`` in {0, 1, 2, 3} and ``d`` in
+{-20, -10, 0, 10, 20} degrees, i.e. every combination of a quarter turn with a small -20..20
+degree correction in 10 degree steps (the official evaluation takes the max IoU, the min Chamfer
+and the min EMD over them). ``emd(..., rotation_search=False)`` gives the unrotated value.
 
 * :func:`iou_2d` -- xy only. Both sets are zero-meaned separately. For each rotation of ``a`` the
   two sets are scaled *jointly* and isotropically into the pixel range [0, 99] (one scale factor
@@ -21,9 +22,15 @@ steps. :func:`emd` does no rotation search (as in the reference definition).
   mean Euclidean nearest-neighbour distance from ``a`` to ``b`` plus the one from ``b`` to ``a``
   is minimised over the rotations of ``a``. Uses xyz when both sets have 3 columns, else xy.
 * :func:`emd` -- the same sampling and zero-meaning, then the optimal one-to-one assignment
-  (``scipy.optimize.linear_sum_assignment`` on Euclidean distances); the mean matched distance.
-  When the two samples differ in size (a set smaller than ``num_samples``), every point of the
-  smaller one is matched to a distinct point of the larger one.
+  (``scipy.optimize.linear_sum_assignment`` on Euclidean distances); the mean matched distance,
+  minimised over the rotations of ``a``. When the two samples differ in size (a set smaller than
+  ``num_samples``), every point of the smaller one is matched to a distinct point of the larger
+  one. The search is exact but skips work: every rotation first gets a cheap lower bound on its
+  EMD (row then column reduction of its cost matrix, a feasible point of the assignment dual),
+  the assignments are solved in increasing order of that bound, and the search stops once the
+  next bound is no smaller than the best EMD found. One 1000 x 1000 assignment takes roughly
+  0.1-0.3 s on one CPU core, so a search costs 1 to 20 of them: few when ``a`` is close to a
+  rotation of ``b``, all 20 when the shapes are unrelated.
 * :func:`normalized_coverage` -- the cloth's covered area on a 100 x 100 grid spanning the xy
   bounding box of ``points``: a cell counts as covered when its centre lies within
   ``particle_radius`` of some point. The covered area (clipped to the bounding box) is divided
@@ -42,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
 
 __all__ = [
     "ROTATION_ANGLES_DEG",
@@ -201,16 +209,48 @@ def chamfer(a, b, num_samples: int = 1000, key_or_seed=0) -> float:
     return float(best)
 
 
-def emd(a, b, num_samples: int = 1000, key_or_seed=0) -> float:
+def _assignment_lower_bound(cost: np.ndarray) -> float:
+    """A lower bound on the mean cost of the optimal assignment of ``cost`` (rows <= columns):
+    row minima, then (square only) column minima of the row-reduced matrix; the larger of that
+    and the column-first order. Both are feasible dual solutions, hence valid bounds."""
+    u = cost.min(axis=1)
+    if cost.shape[0] != cost.shape[1]:
+        return float(u.mean())
+    v = (cost - u[:, None]).min(axis=0)
+    v2 = cost.min(axis=0)
+    u2 = (cost - v2[None, :]).min(axis=1)
+    return float(max(u.mean() + v.mean(), v2.mean() + u2.mean()))
+
+
+def _assignment_cost(cost: np.ndarray) -> float:
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
+
+
+def emd(a, b, num_samples: int = 1000, key_or_seed=0, *, rotation_search: bool = True) -> float:
     """Earth mover's distance (metres): mean distance of the optimal one-to-one matching
-    between ``num_samples`` zero-meaned samples of each set (no rotation search)."""
+    between ``num_samples`` zero-meaned samples of each set, minimised over
+    :data:`ROTATION_ANGLES_DEG` (``rotation_search=False``: no rotation)."""
     a, b = _common_columns(_points(a, "a"), _points(b, "b"))
     n = _num_samples(num_samples)
     rng = _rng(key_or_seed)
     sa, sb = _sample(a, n, rng), _sample(b, n, rng)
-    cost = np.linalg.norm(sa[:, None, :] - sb[None, :, :], axis=-1)
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].mean())
+    # Rows = the smaller sample, so that every row is matched (and the bound's orientation holds).
+    swap = sa.shape[0] > sb.shape[0]
+
+    def cost_at(deg: float) -> np.ndarray:
+        c = cdist(_rotate_z(sa, deg), sb)
+        return c.T if swap else c
+
+    if not rotation_search:
+        return _assignment_cost(cost_at(0.0))
+    bounds = [_assignment_lower_bound(cost_at(deg)) for deg in ROTATION_ANGLES_DEG]
+    best = np.inf
+    for k in np.argsort(bounds, kind="stable"):
+        if bounds[k] >= best * (1.0 + 1e-12):     # this and every later rotation cannot win
+            break
+        best = min(best, _assignment_cost(cost_at(ROTATION_ANGLES_DEG[k])))
+    return float(best)
 
 
 def normalized_coverage(points, particle_radius: float, reference_area: float) -> float:

@@ -57,8 +57,62 @@ def test_quarter_turn_gets_full_iou_and_zero_chamfer():
     b = a @ _rot(90).T
     assert metrics.iou_2d(a, b) == 1.0
     assert metrics.chamfer(a, b) == pytest.approx(0.0, abs=1e-9)
-    # EMD has no rotation search: the rotated L is a different point set.
-    assert metrics.emd(a, b) > 0.01
+    # Without the rotation search the rotated L is a different point set; with it, EMD is ~0.
+    assert metrics.emd(a, b, rotation_search=False) > 0.01
+    assert metrics.emd(a, b) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("deg", [90.0, 10.0, -20.0, 190.0, 260.0])
+def test_emd_rotation_search_finds_a_searched_angle(deg):
+    a = _l_shape()                      # 520 points: used whole, so only the rotation differs
+    assert len(a) <= 1000
+    b = a @ _rot(deg).T
+    assert metrics.emd(a, b) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.emd(a, b, rotation_search=False) > 0.005
+
+
+def test_emd_against_itself_is_zero_with_and_without_search():
+    a = _l_shape()
+    assert metrics.emd(a, a) == 0.0
+    assert metrics.emd(a, a, rotation_search=False) == 0.0
+
+
+def test_emd_three_points_by_hand():
+    # Same line, stretched: identity matching, costs 1, 0, 1; no rotation helps (a rotation by t
+    # moves each end's cost to sqrt(5 - 4 cos t) >= 1).
+    a = np.array([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    b = np.array([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    assert metrics.emd(a, b, rotation_search=False) == pytest.approx(2 / 3)
+    assert metrics.emd(a, b) == pytest.approx(2 / 3)
+    # A vertical segment against a horizontal one: unrotated, the best matching keeps the centre
+    # and sends each end a quarter circle away (sqrt 2 each); a quarter turn makes them equal.
+    v = np.array([[0.0, 1.0], [0.0, 0.0], [0.0, -1.0]])
+    h = np.array([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    assert metrics.emd(v, h, rotation_search=False) == pytest.approx(2 * np.sqrt(2) / 3)
+    assert metrics.emd(v, h) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_emd_unequal_sizes_by_hand():
+    # Two points against three: both of the two are matched, the third point stays unmatched.
+    v2 = np.array([[0.0, 1.0], [0.0, -1.0]])
+    h3 = np.array([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    # Unrotated: one end to the centre (1), the other to a side point (sqrt 2).
+    for x, y in ((v2, h3), (h3, v2)):
+        assert metrics.emd(x, y, rotation_search=False) == pytest.approx((1 + np.sqrt(2)) / 2)
+        assert metrics.emd(x, y) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_emd_search_equals_brute_force_minimum():
+    # The pruned search must return the minimum over all 20 explicitly rotated copies.
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        a = rng.normal(size=(80, 2)) * rng.uniform(0.05, 0.3, size=2)
+        b = (a if trial % 2 else rng.normal(size=(80, 2)) * 0.1) @ _rot(33).T
+        b = b + 0.01 * rng.normal(size=b.shape)
+        brute = min(metrics.emd(a @ _rot(d).T, b, rotation_search=False)
+                    for d in metrics.ROTATION_ANGLES_DEG)
+        assert metrics.emd(a, b) == pytest.approx(brute, rel=1e-9)
+        assert metrics.emd(a, b) <= metrics.emd(a, b, rotation_search=False)
 
 
 def test_small_rotation_inside_the_search_is_found():
