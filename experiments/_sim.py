@@ -1,4 +1,4 @@
-"""The configs of the simulated-task experiments (experiments/sim_{rope,granular,cloth}.py).
+"""The configs of the simulated-task experiments (sim_{rope,granular,cloth}.py beside this file).
 
 One builder, so that the three experiment files state only what differs per task. The model is
 the toy size (width 128, 32 tokens, 1000 points) so that `pam-jax demo` fits on a laptop.
@@ -8,7 +8,7 @@ Stages: `supervised`, `dpo` (DeformPAM fine-tuning against the frozen SL policy)
 from __future__ import annotations
 
 from pam_jax.config import Config, DataConfig, DiffusionConfig, ModelConfig, OptimConfig, PreferenceConfig, TrainConfig
-from pam_jax.sim.episodes import data_task_name
+from pam_jax.tasks import data_task_name
 
 STAGES = ("supervised", "dpo", "reward")
 

@@ -5,8 +5,8 @@ candidates ranked by the oracle annotator), written in the published layout and 
 same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `reward`.
 
     pam-jax demo --task cloth                      # data, all stages, evaluation
-    pam-jax train --experiment experiments/sim_cloth.py
-    pam-jax train --experiment experiments/sim_cloth.py:dpo
+    pam-jax train --experiment sim_cloth
+    pam-jax train --experiment sim_cloth:dpo
 
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
@@ -17,7 +17,7 @@ then 30 episodes per method (`pam-jax eval --task cloth ... --episodes 30 --seed
 coverage SL 0.644 (14/30 successes), DeformPAM 0.716 (19/30), explicit-reward RAS 0.786 (27/30);
 oracle best-of-8 0.83 (10 episodes).
 """
-from pam_jax.sim.configs import sim_config
+from pam_jax.experiments._sim import sim_config
 
 
 def get_config(stage: str = "supervised"):

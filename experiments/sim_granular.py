@@ -5,8 +5,8 @@ candidates ranked by the oracle annotator), written in the published layout and 
 same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `reward`.
 
     pam-jax demo --task granular                   # data, all stages, evaluation
-    pam-jax train --experiment experiments/sim_granular.py
-    pam-jax train --experiment experiments/sim_granular.py:dpo
+    pam-jax train --experiment sim_granular
+    pam-jax train --experiment sim_granular:dpo
 
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
@@ -17,7 +17,7 @@ then 30 episodes per method (`pam-jax eval --task granular ... --episodes 30 --s
 SL 0.465, DeformPAM 0.556 (+0.09 ± 0.03 paired), explicit-reward RAS 0.555; oracle best-of-8
 0.66 (10 episodes).
 """
-from pam_jax.sim.configs import sim_config
+from pam_jax.experiments._sim import sim_config
 
 
 def get_config(stage: str = "supervised"):

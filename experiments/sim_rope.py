@@ -5,8 +5,8 @@ candidates ranked by the oracle annotator), written in the published layout and 
 same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `reward`.
 
     pam-jax demo --task rope                       # data, all stages, evaluation (what `make demo` runs)
-    pam-jax train --experiment experiments/sim_rope.py
-    pam-jax train --experiment experiments/sim_rope.py:dpo
+    pam-jax train --experiment sim_rope
+    pam-jax train --experiment sim_rope:dpo
 
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
@@ -19,7 +19,7 @@ SL 0.143, DeformPAM 0.162 (+0.02 ± 0.05 paired), explicit-reward RAS 0.280; ora
 on the DPO stage DeformPAM reaches 0.212 (+0.07 ± 0.04). `make demo` (this task at a smaller
 size) takes about 8 minutes on the same machine.
 """
-from pam_jax.sim.configs import sim_config
+from pam_jax.experiments._sim import sim_config
 
 
 def get_config(stage: str = "supervised"):

@@ -5,8 +5,8 @@ correct action picks its two endpoints in either order, so the action distributi
 modes. The supervised diffusion policy must learn both.
 
 Run:
-    pam-jax train --experiment experiments/toy_bimodal.py
-    pam-jax eval-toy --run runs/toy_bimodal          # 64 fresh scenes x 16 samples
+    pam-jax train --experiment toy_bimodal
+    pam-jax eval --run runs/toy_bimodal              # 64 fresh scenes x 16 samples
 
 Expected (2 CPU cores, 1 device): about 3-4 minutes of training; then at least 90% of the
 samples lie within 5% of the bar length of a true endpoint pair, and each endpoint order gets

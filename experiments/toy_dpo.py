@@ -6,23 +6,19 @@ lower-x endpoint first, and the copy of the SL model is fine-tuned with DeformPA
 (-sigmoid(-beta * Delta), beta=100) against the frozen SL model.
 
 Run (after the supervised run):
-    pam-jax train --experiment experiments/toy_bimodal.py
-    pam-jax train --experiment experiments/toy_dpo.py
+    pam-jax train --experiment toy_bimodal
+    pam-jax train --experiment toy_dpo
     pam-jax eval --run runs/toy_dpo          # RAS vs SL on 64 fresh scenes
 
 Expected (2 CPU cores): about 2-3 minutes; on 64 fresh scenes RAS with the implicit reward picks
 the preferred order in >= 90% of scenes while SL alone (first candidate) does about half the time.
 """
 from pam_jax.config import Config, DataConfig, OptimConfig, PreferenceConfig, TrainConfig
-
+from pam_jax.experiments import toy_bimodal
 
 
 def get_config() -> Config:
-    import pathlib
-
-    from pam_jax.config import load_experiment
-
-    sl = load_experiment(pathlib.Path(__file__).with_name("toy_bimodal.py"))
+    sl = toy_bimodal.get_config()
     return Config(
         name="toy_dpo",
         model=sl.model,

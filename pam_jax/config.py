@@ -1,14 +1,17 @@
 """Experiment configuration: frozen dataclasses, experiment files, and `--set key=value` overrides.
 
-An experiment file (``experiments/<name>.py``) defines ``get_config() -> Config``. A researcher copies
-one file and edits it; nothing else changes. Overrides use dotted paths (``train.steps=200``) and a
+An experiment (``experiments/<name>.py``, installed as ``pam_jax.experiments.<name>``) defines
+``get_config() -> Config``; it is named by its name (``toy_bimodal``) or, for a fork, by its file
+path. A researcher copies one file and edits it; nothing else changes. Overrides use dotted paths (``train.steps=200``) and a
 mistyped key suggests the nearest valid one.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import importlib.util
+import inspect
 import json
 import pathlib
 import typing
@@ -178,21 +181,51 @@ def _replace_path(obj, parts, raw, key):
     return dataclasses.replace(obj, **{head: _replace_path(getattr(obj, head), parts[1:], raw, key)})
 
 
-def load_experiment(path: str | pathlib.Path) -> Config:
-    """Import an experiment file and call its ``get_config()``.
+EXPERIMENTS_PACKAGE = "pam_jax.experiments"
 
-    ``file.py:variant`` calls ``get_config("variant")`` (e.g. the ``dpo`` stage of a task file).
-    """
-    path, _, variant = str(path).partition(":")
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"pam_experiment_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+
+def experiment_names() -> list[str]:
+    """The packaged experiments (files of ``experiments/``, installed as ``pam_jax.experiments``)."""
+    import pam_jax.experiments as pkg
+
+    return sorted(p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _import_experiment(spec: str):
+    """A file path (``experiments/my_rope.py``, a fork) or a packaged name (``toy_bimodal``)."""
+    path = pathlib.Path(spec)
+    if path.suffix == ".py" or path.is_file() or "/" in spec or "\\" in spec:
+        if not path.is_file():
+            raise FileNotFoundError(f"experiment file not found: {path}")
+        mod_spec = importlib.util.spec_from_file_location(f"pam_experiment_{path.stem}", path)
+        module = importlib.util.module_from_spec(mod_spec)
+        where = str(path)
+    else:
+        names = experiment_names()
+        if spec not in names:
+            near = difflib.get_close_matches(spec, names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (packaged: {', '.join(names)})"
+            raise FileNotFoundError(f"no experiment named {spec!r}{hint}")
+        module = importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{spec}")
+        return module, module.__file__
+    try:
+        mod_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(f"{where}:{e.lineno}: syntax error in the experiment file ({e.msg})") from None
+    return module, where
+
+
+def load_experiment(spec: str | pathlib.Path) -> Config:
+    """An experiment's config: a packaged name (``toy_bimodal``) or a file path, which defines
+    ``get_config()``. ``NAME:variant`` calls ``get_config("variant")`` (e.g. the ``dpo`` stage)."""
+    spec, _, variant = str(spec).partition(":")
+    module, where = _import_experiment(spec)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: an experiment file must define get_config()")
+        raise ValueError(f"{where}: an experiment file must define get_config()")
+    params = inspect.signature(module.get_config).parameters
+    if variant and not params:
+        raise ValueError(f"{where}: this experiment has no variants (got ':{variant}')")
     cfg = module.get_config(variant) if variant else module.get_config()
     if not isinstance(cfg, Config):
-        raise ValueError(f"{path}: get_config() must return pam_jax.config.Config, got {type(cfg).__name__}")
+        raise ValueError(f"{where}: get_config() must return pam_jax.config.Config, got {type(cfg).__name__}")
     return cfg

@@ -111,6 +111,19 @@ def make_schedule(
 # --------------------------------------------------------------------------------------------
 
 
+def schedule_from_config(cfg) -> Schedule:
+    """THE schedule of a `pam_jax.config.DiffusionConfig` (every caller builds it here)."""
+    return make_schedule(cfg.num_train_timesteps, cfg.beta_schedule, set_alpha_to_one=cfg.set_alpha_to_one)
+
+
+def timestep_limit(frac: float, num_train_timesteps: int) -> int:
+    """t_max for t ~ U{0 .. t_max - 1}: the lowest `frac` of the timesteps, rounded, at least 1
+    (frac = 0.1 of T = 100 -> 10, the implicit reward's least-noisy 10%)."""
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"timestep fraction must be in (0, 1], got {frac}")
+    return max(1, int(round(frac * num_train_timesteps)))
+
+
 def _check_python_timestep(name: str, t, lo: int, hi: int) -> None:
     """Range-check timesteps that are concrete (Python ints / numpy); traced values pass through."""
     if isinstance(t, jax.core.Tracer):

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pam_jax import diffusion, preference
-from pam_jax.config import DiffusionConfig
+from pam_jax.config import Config, DiffusionConfig
 from pam_jax.models.policy import noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
@@ -42,6 +42,19 @@ class SelectConfig:
     reward_samples: int = 10            # M
     reward_timestep_frac: float = 0.1   # t ~ U{0 .. frac*T - 1}
     beta: float = 100.0
+
+    @classmethod
+    def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
+        """The settings a pair of trained runs implies: sampling (steps, eta) from the SL run's
+        diffusion config; N, M, the reward timesteps and beta from the scoring run's preference
+        config (the DPO run: the beta it was trained with), else from the SL run's. `overrides`
+        (e.g. ``mode="first"``, ``reward_samples=100``) win."""
+        p = (score_cfg or sl_cfg).preference
+        kw = dict(num_candidates=p.num_candidates, num_inference_steps=sl_cfg.diffusion.num_inference_steps,
+                  eta=sl_cfg.diffusion.eta, reward_samples=p.reward_samples,
+                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
 
 
 class Selection(NamedTuple):
@@ -96,9 +109,8 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError("custom selection needs scorer(score_params, points, candidates) -> (B, N)")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
-    schedule = diffusion.make_schedule(diff.num_train_timesteps, diff.beta_schedule,
-                                       set_alpha_to_one=diff.set_alpha_to_one)
-    t_max = max(1, int(scfg.reward_timestep_frac * diff.num_train_timesteps))
+    schedule = diffusion.schedule_from_config(diff)
+    t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 

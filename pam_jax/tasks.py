@@ -1,9 +1,16 @@
-"""Per-task facts and defaults for the DeformPAM data (one small table, used everywhere).
+"""The task registry: ONE entry per task, used by the data layer, the simulator, the CLI and the
+evaluators.
 
-Each task names its primitive, which two of the four annotated pose rows form the action
-(rows of ``annotation.action_poses``: 0 left pick, 1 right pick, 2 left place, 3 right place),
-the observation settings (xy factor, voxel size, points per cloud) and the augmentation.
-Numbers follow METHOD.md ("Tasks and primitives", "Observation").
+Each :class:`TaskSpec` names the primitive, which two of the four annotated pose rows form the
+action (rows of ``annotation.action_poses``: 0 left pick, 1 right pick, 2 left place, 3 right
+place), the observation settings (xy factor, voxel size, points per cloud), the augmentation,
+the goal metric, and, for a simulated task, its simulator class and its packaged experiment.
+Numbers follow the method (docs/method.md, "Tasks" and "Observation").
+
+Names. The published data say ``rope`` / ``nut`` / ``tshirt_short``; the simulator says
+``rope`` / ``granular`` / ``cloth``. An entry has both names and :func:`get_task` accepts
+either. A new simulated task is one new module (a :class:`pam_jax.sim.base.Task` subclass) plus
+one :func:`register` call (or one entry in ``TASKS`` below).
 """
 from __future__ import annotations
 
@@ -25,6 +32,11 @@ class TaskSpec:
     max_rotation_deg: float
     depth_offset: float
     swap_pick_prob: float
+    metric: str = ""                     # the goal metric (what the simulator's score is)
+    sim: str = ""                        # the simulator's name of the task ("" = no simulator)
+    sim_class: str = ""                  # "module:Class" of its pam_jax.sim.base.Task subclass
+    experiment: str = ""                 # the packaged experiment of the simulated pipeline
+    published: bool = True               # a task of the published data (a TFDS builder config)
 
     @property
     def voxel_size(self) -> float:
@@ -41,16 +53,28 @@ TASKS: dict[str, TaskSpec] = {
     "tshirt_short": TaskSpec(
         name="tshirt_short", primitive="fling", action_types=("fling",), rows=(0, 1),
         xy_scale=1.75, num_points=3500,
-        max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.5),
+        max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.5,
+        metric="normalized coverage", sim="cloth", sim_class="pam_jax.sim.cloth:ClothTask",
+        experiment="sim_cloth"),
     "rope": TaskSpec(
         name="rope", primitive="single_pick_and_place",
         action_types=("single_pick_and_place", "pick_and_place"), rows=(0, 2),
         xy_scale=1.75, num_points=3000,
-        max_rotation_deg=180.0, depth_offset=0.02, swap_pick_prob=0.0),
+        max_rotation_deg=180.0, depth_offset=0.02, swap_pick_prob=0.0,
+        metric="2D IoU to a circle", sim="rope", sim_class="pam_jax.sim.rope:RopeTask",
+        experiment="sim_rope"),
     "nut": TaskSpec(
         name="nut", primitive="sweep", action_types=("sweep",), rows=(0, 2),
         xy_scale=3.0, num_points=3000,
-        max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.0),
+        max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.0,
+        metric="2D IoU to a T", sim="granular", sim_class="pam_jax.sim.granular:GranularTask",
+        experiment="sim_granular"),
+    # the built-in synthetic task: pick both ends of a bar (pam_jax.data.toy); no simulator
+    "toy": TaskSpec(
+        name="toy", primitive="pick_pair", action_types=("pick_pair",), rows=(0, 1),
+        xy_scale=1.0, num_points=1000,
+        max_rotation_deg=0.0, depth_offset=0.0, swap_pick_prob=0.0,
+        metric="endpoint accuracy", experiment="toy_bimodal", published=False),
 }
 
 # Integer codes of action types as stored in ``annotation.action_type`` of the published
@@ -89,11 +113,66 @@ def _suggest(name: str, choices) -> str:
     return f"; did you mean {near[0]!r}?" if near else f" (choose from {', '.join(choices)})"
 
 
+def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    """Add a task to the registry (a fork's new task; tests). Its sim name must not shadow
+    another entry's."""
+    taken = {t.sim: t.name for t in TASKS.values() if t.sim} | {n: n for n in TASKS}
+    for name in {spec.name, spec.sim} - {""}:
+        if name in taken and taken[name] != spec.name:
+            raise ValueError(f"task name {name!r} is taken by task {taken[name]!r}")
+    if spec.name in TASKS and not replace:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    if spec.sim and ":" not in spec.sim_class:
+        raise ValueError(f"task {spec.name!r}: sim_class must be 'module:Class', got {spec.sim_class!r}")
+    TASKS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    TASKS.pop(get_task(name).name)
+
+
 def get_task(name: str) -> TaskSpec:
-    """The spec of ``name``; an unknown name raises a one-line ValueError with a suggestion."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}{_suggest(name, TASKS)}")
-    return TASKS[name]
+    """The spec of ``name`` (the data name, or the simulator's name of a simulated task); an
+    unknown name raises a one-line ValueError with a suggestion."""
+    if name in TASKS:
+        return TASKS[name]
+    for spec in TASKS.values():
+        if spec.sim and spec.sim == name:
+            return spec
+    raise ValueError(f"unknown task {name!r}{_suggest(name, [*TASKS, *sim_task_names()])}")
+
+
+def get_data_task(name: str) -> TaskSpec:
+    """The spec of a task of the published data, by its data name only ('rope', 'nut',
+    'tshirt_short'): what building and reading datasets accept."""
+    spec = TASKS.get(name)
+    if spec is None or not spec.published:
+        raise ValueError(f"unknown task {name!r} of the published data{_suggest(name, data_task_names())}")
+    return spec
+
+
+def sim_task_names() -> tuple[str, ...]:
+    """The simulator's names of the simulated tasks ('rope', 'granular', 'cloth', ...)."""
+    return tuple(t.sim for t in TASKS.values() if t.sim)
+
+
+def data_task_names() -> tuple[str, ...]:
+    """The tasks of the published data ('tshirt_short', 'rope', 'nut')."""
+    return tuple(n for n, t in TASKS.items() if t.published)
+
+
+def sim_task_name(name: str) -> str:
+    """'granular' or 'nut' -> 'granular' (the simulator's name)."""
+    spec = get_task(name)
+    if not spec.sim:
+        raise ValueError(f"task {spec.name!r} has no simulator (simulated tasks: {', '.join(sim_task_names())})")
+    return spec.sim
+
+
+def data_task_name(name: str) -> str:
+    """'granular' or 'nut' -> 'nut' (the data side's name, for building datasets)."""
+    return get_task(name).name
 
 
 def check_kind(kind: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from pam_jax.data import fixtures, sources
+from pam_jax.data import fixtures
+from pam_jax.data.build import build as build_dataset
 
 
 def build_fixture(root: pathlib.Path, *, task: str = "rope", kind: str = "supervised",
@@ -13,7 +14,7 @@ def build_fixture(root: pathlib.Path, *, task: str = "rope", kind: str = "superv
     -> (fixture info, build report, dataset folder)."""
     info = fixtures.write_fixture(root / "src", task=task, kind=kind, malformed=malformed, **kw)
     logging.getLogger("pam_jax.data").setLevel(logging.WARNING)
-    report = sources.build(root / "src", task=task, kind=kind, data_dir=root / "tfds",
+    report = build_dataset(root / "src", task=task, kind=kind, data_dir=root / "tfds",
                            progress=False)
     return info, report, pathlib.Path(report["dataset_dir"])
 

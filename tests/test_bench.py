@@ -2,7 +2,7 @@
 import dataclasses
 
 from _tiny import TINY_MODEL
-from pam_jax import bench
+from pam_jax.apps import bench
 
 TINY = {k: v for k, v in dataclasses.asdict(TINY_MODEL).items()}
 

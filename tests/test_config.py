@@ -44,11 +44,22 @@ def test_from_dict_rejects_unknown_keys():
 
 
 def test_every_experiment_file_loads():
-    files = sorted((REPO / "experiments").glob("*.py"))
-    assert files
+    files = sorted(f for f in (REPO / "experiments").glob("*.py") if not f.name.startswith("_"))
+    assert files and [f.stem for f in files] == C.experiment_names()
     for f in files:
         cfg = C.load_experiment(f)
         assert isinstance(cfg, C.Config)
+        assert C.load_experiment(f.stem) == cfg          # the packaged name gives the same config
+
+
+def test_experiment_names_and_variants():
+    assert C.load_experiment("sim_rope:dpo").train.stage == "dpo"
+    with pytest.raises(FileNotFoundError, match="did you mean 'toy_bimodal'"):
+        C.load_experiment("toy_bimdal")
+    with pytest.raises(ValueError, match="has no variants"):
+        C.load_experiment("toy_bimodal:dpo")
+    with pytest.raises(ValueError, match="unknown stage"):
+        C.load_experiment("deformpam_rope:reward")
 
 
 def test_experiment_file_errors(tmp_path):
@@ -58,6 +69,10 @@ def test_experiment_file_errors(tmp_path):
     bad.write_text("X = 1\n")
     with pytest.raises(ValueError, match="get_config"):
         C.load_experiment(bad)
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    with pytest.raises(ValueError, match="broken.py:1: syntax error"):
+        C.load_experiment(broken)
     wrong = tmp_path / "wrong.py"
     wrong.write_text("def get_config():\n    return {}\n")
     with pytest.raises(ValueError, match="must return"):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fixtures_deformpam import build_fixture, text
-from pam_jax.data import fixtures, layout, sources
+from pam_jax.data import fixtures, layout, sources, stats
+from pam_jax.data.build import build as build_dataset
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_every_kind_of_malformation_is_reported(tshirt):
 def test_strict_mode_rejects(rope, tmp_path):
     info, _, _ = rope
     with pytest.raises(layout.MalformedSample, match=info["malformed"][0]):
-        sources.build(info["root"], task="rope", kind="supervised", data_dir=tmp_path,
+        build_dataset(info["root"], task="rope", kind="supervised", data_dir=tmp_path,
                       strict=True, progress=False)
 
 
@@ -97,7 +98,7 @@ def test_episode_splits_do_not_overlap(which, request):
 def test_tfds_data_source_by_name_and_record_order(rope):
     import tensorflow_datasets as tfds
 
-    sources.import_builder()                     # registers "deformpam"
+    import pam_jax.data_builders.deformpam  # noqa: F401  registers "deformpam"
     info, report, ds_dir = rope
     src = tfds.data_source("deformpam/rope_supervised", data_dir=str(ds_dir.parents[2]),
                            split="train")
@@ -109,16 +110,16 @@ def test_tfds_data_source_by_name_and_record_order(rope):
 
 def test_reuse_and_overwrite(rope):
     info, report, ds_dir = rope
-    again = sources.build(info["root"], task="rope", kind="supervised",
+    again = build_dataset(info["root"], task="rope", kind="supervised",
                           data_dir=ds_dir.parents[2], progress=False)
     assert again.get("reused") and again["num_examples"] == report["num_examples"]
-    assert (ds_dir / sources.STATS_FILE).is_file() and (ds_dir / sources.BUILD_REPORT).is_file()
+    assert (ds_dir / stats.STATS_FILE).is_file() and (ds_dir / sources.BUILD_REPORT).is_file()
 
 
 def test_manual_dir_and_explicit_path(tmp_path):
     import tensorflow_datasets as tfds
 
-    Builder = sources.import_builder()
+    from pam_jax.data_builders.deformpam import Builder
     fixtures.write_fixture(tmp_path / "manual" / "nut_supervised", task="nut", num_episodes=3,
                            samples_per_episode=1, malformed=(), images=False)
     b = Builder(config="nut_supervised", data_dir=str(tmp_path / "tfds"), progress=False)
@@ -130,12 +131,12 @@ def test_manual_dir_and_explicit_path(tmp_path):
 
 def test_bad_inputs_give_one_line_errors(tmp_path, rope):
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        sources.build(tmp_path / "nope", task="rope", kind="supervised", data_dir=tmp_path)
+        build_dataset(tmp_path / "nope", task="rope", kind="supervised", data_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown task"):
-        sources.build(tmp_path, task="cloth", kind="supervised", data_dir=tmp_path)
+        build_dataset(tmp_path, task="cloth", kind="supervised", data_dir=tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no samples"):
-        sources.build(tmp_path / "empty", task="rope", kind="supervised", data_dir=tmp_path,
+        build_dataset(tmp_path / "empty", task="rope", kind="supervised", data_dir=tmp_path,
                       progress=False)
     with pytest.raises(FileNotFoundError, match="no built dataset"):
         sources.dataset_dir(tmp_path, "rope", "finetune")
@@ -148,5 +149,5 @@ def test_bad_inputs_give_one_line_errors(tmp_path, rope):
     for p in (tmp_path / "allbad").iterdir():
         (p / "annotation.yaml").unlink()
     with pytest.raises(ValueError, match="none of the 1 samples is usable.*not annotated"):
-        sources.build(tmp_path / "allbad", task="rope", kind="supervised", data_dir=tmp_path,
+        build_dataset(tmp_path / "allbad", task="rope", kind="supervised", data_dir=tmp_path,
                       progress=False)

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from pam_jax.data import fixtures, layout, scan, tasks
+from pam_jax import tasks
+from pam_jax.data import fixtures, layout, scan
 
 
 def _write(root, sid="s0", **kw):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from _tiny import tiny_config
-from pam_jax import evaluate
+from pam_jax.eval import closed_loop as evaluate
+from pam_jax.eval import report
 from pam_jax.train.loop import train
 
 
@@ -58,7 +59,7 @@ def test_tiny_policy_on_rope_writes_a_report(tmp_path):
     # the same seeded start states for every method
     starts = {m: [e["scores"][0] for e in r["episodes"]] for m, r in result["methods"].items()}
     assert starts["sl"] == starts["deformpam"] == starts["oracle"]
-    paths = evaluate.write_report(result, tmp_path / "report")
+    paths = report.write_report(result, tmp_path / "report")
     def no_constants(name):
         raise AssertionError(f"eval.json holds {name}: not strict JSON")
     data = json.loads(open(paths["json"]).read(), parse_constant=no_constants)

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from pam_jax import cli
-from pam_jax.data import fixtures, sources
+from pam_jax.apps import cli
+from pam_jax.data import fixtures
+from pam_jax.data.build import build as build_dataset
 
 TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
         "model.heads=2", "model.mlp_ratio=2", "diffusion.num_inference_steps=4", "data.num_points=64",
@@ -17,7 +18,7 @@ def test_supervised_then_dpo_from_built_datasets(tmp_path, task, name):
     tfds_dir = tmp_path / "tfds"
     for kind in ("supervised", "finetune"):
         fx = fixtures.write_fixture(tmp_path / f"src_{kind}", task=task, kind=kind, num_episodes=10)
-        sources.build(fx["root"], task=task, kind=kind, data_dir=tfds_dir, progress=False)
+        build_dataset(fx["root"], task=task, kind=kind, data_dir=tfds_dir, progress=False)
     sl, dpo = tmp_path / "sl", tmp_path / "dpo"
     common = TINY + [f"data.data_dir={tfds_dir}"]
     exp = f"experiments/deformpam_{name}.py"

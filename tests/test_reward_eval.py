@@ -1,7 +1,7 @@
 """Held-out pair accuracy: the counting rule on a hand-made case."""
 import numpy as np
 
-from pam_jax.reward_eval import annotator_mask, count_pairs
+from pam_jax.eval.pairs import annotator_mask, count_pairs
 
 
 def test_count_pairs_hand_computed():

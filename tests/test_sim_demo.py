@@ -1,7 +1,8 @@
 """The simulated pipeline end to end at a tiny size: data -> SL -> preferences -> DPO -> eval."""
 import json
 
-from pam_jax import cli, sim_demo
+from pam_jax.apps import cli
+from pam_jax.apps import demo as sim_demo
 
 TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
         "model.heads=2", "model.mlp_ratio=2", "diffusion.num_inference_steps=3", "data.num_points=128",
@@ -24,7 +25,8 @@ def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     import jax
     import numpy as np
 
-    from pam_jax import preference, reward_eval
+    from pam_jax import preference
+    from pam_jax.eval import pairs as reward_eval
     from pam_jax.data.pipeline import eval_batches
     score, _ = reward_eval.make_scorer("implicit", tmp_path / "sl", tmp_path / "sl")
     batch = preference.dpo_batch(next(eval_batches(tmp_path / "tfds" / "deformpam" / "rope_finetune" / "1.0.0",

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from pam_jax import pointcloud as pc
-from pam_jax import preference
+from pam_jax import preference, tasks
 from pam_jax.data import layout, pipeline, sources
+from pam_jax.data.build import build as build_dataset
 from pam_jax.sim import episodes, make_task
 
 N_POINTS = 400
@@ -24,7 +25,7 @@ def _text(v) -> str:
 
 def _build(src: pathlib.Path, tfds_dir: pathlib.Path, data_task: str, kind: str) -> dict:
     logging.getLogger("pam_jax.data").setLevel(logging.WARNING)
-    return sources.build(src, task=data_task, kind=kind, data_dir=tfds_dir, progress=False)
+    return build_dataset(src, task=data_task, kind=kind, data_dir=tfds_dir, progress=False)
 
 
 def _records_by_id(ds_dir) -> dict:
@@ -73,12 +74,16 @@ def finetune(tmp_path_factory):
 
 
 def test_task_names():
-    assert episodes.data_task_name("granular") == "nut"
-    assert episodes.data_task_name("cloth") == "tshirt_short"
-    assert episodes.data_task_name("tshirt_short") == "tshirt_short"
-    assert episodes.sim_task_name("nut") == "granular"
+    assert tasks.data_task_name("granular") == "nut"
+    assert tasks.data_task_name("cloth") == "tshirt_short"
+    assert tasks.data_task_name("tshirt_short") == "tshirt_short"
+    assert tasks.sim_task_name("nut") == "granular"
     with pytest.raises(ValueError, match="unknown task"):
-        episodes.sim_task_name("towel")
+        tasks.sim_task_name("towel")
+    with pytest.raises(ValueError, match="has no simulator"):
+        tasks.sim_task_name("toy")
+    with pytest.raises(ValueError, match="unknown task .cloth. of the published data"):
+        tasks.get_data_task("cloth")
 
 
 def test_supervised_round_trip(supervised):

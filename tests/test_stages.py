@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from _tiny import tiny_config
-from pam_jax import toy_preference as tp
+from pam_jax.data import toy_preference as tp
 from pam_jax.config import override
 from pam_jax.select import SelectConfig, make_selector
 from pam_jax.train.checkpoint import CheckpointError
-from pam_jax.train.loop import load_policy, train
+from pam_jax.train.loop import train
+from pam_jax.train.restore import load_policy
 
 
 def _run(cfg):
@@ -36,7 +37,7 @@ def _pref_cfg(sl_run, run_dir, stage, *extra):
 def test_dpo_stage_starts_from_the_parent_and_records_it(sl_run, tmp_path):
     cfg = _pref_cfg(sl_run, tmp_path / "dpo", "dpo", "optim.lr=0")
     res = _run(cfg)
-    _, _, sl_params, _ = load_policy(sl_run)
+    sl_params = load_policy(sl_run).params
     for a, b in zip(jax.tree.leaves(res.state.params), jax.tree.leaves(sl_params)):
         np.testing.assert_allclose(a, b, atol=1e-6)   # lr=0: still the parent's weights
     meta = json.loads(next((pathlib.Path(cfg.train.run_dir) / "checkpoints" / "4" / "meta").glob("*")).read_text())
@@ -73,9 +74,11 @@ def test_dpo_on_the_least_noisy_timesteps_only(sl_run, tmp_path):
 def test_reward_stage_and_explicit_selection(sl_run, tmp_path):
     cfg = _pref_cfg(sl_run, tmp_path / "reward", "reward")
     _run(cfg)
-    rcfg, rgraph, rparams, norm = load_policy(cfg.train.run_dir)
-    assert rcfg.train.stage == "reward"
-    scfg, sgraph, sparams, _ = load_policy(sl_run)
+    reward = load_policy(cfg.train.run_dir)
+    rcfg, rgraph, rparams, norm = reward.cfg, reward.graphdef, reward.params, reward.norm
+    assert rcfg.train.stage == "reward" and reward.stage == "reward"
+    sl = load_policy(sl_run)
+    scfg, sgraph, sparams = sl.cfg, sl.graphdef, sl.params
     sel = make_selector(sgraph, scfg.diffusion, norm, SelectConfig(mode="explicit", num_candidates=3,
                         num_inference_steps=3), score_graphdef=rgraph)
     pts = np.random.default_rng(0).uniform(-0.3, 0.3, (2, 64, 3)).astype(np.float32)

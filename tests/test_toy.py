@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pam_jax import toy
+from pam_jax.data import toy
+from pam_jax.eval.toy import score_samples
 from pam_jax.normalize import NormStats
 
 
@@ -49,7 +50,7 @@ def test_score_samples_hand_made():
         [[0.0, 0.0, 0], [1.0, 0.06, 0]],    # outside (6% off), mode 0
         [[0.5, 0.0, 0], [0.5, 0.0, 0]],     # the middle: outside
     ]])
-    r = toy.score_samples(samples, ends, lengths)
+    r = score_samples(samples, ends, lengths)
     assert r["within"] == pytest.approx(0.5)
     assert r["mode1"] == pytest.approx(0.25)
 

@@ -9,10 +9,11 @@ import pytest
 
 from _tiny import run_steps, tiny_config
 from pam_jax.config import override
-from pam_jax.toy import ToyBimodalData
+from pam_jax.data.toy import ToyBimodalData
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import CheckpointError
-from pam_jax.train.loop import init_train_state, load_policy, step_for, train
+from pam_jax.train.loop import init_train_state, step_for, train
+from pam_jax.train.restore import load_policy
 from pam_jax.train.steps import draw_pose, supervised_loss
 
 
@@ -62,7 +63,7 @@ def test_fresh_model_loss_is_the_noise_variance(tmp_path):
     mesh = sharding.make_mesh(1)
     graphdef, _, state = init_train_state(cfg, mesh)
     data = _data(cfg)
-    from pam_jax.train.stages import make_schedule
+    from pam_jax.diffusion import schedule_from_config as make_schedule
 
     batch = {k: jnp.asarray(v) for k, v in data.batch(0).items()}
     kw = dict(replicas=64, norm=data.norm_stats())
@@ -114,7 +115,8 @@ def test_run_folder_and_checkpoint_round_trip(tmp_path):
     assert [r["step"] for r in rows] == [2, 4, 6] and all(np.isfinite(r["loss"]) for r in rows)
     steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [4, 6]                      # keeps the last 2
-    cfg2, graphdef, params, norm = load_policy(run)
+    policy = load_policy(run)
+    cfg2, params, norm = policy.cfg, policy.params, policy.norm
     assert cfg2 == cfg and norm == res.norm
     for a, b in zip(_leaves(params), _leaves(res.state.ema_params)):
         np.testing.assert_array_equal(a, b)
@@ -145,7 +147,7 @@ def test_interrupt_saves_the_current_step(tmp_path):
 def test_saved_on_eight_devices_restores_on_one(tmp_path):
     cfg = tiny_config(tmp_path, num_devices=8)
     res = _run(cfg)
-    _, _, params, _ = load_policy(cfg.train.run_dir)
+    params = load_policy(cfg.train.run_dir).params
     leaf = jax.tree.leaves(params)[0]
     assert len(leaf.sharding.device_set) == 1
     for a, b in zip(_leaves(params), _leaves(res.state.ema_params)):

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pam_jax.data import layout, scan
-from pam_jax.data import tasks as tasks_lib
+from pam_jax import tasks as tasks_lib
 
 _DESCRIPTION = __doc__.split("\n\n")[0]
 _HOMEPAGE = "https://arxiv.org/abs/2410.11584"
@@ -53,7 +53,7 @@ class DeformPAMConfig(tfds.core.BuilderConfig):
     """One task x kind."""
 
     def __init__(self, *, task: str, kind: str, **kwargs):
-        spec = tasks_lib.get_task(task)
+        spec = tasks_lib.get_data_task(task)
         tasks_lib.check_kind(kind)
         super().__init__(name=f"{task}_{kind}",
                          description=f"{task} ({spec.primitive}), {kind} data", **kwargs)
@@ -67,7 +67,7 @@ def config_name(task: str, kind: str) -> str:
 def parse_config_name(name: str) -> tuple[str, str]:
     """'tshirt_short_finetune' -> ('tshirt_short', 'finetune')."""
     task, _, kind = str(name).rpartition("_")
-    tasks_lib.get_task(task)
+    tasks_lib.get_data_task(task)
     tasks_lib.check_kind(kind)
     return task, kind
 
@@ -88,7 +88,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "First version: processed cloud, two-point actions, all "
                               "annotated poses, candidates and rankings for finetune data."}
     BUILDER_CONFIGS = [DeformPAMConfig(task=t, kind=k)
-                       for t in tasks_lib.TASKS for k in tasks_lib.KINDS]
+                       for t in tasks_lib.data_task_names() for k in tasks_lib.KINDS]
     DEFAULT_CONFIG_NAME = "rope_supervised"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Put the DeformPAM sample folders (e.g. the released DeformPAM_Dataset, or data written by

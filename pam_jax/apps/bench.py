@@ -53,7 +53,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
                 steps: int = 5, model_overrides: dict | None = None) -> dict:
     """Supervised train-step throughput at the reference size on 1 device."""
     from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
-    from pam_jax.toy import ToyBimodalData
+    from pam_jax.data.toy import ToyBimodalData
     from pam_jax.train import sharding
     from pam_jax.train.loop import init_train_state, step_for
 
@@ -148,8 +148,7 @@ def make_staged(graphdef, diff, norm, *, num_candidates, num_inference_steps, et
     from pam_jax import diffusion
     from pam_jax.models.policy import noise_errors
 
-    schedule = diffusion.make_schedule(diff.num_train_timesteps, diff.beta_schedule,
-                                       set_alpha_to_one=diff.set_alpha_to_one)
+    schedule = diffusion.schedule_from_config(diff)
     encode = jax.jit(lambda p, pts: nnx.merge(graphdef, p).encode(pts))
     denoise = jax.jit(lambda p, x, t, ctx: nnx.merge(graphdef, p).denoise(x, t, ctx))
     step = jax.jit(lambda eps, t, x, prev, z: diffusion.ddim_step(
@@ -234,7 +233,7 @@ def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_
 
     model_cfg = dataclasses.replace(ModelConfig(), **(model_overrides or {}))
     diff = DiffusionConfig()
-    schedule = diffusion.make_schedule(diff.num_train_timesteps, diff.beta_schedule)
+    schedule = diffusion.schedule_from_config(diff)
     norm = NormStats.identity()
     graphdef, ref, pol = _reference_models(model_cfg)
     peak = matmul_peak()
@@ -259,7 +258,8 @@ def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_
                "fraction_of_peak": (flops / med) / peak if flops else None}
         if delta in (STAGED_AT if staged_at is None else staged_at):
             staged = make_staged(graphdef, diff, norm, num_candidates=c["N"], num_inference_steps=c["steps"],
-                                 eta=1.0, reward_samples=c["M"], t_max=10, beta=100.0)
+                                 eta=1.0, reward_samples=c["M"], beta=scfg.beta,
+                                 t_max=diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps))
             staged(ref, pol, pts, 0)  # compile its pieces
             st = _timed(lambda: staged(ref, pol, pts, 1), budget_s=budget_s, min_repeats=2, max_repeats=5)
             row.update(staged_median_s=statistics.median(st), staged_repeats=len(st),

@@ -11,8 +11,6 @@ import pathlib
 import shutil
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def _load_config(args):
     from pam_jax import config as config_lib
@@ -45,26 +43,27 @@ def cmd_eval(args) -> int:
     meta = Checkpointer(run / "checkpoints", create=False).restore_meta()
     cfg = config_lib.from_dict(meta["config"])
     if cfg.data.source == "toy_preference" and cfg.train.stage == "dpo":
-        from pam_jax import toy_preference
+        from pam_jax.eval import report, toy_preference
 
         r = toy_preference.evaluate_selection(meta["parent"]["run_dir"], run, scenes=args.scenes,
                                               num_candidates=cfg.preference.num_candidates,
                                               reward_samples=cfg.preference.reward_samples, seed=args.seed)
-        print(json.dumps(r) if args.json else _ras_report(r, args.scenes))
+        print(json.dumps(r) if args.json else report.ras_report(r, args.scenes))
         return 0
     if cfg.data.source != "toy_bimodal":
         raise ValueError(f"pam-jax eval --run evaluates toy runs; for data.source={cfg.data.source!r} "
                          "use a simulated task: pam-jax eval --task TASK --sl RUN [--dpo RUN]")
-    from pam_jax import toy
+    from pam_jax.eval import report, toy
 
     png = args.png or str(run / "samples.png")
     r = toy.evaluate(run, scenes=args.scenes, samples=args.samples, seed=args.seed, png=png)
-    print(json.dumps(r) if args.json else _toy_report(r, args.scenes, args.samples, png))
+    print(json.dumps(r) if args.json else report.toy_report(r, args.scenes, args.samples, png))
     return 0
 
 
 def _eval_sim(args) -> int:
-    from pam_jax import evaluate
+    from pam_jax.eval import closed_loop as evaluate
+    from pam_jax.eval import report
 
     if not args.sl:
         raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
@@ -72,14 +71,15 @@ def _eval_sim(args) -> int:
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
                                max_steps=args.max_steps or None)
-    paths = evaluate.write_report(result, args.out or f"runs/eval_{args.task}")
-    print(evaluate.table_markdown(result))
+    paths = report.write_report(result, args.out or f"runs/eval_{args.task}")
+    print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
 
 def _eval_pairs(args) -> int:
-    from pam_jax import reward_eval
+    from pam_jax.eval import pairs as reward_eval
+    from pam_jax.eval.report import percent
 
     if not args.sl or not (args.dpo or args.reward):
         raise ValueError("pam-jax eval --pairs DATASET needs --sl RUN and --dpo RUN and/or --reward RUN")
@@ -90,28 +90,11 @@ def _eval_pairs(args) -> int:
                                                         samples=args.reward_samples, seed=args.seed)
             if not args.json:
                 print(f"{mode} reward ({run}), {acc['states']} held-out states: "
-                      + ", ".join(f"{k.replace('_', ' ')} {reward_eval.percent(acc[k])}"
+                      + ", ".join(f"{k.replace('_', ' ')} {percent(acc[k])}"
                                   f" ({acc['pairs'][k]} pairs)" for k in ("candidates", "vs_annotator")))
     if args.json:
         print(json.dumps(out))
     return 0
-
-
-def _toy_report(r: dict, scenes: int, samples: int, png: str) -> str:
-    return (f"{scenes} fresh scenes x {samples} samples:\n"
-            f"  within 5% of the bar length of a true endpoint pair: {100 * r['within']:.1f}%  (target >= 90%)\n"
-            f"  mode 0 (left end first): {100 * r['mode0']:.1f}%   mode 1: {100 * r['mode1']:.1f}%  "
-            f"(target: each >= 20%)\n  plot: {png}")
-
-
-def _ras_report(r: dict, scenes: int) -> str:
-    names = {"first": "SL (first candidate)", "random": "SL + random candidate",
-             "implicit": "SL + implicit-reward RAS (DeformPAM)", "explicit": "SL + explicit-reward RAS"}
-    rows = [f"{scenes} fresh scenes; the oracle prefers the left end first:",
-            f"  {'method':40s} {'preferred order':>16s} {'correct pair':>13s}"]
-    for mode, v in r.items():
-        rows.append(f"  {names.get(mode, mode):40s} {100 * v['preferred']:15.1f}% {100 * v['correct']:12.1f}%")
-    return "\n".join(rows)
 
 
 def cmd_demo(args) -> int:
@@ -119,49 +102,23 @@ def cmd_demo(args) -> int:
     root = pathlib.Path(args.run_dir or f"runs/demo_{args.task}")
     if args.fresh and root.exists():
         shutil.rmtree(root)
-    if args.task != "toy":
-        from pam_jax import evaluate, sim_demo
+    from pam_jax.apps import demo
 
-        methods = evaluate.METHODS if args.methods == ["all"] else tuple(args.methods)
-        sim_demo.run(args.task, root=root, episodes=args.episodes, states=args.states,
+    if args.task != "toy":
+        from pam_jax.eval.closed_loop import METHODS
+
+        methods = METHODS if args.methods == ["all"] else tuple(args.methods)
+        demo.run(args.task, root=root, episodes=args.episodes, states=args.states,
                      eval_episodes=args.eval_episodes, methods=methods, sl_steps=args.steps,
                      pref_steps=args.pref_steps, label_noise=args.label_noise, overrides=args.set or ())
         return 0
-    return _toy_demo(root, args.steps)
-
-
-def _toy_demo(root: pathlib.Path, sl_steps: int) -> int:
-    from pam_jax import config as config_lib
-    from pam_jax import toy, toy_preference
-    from pam_jax.train.loop import train
-
-    sl_dir, dpo_dir = root / "sl", root / "dpo"
-    steps = [f"train.steps={sl_steps}"] if sl_steps else []
-    sl = config_lib.override(config_lib.load_experiment(REPO / "experiments" / "toy_bimodal.py"),
-                             [f"train.run_dir={sl_dir}", *steps])
-    print(f"[1/4] supervised: the toy bimodal policy ({sl.train.steps} steps) in {sl_dir}")
-    train(sl, progress_bar=True)
-    print("[2/4] sampling 16 actions on 64 fresh scenes")
-    png = str(root / "samples.png")
-    print(_toy_report(toy.evaluate(sl_dir, scenes=64, samples=16, png=png), 64, 16, png))
-    dpo = config_lib.override(config_lib.load_experiment(REPO / "experiments" / "toy_dpo.py"),
-                              [f"train.run_dir={dpo_dir}", f"preference.init_from={sl_dir}"])
-    print(f"[3/4] preference: {dpo.data.num_states} states x {dpo.preference.num_candidates} on-policy "
-          f"candidates labelled by the oracle (prefers the left end first), then DPO "
-          f"({dpo.train.steps} steps) in {dpo_dir}")
-    train(dpo, progress_bar=True)
-    print("[4/4] reward-guided selection on 64 fresh scenes")
-    r = toy_preference.evaluate_selection(sl_dir, dpo_dir, scenes=64, modes=("first", "random", "implicit"))
-    print(_ras_report(r, 64))
-    print(f"plots: {png}, {sl_dir / 'loss.png'}, {dpo_dir / 'loss.png'}\n"
-          f"checkpoints: {sl_dir / 'checkpoints'}, {dpo_dir / 'checkpoints'}")
-    return 0
+    return demo.toy_demo(root, args.steps)
 
 
 def cmd_collect(args) -> int:
-    from pam_jax import sim_demo
+    from pam_jax.apps.collect import collect
 
-    r = sim_demo.collect(args.task, args.sl, args.out, states=args.states, num_candidates=args.candidates,
+    r = collect(args.task, args.sl, args.out, states=args.states, num_candidates=args.candidates,
                          label_noise=args.label_noise, seed=args.seed, steps_per_episode=args.steps_per_episode)
     print(f"{r['samples']} preference states written to {args.out} (labels {r['label_counts']}); build with:\n"
           f"  pam-jax data build deformpam --src {args.out} --task {r['data_task']} --kind finetune")
@@ -169,7 +126,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pam_jax import bench
+    from pam_jax.apps import bench
 
     if args.what == "train":
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
@@ -181,7 +138,7 @@ def cmd_bench(args) -> int:
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "data":
-        from pam_jax.data import bench as data_bench
+        from pam_jax.apps import data_bench
 
         r = data_bench.run()
         print(json.dumps(r, indent=2) if args.json else r)
@@ -190,12 +147,18 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pam_jax.eval.closed_loop import METHODS
+    from pam_jax.tasks import sim_task_names
+
+    sim_tasks = list(sim_task_names())
     p = argparse.ArgumentParser(prog="pam-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an experiment", description="Train the stage of an experiment "
                        "file. Rerunning the same command resumes from the newest checkpoint.")
-    t.add_argument("--experiment", required=True, help="experiments/<file>.py defining get_config()")
+    t.add_argument("--experiment", required=True,
+                   help="a packaged experiment by name (toy_bimodal, sim_rope:dpo, ...) or a file "
+                        "path (a fork: my_rope.py[:variant]) defining get_config()")
     t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override config fields, e.g. --set train.steps=200 optim.lr=3e-4")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -205,12 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "task (--run: sample fresh scenes, score against the true endpoints; a DPO run compares "
                        "SL with reward-guided selection) or a simulated task in closed loop (--task --sl [--dpo]).")
     e.add_argument("--run", help="toy task: the run folder (holds checkpoints/)")
-    e.add_argument("--task", choices=["rope", "granular", "cloth"], help="simulated task: closed-loop evaluation")
+    e.add_argument("--task", choices=sim_tasks, help="simulated task: closed-loop evaluation")
     e.add_argument("--sl", help="simulated task: the supervised run")
     e.add_argument("--dpo", help="simulated task: the DPO run (deformpam, dpo methods)")
     e.add_argument("--reward", help="simulated task: the reward-head run (sl_explicit method)")
     e.add_argument("--methods", nargs="+", default=["sl", "deformpam"],
-                   choices=["sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle"])
+                   choices=list(METHODS))
     e.add_argument("--episodes", type=int, default=10, help="simulated task: seeded start states")
     e.add_argument("--candidates", type=int, default=8, help="N candidates per decision")
     e.add_argument("--reward-samples", type=int, default=10, help="M Monte-Carlo samples (implicit reward)")
@@ -232,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DPO (and the explicit reward head if sl_explicit is evaluated), then "
                                    "closed-loop evaluation. --task toy runs them on the toy bar task. Every "
                                    "stage resumes: rerunning the command skips what is done.")
-    d.add_argument("--task", choices=["rope", "granular", "cloth", "toy"], default="rope")
+    d.add_argument("--task", choices=[*sim_tasks, "toy"], default="rope")
     d.add_argument("--run-dir", default=None, help="default runs/demo_TASK")
     d.add_argument("--steps", type=int, default=0, help="supervised steps (default: the experiment's)")
     d.add_argument("--fresh", action="store_true", help="delete the run folder first")
@@ -243,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 preference labels")
     d.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per method")
     d.add_argument("--methods", nargs="+", default=["sl", "sl_random", "deformpam"],
-                   choices=["all", "sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle"],
+                   choices=["all", *METHODS],
                    help="methods to evaluate ('all': every one)")
     d.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="config overrides for every stage, e.g. --set model.width=240 preference.beta=50")
@@ -253,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Roll out a trained SL policy in a simulated task, record its candidates "
                                    "at each state, rank them with the oracle annotator, and write finetune "
                                    "samples in the published DeformPAM layout.")
-    c.add_argument("--task", required=True, choices=["rope", "granular", "cloth"])
+    c.add_argument("--task", required=True, choices=sim_tasks)
     c.add_argument("--sl", required=True, help="the supervised run folder")
     c.add_argument("--out", required=True, help="folder for the sample folders")
     c.add_argument("--states", type=int, default=48)
@@ -274,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=cmd_bench)
 
-    from pam_jax.data import cli as data_cli
+    from pam_jax.apps import data_cli
 
     data_cli.add_subparser(sub)
     return p
@@ -289,7 +252,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
+            FloatingPointError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"pam-jax: error: {msg}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ def run(*, data_dir=None, task: str = "rope", kind: str = "supervised", batch_si
     ``data_dir``: a TFDS data dir holding ``deformpam/<task>_<kind>`` (or a dataset folder);
     None builds a synthetic one with ``num_samples`` clouds of ~``source_points`` points."""
     from pam_jax.data import pipeline, sources
+    from pam_jax.data.build import build as build_dataset
 
     with tempfile.TemporaryDirectory(prefix="pam_jax_bench_") as tmp:
         if data_dir is None:
@@ -39,7 +40,7 @@ def run(*, data_dir=None, task: str = "rope", kind: str = "supervised", batch_si
                                    samples_per_episode=per_ep,
                                    num_points=(int(source_points * 0.9), int(source_points * 1.1)),
                                    num_multiple=10, malformed=(), images=False, seed=seed)
-            sources.build(src, task=task, kind=kind, data_dir=pathlib.Path(tmp) / "tfds",
+            build_dataset(src, task=task, kind=kind, data_dir=pathlib.Path(tmp) / "tfds",
                           progress=False)
             ds_dir = sources.dataset_dir(pathlib.Path(tmp) / "tfds", task, kind)
         else:

@@ -4,34 +4,16 @@
     pam-jax data inspect --data-dir OUT --task rope --kind supervised [--png FILE]
     pam-jax data fixture --out DIR [--task rope] [--kind supervised]
 
-``add_subparser(subparsers)`` registers the ``data`` command on the main ``pam-jax`` parser;
-``python -m pam_jax.data.cli data ...`` runs it standalone.
+``add_subparser(subparsers)`` registers the ``data`` command on the main ``pam-jax`` parser
+(:mod:`pam_jax.apps.cli`), which turns expected failures into one ``pam-jax: error: ...`` line.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
-import sys
 
-from pam_jax.data import tasks as tasks_lib
-
-_EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError)
-
-
-def _one_line_errors(fn):
-    """Expected failures (bad paths, bad data, bad settings) -> 'error: ...' and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(args):
-        try:
-            return fn(args)
-        except _EXPECTED_ERRORS as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
-            raise SystemExit(2) from None
-    return wrapper
-
+from pam_jax import tasks as tasks_lib
 
 def _setup_logging(verbose: bool = False) -> None:
     """Warnings (e.g. each skipped sample) to stderr; --verbose adds info messages."""
@@ -42,12 +24,11 @@ def _setup_logging(verbose: bool = False) -> None:
 # --------------------------------------------------------------------------- build
 
 
-@_one_line_errors
 def cmd_build(args) -> int:
-    from pam_jax.data import sources
+    from pam_jax.data.build import build as build_dataset
 
     _setup_logging(args.verbose)
-    report = sources.build(args.src, task=args.task, kind=args.kind, data_dir=args.data_dir,
+    report = build_dataset(args.src, task=args.task, kind=args.kind, data_dir=args.data_dir,
                            strict=args.strict, split_seed=args.split_seed,
                            overwrite=args.overwrite, progress=not args.no_progress)
     out = report["dataset_dir"]
@@ -78,7 +59,6 @@ def cmd_build(args) -> int:
 # --------------------------------------------------------------------------- inspect
 
 
-@_one_line_errors
 def cmd_inspect(args) -> int:
     from pam_jax.data import inspect_dataset, sources, stats
 
@@ -127,7 +107,6 @@ def cmd_inspect(args) -> int:
 # --------------------------------------------------------------------------- fixture
 
 
-@_one_line_errors
 def cmd_fixture(args) -> int:
     from pam_jax.data import fixtures
 
@@ -147,7 +126,7 @@ def cmd_fixture(args) -> int:
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Register ``data`` (with ``build``, ``inspect``, ``fixture``) on an argparse subparsers
     object; each leaf sets ``func`` (called with the parsed args, returns an exit code)."""
-    tasks = list(tasks_lib.TASKS)
+    tasks = list(tasks_lib.data_task_names())
     p = subparsers.add_parser(
         "data", help="build and inspect datasets (TFDS ArrayRecord)",
         description="Build DeformPAM-layout sample folders into TFDS ArrayRecord datasets, "
@@ -206,18 +185,3 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=cmd_fixture)
     return p
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="pam-jax")
-    subs = parser.add_subparsers(dest="command")
-    add_subparser(subs)
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
-import numpy as np
 
 from pam_jax import config as config_lib
-from pam_jax import evaluate
+from pam_jax import tasks as tasks_lib
+from pam_jax.apps.collect import collect
+from pam_jax.data.build import build as build_dataset
+from pam_jax.eval import closed_loop as evaluate
+from pam_jax.eval import pairs as reward_eval
+from pam_jax.eval import report
+from pam_jax.sim.episodes import write_expert_episodes
+from pam_jax.train.loop import train
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward"}
 
 
 def configs(task: str, root: pathlib.Path, *, sl_steps: int = 0, pref_steps: int = 0, overrides=()) -> dict:
     """{stage: Config} of experiments/sim_TASK.py with every path under `root`; `overrides`
     (--set style) apply to every stage."""
-    exp = REPO / "experiments" / f"sim_{task}.py"
+    exp = tasks_lib.get_task(task).experiment
     out = {}
     for stage in ("supervised", "dpo", "reward"):
         steps = sl_steps if stage == "supervised" else pref_steps
@@ -36,36 +40,12 @@ def configs(task: str, root: pathlib.Path, *, sl_steps: int = 0, pref_steps: int
     return out
 
 
-def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num_points: int | None = None,
-            steps_per_episode: int = 4, label_noise: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
-    """Roll out a trained SL policy, record its K candidates (DDIM eta=1) at each state, have the
-    oracle annotator rank them, and write finetune samples in the published layout."""
-    from pam_jax.sim.episodes import data_task_name, write_preference_round
-
-    agent = evaluate.Agent("sl_random", evaluate.Runs(sl=str(sl_run)), data_task=data_task_name(task),
-                           num_candidates=num_candidates, eta=1.0)
-    rng = np.random.default_rng(seed)
-    calls = iter(range(10**9))
-
-    def candidates_fn(cloud):
-        return agent.candidates(cloud, rng, jax.random.key(next(calls)))
-
-    return write_preference_round(task, out, states=states, candidates_fn=candidates_fn, seed=seed,
-                                  label_noise=label_noise, num_points=num_points,
-                                  steps_per_episode=steps_per_episode, if_exists="skip", progress=progress)
-
-
 def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states: int = 96,
         eval_episodes: int = 10, methods=("sl", "deformpam"), sl_steps: int = 0, pref_steps: int = 0,
         episode_steps: int | None = None, label_noise: float = 0.0, overrides=(), progress: bool = True) -> dict:
     """`overrides` (--set style) apply to every stage's config; `episode_steps` caps every episode."""
-    from pam_jax import reward_eval
-    from pam_jax.data import sources
-    from pam_jax.sim.episodes import data_task_name, write_expert_episodes
-    from pam_jax.train.loop import train
-
     root = pathlib.Path(root)
-    dt = data_task_name(task)
+    dt = tasks_lib.data_task_name(task)
     cfgs = configs(task, root, sl_steps=sl_steps, pref_steps=pref_steps, overrides=overrides)
     sl_cfg, dpo_cfg = cfgs["supervised"], cfgs["dpo"]
     n_points = sl_cfg.data.num_points * 2
@@ -76,7 +56,7 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
                               max_steps=episode_steps, if_exists="skip", progress=progress)
     print(f"      {r['samples']} states written ({r['skipped_existing']} already there), "
           f"expert success rate {100 * r['success_rate']:.0f}%")
-    sources.build(root / "src" / "supervised", task=dt, kind="supervised", data_dir=root / "tfds",
+    build_dataset(root / "src" / "supervised", task=dt, kind="supervised", data_dir=root / "tfds",
                   overwrite=True, progress=False)
 
     print(f"[2/5] supervised policy ({sl_cfg.train.steps} steps)")
@@ -88,7 +68,7 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
                 num_candidates=dpo_cfg.preference.num_candidates, num_points=n_points,
                 steps_per_episode=episode_steps or 4, label_noise=label_noise, progress=progress)
     print(f"      {r['samples']} states written, label counts {r['label_counts']}")
-    ft = sources.build(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
+    ft = build_dataset(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
                        overwrite=True, progress=False)
 
     stages = ["dpo"] + (["reward"] if want_reward else [])
@@ -102,8 +82,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
                                         mode="implicit" if stage == "dpo" else "explicit")
         held_out[stage] = acc
         print(f"      held-out pair accuracy ({acc['states']} validation/test states): "
-              f"{reward_eval.percent(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
-              f"{reward_eval.percent(acc['vs_annotator'])} against the annotator's action ({acc['pairs']['vs_annotator']} pairs); "
+              f"{report.percent(acc['candidates'])} between sampled candidates ({acc['pairs']['candidates']} pairs), "
+              f"{report.percent(acc['vs_annotator'])} against the annotator's action ({acc['pairs']['vs_annotator']} pairs); "
               "chance 50%")
 
     print(f"[5/5] closed-loop evaluation on {eval_episodes} seeded start states: {', '.join(methods)}")
@@ -114,8 +94,34 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     result["held_out_pair_accuracy"] = held_out
     result["data"] = {"expert_episodes": episodes, "preference_states": states, "label_noise": label_noise,
                       "sl_steps": sl_cfg.train.steps, "preference_steps": dpo_cfg.train.steps}
-    paths = evaluate.write_report(result, root / "eval")
-    print(evaluate.table_markdown(result))
+    paths = report.write_report(result, root / "eval")
+    print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     print("checkpoints: " + ", ".join(str(root / STAGE_DIRS[s] / "checkpoints") for s in ["supervised", *stages]))
     return result
+
+
+def toy_demo(root: pathlib.Path, sl_steps: int) -> int:
+    from pam_jax.eval import toy, toy_preference
+
+    sl_dir, dpo_dir = root / "sl", root / "dpo"
+    steps = [f"train.steps={sl_steps}"] if sl_steps else []
+    sl = config_lib.override(config_lib.load_experiment("toy_bimodal"),
+                             [f"train.run_dir={sl_dir}", *steps])
+    print(f"[1/4] supervised: the toy bimodal policy ({sl.train.steps} steps) in {sl_dir}")
+    train(sl, progress_bar=True)
+    print("[2/4] sampling 16 actions on 64 fresh scenes")
+    png = str(root / "samples.png")
+    print(report.toy_report(toy.evaluate(sl_dir, scenes=64, samples=16, png=png), 64, 16, png))
+    dpo = config_lib.override(config_lib.load_experiment("toy_dpo"),
+                              [f"train.run_dir={dpo_dir}", f"preference.init_from={sl_dir}"])
+    print(f"[3/4] preference: {dpo.data.num_states} states x {dpo.preference.num_candidates} on-policy "
+          f"candidates labelled by the oracle (prefers the left end first), then DPO "
+          f"({dpo.train.steps} steps) in {dpo_dir}")
+    train(dpo, progress_bar=True)
+    print("[4/4] reward-guided selection on 64 fresh scenes")
+    r = toy_preference.evaluate_selection(sl_dir, dpo_dir, scenes=64, modes=("first", "random", "implicit"))
+    print(report.ras_report(r, 64))
+    print(f"plots: {png}, {sl_dir / 'loss.png'}, {dpo_dir / 'loss.png'}\n"
+          f"checkpoints: {sl_dir / 'checkpoints'}, {dpo_dir / 'checkpoints'}")
+    return 0

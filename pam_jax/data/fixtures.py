@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from pam_jax.data import layout
-from pam_jax.data import tasks as tasks_lib
+from pam_jax import tasks as tasks_lib
 
 MALFORMED_KINDS = ("missing_npz", "unreadable_npz", "missing_key", "bad_shape", "no_annotation",
                    "bad_indices")
@@ -63,7 +63,7 @@ def write_fixture(root, *, task: str = "rope", kind: str = "supervised", num_epi
     (points float32 (N, 3), action (2, 3), action_finite (2,), multiple_actions (M, 2, 3),
     multiple_actions_finite (M, 2), episode_id, action_type, and for finetune
     candidate_points (K, 3), pair_indices (P, 4), rankings (P,))."""
-    spec = tasks_lib.get_task(task)
+    spec = tasks_lib.get_data_task(task)
     tasks_lib.check_kind(kind)
     bad = tuple(malformed or ())
     for b in bad:

@@ -16,7 +16,7 @@ samples add ``pose_virtual.prediction.begin`` (K x 6 candidate points, candidate
 
 The published data and the data this project generates (simulated demonstrations, rollouts
 waiting for annotation, oracle or human preferences) share this layout, so one TFDS builder
-(``data_builders/deformpam``) serves both. :func:`write_sample` and :func:`add_annotation`
+(``pam_jax.data_builders.deformpam``) serves both. :func:`write_sample` and :func:`add_annotation`
 never leave a half-written sample behind: a sample folder is assembled under a hidden temporary
 name and renamed into place in one ``os.replace``; ``annotation.yaml`` is always the last file
 to appear. Readers ignore hidden folders, so leftovers of a crash are never read.
@@ -39,7 +39,7 @@ import zipfile
 import numpy as np
 import yaml
 
-from pam_jax.data import tasks as tasks_lib
+from pam_jax import tasks as tasks_lib
 
 METADATA = "metadata.yaml"
 ANNOTATION = "annotation.yaml"
@@ -241,7 +241,7 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
     sample_dir = pathlib.Path(sample_dir)
     sid = sample_id_of(sample_dir, root) if root is not None else sample_dir.name
     tasks_lib.check_kind(kind)
-    spec = tasks_lib.get_task(task) if task is not None else None
+    spec = tasks_lib.get_data_task(task) if task is not None else None
 
     if not (sample_dir / METADATA).is_file():
         raise MalformedSample(sid, f"missing {METADATA}")

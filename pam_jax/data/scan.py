@@ -1,7 +1,7 @@
 """Scan a folder of samples in the DeformPAM layout: validate each, report the ones skipped,
 and split the valid ones by episode (no episode in two splits).
 
-Used by the TFDS builder (``data_builders/deformpam``) before it writes anything, so that the
+Used by the TFDS builder (``pam_jax.data_builders.deformpam``) before it writes anything, so that the
 split assignment and the report of skipped samples are complete before generation starts.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from pam_jax.data import layout
-from pam_jax.data import tasks as tasks_lib
+from pam_jax import tasks as tasks_lib
 
 log = logging.getLogger("pam_jax.data")
 
@@ -48,7 +48,7 @@ def scan(src, *, task: str, kind: str, strict: bool = False, namespace: str | No
     Malformed samples are skipped with a warning naming each (``strict=True``: the first one
     raises :class:`layout.MalformedSample`). Samples of another action type than the task's
     primitive are skipped too (reported as ``filtered``; never an error)."""
-    tasks_lib.get_task(task)
+    tasks_lib.get_data_task(task)
     tasks_lib.check_kind(kind)
     src = pathlib.Path(src)
     dirs = layout.find_samples(src)
@@ -79,7 +79,7 @@ def scan(src, *, task: str, kind: str, strict: bool = False, namespace: str | No
                     len(dirs), src, ", ".join(s["sample"] for s in res.malformed))
     if res.filtered:
         log.info("left out %d sample(s) of other action types than %r", len(res.filtered),
-                 tasks_lib.get_task(task).primitive)
+                 tasks_lib.get_data_task(task).primitive)
     if not valid:
         raise ValueError(f"{src}: none of the {len(dirs)} samples is usable for {task}_{kind} "
                          f"(first problem: {skipped[0]['sample']}: {skipped[0]['reason']})")

@@ -20,13 +20,18 @@ import pathlib
 import numpy as np
 
 from pam_jax.data import sources
+from pam_jax.data.io import read_json, write_json_atomic
+from pam_jax.data.sample import record_arrays, sample_config, to_task_frame
 from pam_jax.normalize import NormStats
+
+STATS_FILE = "pam_jax_stats.json"
+STATS_FORMAT = 1
 
 
 def _load(ds_dir: pathlib.Path) -> dict:
-    data = sources.read_json(ds_dir / sources.STATS_FILE)
-    if not isinstance(data, dict) or data.get("format") != sources.STATS_FORMAT:
-        data = {"format": sources.STATS_FORMAT}
+    data = read_json(ds_dir / STATS_FILE)
+    if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
+        data = {"format": STATS_FORMAT}
     return data
 
 
@@ -36,7 +41,7 @@ def _save(ds_dir: pathlib.Path, key: str, value) -> None:
         data.setdefault("norm", {}).update(value)
     else:
         data[key] = value
-    sources._write_json_atomic(ds_dir / sources.STATS_FILE, data)
+    write_json_atomic(ds_dir / STATS_FILE, data)
 
 
 def compute_shapes(ds_dir) -> dict:
@@ -93,8 +98,6 @@ def augmentation_envelope(points: np.ndarray, *, max_rotation_deg: float = 0.0,
 
 def action_points(ds_dir, config, *, split: str = "train", progress: bool = False) -> np.ndarray:
     """Every valid action point of ``split``, in the pipeline's task frame (n, 3)."""
-    from pam_jax.data import pipeline
-
     src = sources.open_source(ds_dir, split)
     it = range(len(src))
     if progress:
@@ -102,8 +105,8 @@ def action_points(ds_dir, config, *, split: str = "train", progress: bool = Fals
         it = tqdm(it, desc="normalisation statistics", unit="sample")
     out = []
     for i in it:
-        pts, acts, valid, _ = pipeline.record_arrays(src[i], config)
-        _, acts, _ = pipeline.to_task_frame(pts, acts, None, config, voxel=False)
+        pts, acts, valid, _ = record_arrays(src[i], config)
+        _, acts, _ = to_task_frame(pts, acts, None, config, voxel=False)
         out.append(acts[valid].reshape(-1, 3))
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
@@ -111,12 +114,10 @@ def action_points(ds_dir, config, *, split: str = "train", progress: bool = Fals
 def load_norm_stats(ds_dir, *, config=None, progress: bool = False) -> NormStats:
     """The normalisation statistics of a built dataset for the pipeline ``config``
     (default: the task's defaults). Computed from the train split on first use and stored."""
-    from pam_jax.data import pipeline
-
     ds_dir = pathlib.Path(ds_dir)
     if config is None:
         task, kind = sources.task_kind_of(ds_dir)
-        config = pipeline.sample_config(task, kind)
+        config = sample_config(task, kind)
     settings = _settings(config)
     key = json.dumps(settings, sort_keys=True)
     entry = _load(ds_dir).get("norm", {}).get(key)

@@ -15,9 +15,9 @@ import itertools
 import jax
 import numpy as np
 
-from pam_jax import toy
 from pam_jax.config import Config, DiffusionConfig
-from pam_jax.models.policy import sample_actions
+from pam_jax.data import toy
+from pam_jax.models.policy import Policy, sample_actions
 from pam_jax.preference import EQUAL, FIRST_BETTER, NOT_COMPARABLE, SECOND_BETTER
 
 GOOD, OK, BAD = 0, 1, 2
@@ -47,7 +47,7 @@ def comparisons(classes, rng, label_noise: float = 0.0):
     return pairs, codes.astype(np.int32)
 
 
-def _sample(parent, points, key, num_samples, diff: DiffusionConfig, chunk: int = 64):
+def _sample(parent: Policy, points, key, num_samples, diff: DiffusionConfig, chunk: int = 64):
     out = []
     for i in range(0, len(points), chunk):
         out.append(np.asarray(sample_actions(
@@ -68,7 +68,7 @@ class ToyPreferenceData:
         self.num = len(arrays["points"])
 
     @classmethod
-    def from_parent(cls, cfg: Config, parent, *, process_index=0, process_count=1):
+    def from_parent(cls, cfg: Config, parent: Policy, *, process_index=0, process_count=1):
         d = cfg.data
         rng = np.random.default_rng([d.seed, 4242])
         batch = toy.make_batch(rng, d.num_states, d.num_points)
@@ -84,10 +84,8 @@ class ToyPreferenceData:
             "pairs": pairs, "rankings": codes,
             "action_mask": np.ones((d.num_states, 2), np.float32),
         }
-        data = cls(arrays, batch_size=d.batch_size, seed=d.seed, norm=parent.norm,
+        return cls(arrays, batch_size=d.batch_size, seed=d.seed, norm=parent.norm,
                    process_index=process_index, process_count=process_count)
-        data.class_counts = np.bincount(classes.ravel(), minlength=3)
-        return data
 
     def batch(self, step: int) -> dict:
         per_epoch = max(self.num // self.batch_size, 1)
@@ -106,30 +104,3 @@ class ToyPreferenceData:
 
     def norm_stats(self):
         return self.norm
-
-
-def evaluate_selection(sl_run, dpo_run, *, scenes: int = 64, num_candidates: int = 8,
-                       reward_samples: int = 10, seed: int = 777, modes=("first", "implicit"),
-                       reward_run=None) -> dict:
-    """Fraction of fresh scenes where each selection mode picks the preferred (mode-0) order,
-    and where the chosen action is a correct endpoint pair at all."""
-    from pam_jax.select import SelectConfig, make_selector
-    from pam_jax.train.loop import load_policy
-
-    cfg, graphdef, ref_params, norm = load_policy(sl_run)
-    _, _, dpo_params, _ = load_policy(dpo_run) if dpo_run else (None, None, None, None)
-    batch = toy.make_batch(np.random.default_rng([seed, 1]), scenes, cfg.data.num_points)
-    ends = batch["actions"][:, 0]
-    out = {}
-    for mode in modes:
-        score_gd, score_params = None, dpo_params
-        if mode == "explicit":
-            _, score_gd, score_params, _ = load_policy(reward_run)
-        scfg = SelectConfig(mode=mode, num_candidates=num_candidates,
-                            num_inference_steps=cfg.diffusion.num_inference_steps, eta=cfg.diffusion.eta,
-                            reward_samples=reward_samples, beta=100.0)
-        sel = make_selector(graphdef, cfg.diffusion, norm, scfg, score_graphdef=score_gd)
-        res = sel(ref_params, score_params, batch["points"], jax.random.key(seed))
-        cls = oracle_classes(np.asarray(res.action)[:, None], ends, batch["length"])[:, 0]
-        out[mode] = {"preferred": float(np.mean(cls == GOOD)), "correct": float(np.mean(cls != BAD))}
-    return out

@@ -15,19 +15,19 @@ it, runs one compiled selection, and maps the chosen action back to the world fr
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import pathlib
 
 import jax
 import numpy as np
 
 from pam_jax import pointcloud as pc
+from pam_jax import tasks as tasks_lib
 from pam_jax.select import SelectConfig, make_selector, select_with_host_scorer
+from pam_jax.sim import make_task
+from pam_jax.sim.oracle import candidate_gains
+from pam_jax.train.restore import load_policy
 
 METHODS = ("sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle")
-NAMES = {"sl": "SL", "sl_random": "SL + random", "sl_explicit": "SL + explicit RAS", "dpo": "DPO alone",
-         "deformpam": "DeformPAM (SL + implicit RAS)", "oracle": "oracle best-of-N"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,35 +43,31 @@ class Agent:
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
                  reward_samples: int = 10, num_inference_steps: int | None = None,
                  eta: float | None = None):
-        from pam_jax.data import tasks as tasks_lib
-        from pam_jax.sim.oracle import candidate_gains
-        from pam_jax.train.loop import load_policy
-
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         need = {"deformpam": runs.dpo, "dpo": runs.dpo, "sl_explicit": runs.reward}
         if method in need and not need[method]:
             raise ValueError(f"method {method!r} needs a {'reward' if method == 'sl_explicit' else 'DPO'} run")
         self.method, self.spec = method, tasks_lib.get_task(data_task)
-        self._gains = candidate_gains
-        cfg, graphdef, sl, norm = load_policy(runs.sl)
+        sl = load_policy(runs.sl)
+        cfg = sl.cfg
         self.num_points = cfg.data.num_points or self.spec.num_points
         mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "dpo": "first",
                 "deformpam": "implicit", "oracle": "first"}[method]
-        score_graphdef, score = None, None
-        ref = sl
+        scorer = None
+        self.ref = sl.params
         if method == "dpo":
-            ref = load_policy(runs.dpo)[2]
+            self.ref = load_policy(runs.dpo).params
         elif method == "deformpam":
-            score = load_policy(runs.dpo)[2]
+            scorer = load_policy(runs.dpo)
         elif method == "sl_explicit":
-            _, score_graphdef, score, _ = load_policy(runs.reward)
+            scorer = load_policy(runs.reward)
         n = 1 if method in ("sl", "dpo") else num_candidates
-        scfg = SelectConfig(mode=mode, num_candidates=n, eta=cfg.diffusion.eta if eta is None else eta,
-                            num_inference_steps=num_inference_steps or cfg.diffusion.num_inference_steps,
-                            reward_samples=reward_samples, beta=cfg.preference.beta)
-        self.select = make_selector(graphdef, cfg.diffusion, norm, scfg, score_graphdef=score_graphdef)
-        self.ref, self.score = ref, score
+        scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
+                                        num_inference_steps=num_inference_steps, reward_samples=reward_samples)
+        self.select = make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
+                                    score_graphdef=scorer.graphdef if method == "sl_explicit" else None)
+        self.score = scorer.params if scorer else None
 
     def prepare(self, cloud, rng: np.random.Generator):
         """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
@@ -90,7 +86,7 @@ class Agent:
             state = task.save_state()
 
             def scorer(_, cands):
-                gains, _ = self._gains(task, state, frame.invert(cands[0]))
+                gains, _ = candidate_gains(task, state, frame.invert(cands[0]))
                 return np.nan_to_num(gains, nan=-np.inf)[None]
 
             sel = select_with_host_scorer(self.select, self.ref, pts[None], key, scorer)
@@ -119,23 +115,6 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             success_step = step + 1
     return {"seed": seed, "scores": scores, "final": scores[-1], "success": success_step is not None,
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
-
-
-def _strict_json(x):
-    """Numbers and containers -> plain JSON values; NaN (no success, no pairs) becomes null."""
-    if isinstance(x, dict):
-        return {k: _strict_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict_json(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _strict_json(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return None if math.isnan(x) or math.isinf(x) else float(x)
-    return x
 
 
 def mean_ci(x) -> tuple[float, float]:
@@ -182,88 +161,13 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
              progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from pam_jax.sim import make_task
-    from pam_jax.sim.episodes import data_task_name
-
     task = make_task(task_name)
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
     seeds = list(seeds)
     for method in methods:
-        agent = Agent(method, runs, data_task=data_task_name(task_name), num_candidates=num_candidates,
+        agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
                       reward_samples=reward_samples)
         eps = [run_episode(task, agent, s, max_steps=max_steps)
                for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}
     return out
-
-
-def table_markdown(result: dict) -> str:
-    n = {r["summary"]["episodes"] for r in result["methods"].values()}
-    rows = [f"Task `{result['task']}`, {'/'.join(map(str, sorted(n)))} episodes per method: mean ± 95% CI "
-            "(normal), success rate [95% Wilson interval]; steps to success over the successful episodes; "
-            "final score minus SL's on the same start states (paired)",
-            "", "| method | final score | success rate | steps to success | vs SL (paired) |", "|---|---|---|---|---|"]
-    for m, r in result["methods"].items():
-        s = r["summary"]
-        k = s["successes"]
-        d = paired_difference(r["episodes"], result["methods"]["sl"]["episodes"]) if "sl" in result["methods"] else None
-        vs_sl = "" if m == "sl" or d is None else f"{d[0]:+.3f} ± {d[1]:.3f}"
-        steps = ("no success" if k == 0 else f"{s['steps_to_success']:.1f} (1 success)" if k == 1
-                 else f"{s['steps_to_success']:.1f} ± {s['steps_to_success_ci']:.1f} ({k} successes)")
-        rows.append(f"| {NAMES.get(m, m)} | {s['final']:.3f} ± {s['final_ci']:.3f} | "
-                    f"{100 * s['success']:.0f}% [{100 * s['success_lo']:.0f}, {100 * s['success_hi']:.0f}] | {steps} | {vs_sl} |")
-    return "\n".join(rows)
-
-
-def write_report(result: dict, out_dir) -> dict:
-    """JSON, Markdown, a metric-over-steps plot and a filmstrip of one episode -> their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    slim = {**result, "methods": {m: {"summary": r["summary"],
-                                      "episodes": [{k: v for k, v in e.items() if k != "frames"}
-                                                   for e in r["episodes"]]}
-                                  for m, r in result["methods"].items()}}
-    paths = {"json": out / "eval.json", "markdown": out / "eval.md", "curves": out / "metric_over_steps.png",
-             "filmstrip": out / "filmstrip.png"}
-    paths["json"].write_text(json.dumps(_strict_json(slim), indent=2, allow_nan=False))
-    paths["markdown"].write_text(table_markdown(result) + "\n")
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for m, r in result["methods"].items():
-        n = max(len(e["scores"]) for e in r["episodes"])
-        padded = np.array([e["scores"] + [e["scores"][-1]] * (n - len(e["scores"])) for e in r["episodes"]])
-        ax.plot(np.arange(n), padded.mean(0), label=NAMES.get(m, m))
-    ax.set_xlabel("step")
-    ax.set_ylabel("score")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths["curves"], dpi=100)
-    plt.close(fig)
-
-    method = next(iter(result["methods"]))
-    frames = result["methods"][method]["episodes"][0]["frames"]
-    if frames:
-        fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3.2), squeeze=False)
-        for ax, f in zip(axes[0], frames):
-            ax.scatter(f["cloud"][:, 0], f["cloud"][:, 1], s=1, c="0.7")
-            for k, c in enumerate(f["candidates"]):
-                chosen = k == f["chosen"]
-                ax.annotate("", xy=c[1, :2], xytext=c[0, :2],
-                            arrowprops={"arrowstyle": "->", "color": "tab:red" if chosen else "tab:blue",
-                                        "alpha": 1.0 if chosen else 0.35, "lw": 2 if chosen else 1})
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{result['task']}, {NAMES.get(method, method)}: chosen (red) and rejected (blue)")
-        fig.tight_layout()
-        fig.savefig(paths["filmstrip"], dpi=90)
-        plt.close(fig)
-    else:
-        paths.pop("filmstrip")
-    return {k: str(v) for k, v in paths.items()}

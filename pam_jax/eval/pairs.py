@@ -10,24 +10,27 @@ the annotator's action ("vs annotator") are reported apart. Chance is 50%.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from pam_jax import diffusion, preference
 from pam_jax.models.policy import normalize
-from pam_jax.select import implicit_scores
+from pam_jax.data.pipeline import eval_batches
+from pam_jax.data.sources import split_sizes
+from pam_jax.select import SelectConfig, implicit_scores
+from pam_jax.train.restore import load_policy
 
 
-def make_scorer(mode: str, sl_run, score_run, samples: int = 10):
-    """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame."""
-    from pam_jax.train.loop import load_policy
-
-    cfg, graphdef, ref_params, norm = load_policy(sl_run)
-    _, score_graphdef, score_params, _ = load_policy(score_run)
-    d, p = cfg.diffusion, cfg.preference
-    schedule = diffusion.make_schedule(d.num_train_timesteps, d.beta_schedule, set_alpha_to_one=d.set_alpha_to_one)
-    t_max = max(1, int(p.reward_timestep_frac * d.num_train_timesteps))
+def make_scorer(mode: str, sl_run, score_run, samples: int | None = None):
+    """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame.
+    The implicit reward uses the scoring (DPO) run's settings (beta, timesteps; M = `samples`
+    or its stored value)."""
+    sl, scorer = load_policy(sl_run), load_policy(score_run)
+    cfg, graphdef, ref_params, norm = sl.cfg, sl.graphdef, sl.params, sl.norm
+    score_graphdef, score_params = scorer.graphdef, scorer.params
+    scfg = SelectConfig.from_config(cfg, scorer.cfg, reward_samples=samples)
+    schedule = diffusion.schedule_from_config(cfg.diffusion)
+    t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, cfg.diffusion.num_train_timesteps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
 
     @jax.jit
@@ -38,14 +41,9 @@ def make_scorer(mode: str, sl_run, score_run, samples: int = 10):
             return rm.score(x0, rm.encode(pts))
         ref, policy = nnx.merge(graphdef, ref_params), nnx.merge(graphdef, score_params)
         return implicit_scores(policy, policy.encode(pts), ref, ref.encode(pts), schedule, x0, key,
-                               samples=samples, t_max=t_max, beta=p.beta)
+                               samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta)
 
     return lambda pts, cands, key: np.asarray(score(ref_params, score_params, pts, cands, key)), cfg
-
-
-def percent(acc: float | None) -> str:
-    """An accuracy as printed: '63.9%', or 'n/a' when there was no pair to count."""
-    return "n/a" if acc is None else f"{100 * acc:.1f}%"
 
 
 def annotator_mask(candidates) -> np.ndarray:
@@ -73,13 +71,10 @@ def count_pairs(scores, pairs, codes, annotator, right: dict, total: dict) -> No
 
 
 def pair_accuracy(sl_run, score_run, dataset_dir, *, mode: str = "implicit",
-                  splits=("validation", "test"), samples: int = 10, batch_size: int = 16, seed: int = 0) -> dict:
+                  splits=("validation", "test"), samples: int | None = None, batch_size: int = 16, seed: int = 0) -> dict:
     """-> {"candidates": acc, "vs_annotator": acc, "pairs": {...counts}, "states": n} over the
     held-out `splits` (whole episodes the preference stages never trained on); an accuracy is
     None when its kind has no labelled pair."""
-    from pam_jax.data.pipeline import eval_batches
-    from pam_jax.data.sources import split_sizes
-
     if mode not in ("implicit", "explicit"):
         raise ValueError(f"mode must be 'implicit' or 'explicit', got {mode!r}")
     score, cfg = make_scorer(mode, sl_run, score_run, samples)

@@ -5,16 +5,19 @@ functions of `(params, ...)` that call `nnx.merge(graphdef, params)` inside.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from pam_jax import diffusion
-from pam_jax.config import DiffusionConfig, ModelConfig
+from pam_jax.config import Config, DiffusionConfig, ModelConfig
 from pam_jax.models.denoiser import ActionDenoiser, Context
 from pam_jax.models.encoder import PointEncoder
+from pam_jax.normalize import NormStats
 
 
 class DiffusionPolicy(nnx.Module):
@@ -38,6 +41,24 @@ class DiffusionPolicy(nnx.Module):
 
     def __call__(self, points: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
         return self.denoise(x, t, self.encode(points))
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A trained network ready for inference (restored params-only by
+    :func:`pam_jax.train.restore.load_policy`): the run's config, the graphdef, the parameters
+    (EMA weights when the run kept them) and the normalisation of clouds and actions."""
+
+    cfg: Config
+    graphdef: Any
+    params: Any
+    norm: NormStats
+    step: int = 0
+    run_dir: str = ""
+
+    @property
+    def stage(self) -> str:
+        return self.cfg.train.stage
 
 
 def init_policy(cfg: ModelConfig, seed: int = 0):
@@ -83,9 +104,7 @@ def sample_normalized(graphdef, params, points_n, key, *, num_samples: int,
 def sample_actions(graphdef, params, points, center, scale, key, *, num_samples: int,
                    diff: DiffusionConfig, action_points: int = 2):
     """Raw-frame clouds (B, Np, 3) -> sampled actions (B, num_samples, A, 3) in the raw frame."""
-    schedule = diffusion.make_schedule(
-        diff.num_train_timesteps, diff.beta_schedule, set_alpha_to_one=diff.set_alpha_to_one
-    )
+    schedule = diffusion.schedule_from_config(diff)
     x0 = sample_normalized(graphdef, params, normalize(points, center, scale), key,
                            num_samples=num_samples, diff=diff, schedule=schedule,
                            action_points=action_points)

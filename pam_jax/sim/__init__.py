@@ -3,7 +3,7 @@
 Public API::
 
     from pam_jax.sim import make_task, expert_actions, annotate
-    task = make_task("rope")          # "rope" | "granular" | "cloth"
+    task = make_task("rope")          # any simulated task of pam_jax.tasks: "rope" | "granular" | "cloth"
     task.reset(seed=0)
     cloud = task.observe()            # (~3000, 3) float32, world frame, table at z = 0
     info = task.step(action)          # action (2, 3) -> StepInfo
@@ -18,31 +18,21 @@ module for its object, primitive, metric and success threshold.
 """
 from __future__ import annotations
 
-import difflib
+import importlib
 
+from pam_jax import tasks as tasks_lib
 from pam_jax.sim.base import ActionCheck, StepInfo, Task, TaskState
 
-__all__ = ["TASK_NAMES", "make_task", "Task", "StepInfo", "ActionCheck", "TaskState",
+__all__ = ["make_task", "Task", "StepInfo", "ActionCheck", "TaskState",
            "expert_actions", "annotate", "candidate_gains"]
-
-TASK_NAMES = ("rope", "granular", "cloth")
 
 
 def make_task(name: str, **kwargs) -> Task:
-    """A new task instance by name ("rope", "granular", "cloth"); kwargs go to its constructor
-    (``obs_points``, ``obs_noise``). Call ``reset(seed)`` before use."""
-    if name == "rope":
-        from pam_jax.sim.rope import RopeTask
-        return RopeTask(**kwargs)
-    if name == "granular":
-        from pam_jax.sim.granular import GranularTask
-        return GranularTask(**kwargs)
-    if name == "cloth":
-        from pam_jax.sim.cloth import ClothTask
-        return ClothTask(**kwargs)
-    near = difflib.get_close_matches(str(name), TASK_NAMES, n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    raise ValueError(f"unknown sim task {name!r} (choose from {', '.join(TASK_NAMES)}){hint}")
+    """A new task instance by name (the simulator's or the data name, see :mod:`pam_jax.tasks`);
+    kwargs go to its constructor (``obs_points``, ``obs_noise``). Call ``reset(seed)`` before use."""
+    spec = tasks_lib.get_task(tasks_lib.sim_task_name(name))
+    module, _, cls = spec.sim_class.partition(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
 def expert_actions(task, rng, max_alternatives: int = 10):

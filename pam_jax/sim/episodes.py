@@ -1,7 +1,7 @@
 """Simulated data in the published DeformPAM layout: expert episodes and preference rounds.
 
 Two writers turn the simulated tasks (:mod:`pam_jax.sim`) into sample folders that the one
-TFDS builder (``data_builders/deformpam``, :func:`pam_jax.data.sources.build`) reads exactly
+TFDS builder (``pam_jax.data_builders.deformpam``, :func:`pam_jax.data.build.build`) reads exactly
 like the released data:
 
 * :func:`write_expert_episodes` -> ``<data task>_supervised`` samples: one per state of
@@ -11,7 +11,8 @@ like the released data:
 
 Task names. The simulator says ``rope`` / ``granular`` / ``cloth``; the data side (and the
 published configs) say ``rope`` / ``nut`` / ``tshirt_short``. Both writers accept either name
-and return ``data_task``, the name to pass to ``sources.build(out_root, task=data_task, ...)``.
+and return ``data_task``, the name to pass to ``build(out_root, task=data_task, ...)``
+(the registry, :mod:`pam_jax.tasks`, maps the names).
 
 Frame (what is written). The cloud is written exactly as :meth:`Task.observe` returns it: the
 simulator's world frame, which is the table frame of the real data (metres, table plane
@@ -49,37 +50,19 @@ from typing import Callable
 import numpy as np
 
 from pam_jax.data import layout
-from pam_jax.data import tasks as tasks_lib
+from pam_jax import tasks as tasks_lib
 from pam_jax.sim import make_task
 from pam_jax.sim.experts import expert_actions
 from pam_jax.sim.oracle import annotate
 
-__all__ = ["SIM_TO_DATA", "DATA_TO_SIM", "data_task_name", "sim_task_name",
-           "write_expert_episodes", "write_preference_round"]
+__all__ = ["write_expert_episodes", "write_preference_round"]
 
-SIM_TO_DATA = {"rope": "rope", "granular": "nut", "cloth": "tshirt_short"}
-DATA_TO_SIM = {v: k for k, v in SIM_TO_DATA.items()}
 EXECUTE_MODES = ("random", "first", "best", "expert")
 IF_EXISTS = ("error", "skip", "overwrite")
 NAMESPACE = "pam_jax"
 
 _RNG_EXPERT = 0x5E1          # stream tags for np.random.default_rng([episode_seed, tag])
 _RNG_PREFERENCE = 0xF1
-
-
-def sim_task_name(task: str) -> str:
-    """'granular' or 'nut' -> 'granular' (the simulator's name)."""
-    if task in SIM_TO_DATA:
-        return task
-    if task in DATA_TO_SIM:
-        return DATA_TO_SIM[task]
-    names = ", ".join(list(SIM_TO_DATA) + list(DATA_TO_SIM)[1:])
-    raise ValueError(f"unknown task {task!r} (choose from {names})")
-
-
-def data_task_name(task: str) -> str:
-    """'granular' or 'nut' -> 'nut' (the data side's name, for ``sources.build``)."""
-    return SIM_TO_DATA[sim_task_name(task)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,11 +75,11 @@ def _check_count(v, name: str, lo: int = 0) -> int:
 
 
 def _open_task(task: str, num_points):
-    name = sim_task_name(task)
+    name = tasks_lib.sim_task_name(task)
     if num_points is not None:
         _check_count(num_points, "num_points", 1)
     t = make_task(name, obs_points=num_points)
-    spec = tasks_lib.get_task(SIM_TO_DATA[name])
+    spec = tasks_lib.get_task(name)
     # The two sides must agree on the primitive and on the pose rows, or the builder would
     # filter the samples out or read the wrong rows.
     if t.action_type not in spec.action_types or tuple(t.pose_rows) != tuple(spec.rows):

@@ -93,8 +93,23 @@ class Checkpointer:
                                   f"match this model ({_first_line(e)})") from None
         return restored["state"], meta
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
+    def restore_subtree(self, abstract_subtree: dict, step: int | None = None):
+        """-> (part of the saved state, meta): only the fields named in `abstract_subtree` (e.g.
+        ``{"params": ...}``) are read, so inference needs no optimiser state."""
+        step = self._step_or_latest(step)
+        meta = self.restore_meta(step)
+        manager = ocp.CheckpointManager(self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+                                        options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+        try:
+            args = ocp.args.PyTreeRestore(item=abstract_subtree, partial_restore=True,
+                                          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_subtree))
+            restored = manager.restore(step, args=ocp.args.Composite(state=args))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt or does not "
+                                  f"match this model ({_first_line(e)})") from None
+        finally:
+            manager.close()
+        return restored["state"], meta
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -18,12 +18,14 @@ import jax
 import numpy as np
 
 from pam_jax import config as config_lib
+from pam_jax.data.train_data import make_train_data
+from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import Checkpointer, abstract_like
 from pam_jax.train.logging import MetricsWriter, plot_curve, progress
-from pam_jax.train.stages import Parent, build_model, build_stage
+from pam_jax.train.stages import build_stage
 from pam_jax.train.state import TrainState, make_optimizer
 
 
@@ -34,33 +36,6 @@ class TrainResult:
     norm: NormStats
     run_dir: pathlib.Path
     steps_per_sec: float | None
-
-
-def make_train_data(cfg: config_lib.Config, parent: Parent | None = None):
-    """The data source named by `cfg.data.source`, giving this process's slice of every batch."""
-    d = cfg.data
-    pi, pc = jax.process_index(), jax.process_count()
-    if d.source == "toy_bimodal":
-        from pam_jax.toy import ToyBimodalData
-
-        return ToyBimodalData(batch_size=d.batch_size, num_points=d.num_points, seed=d.seed,
-                              process_index=pi, process_count=pc)
-    if d.source == "toy_preference":
-        from pam_jax.toy_preference import ToyPreferenceData
-
-        if parent is None:
-            raise ValueError("data.source='toy_preference' needs a supervised parent (train.stage dpo or reward)")
-        return ToyPreferenceData.from_parent(cfg, parent, process_index=pi, process_count=pc)
-    if d.source == "tfds":
-        from pam_jax.data import pipeline
-
-        data = pipeline.from_config(cfg, process_index=pi, process_count=pc)
-        if cfg.train.stage in ("dpo", "reward"):
-            from pam_jax.preference import PairBatches
-
-            data = PairBatches(data)
-        return data
-    raise ValueError(f"unknown data.source {d.source!r}: expected 'toy_bimodal', 'toy_preference' or 'tfds'")
 
 
 def create_state(cfg: config_lib.Config, mesh, params):
@@ -180,24 +155,3 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         if png:
             log(f"loss curve: {png}")
     return TrainResult(state, graphdef, norm, run_dir, rate)
-
-
-def load_policy(run_dir: str | pathlib.Path, *, step: int | None = None, use_ema: bool = True,
-                with_step: bool = False):
-    """Load a trained network for inference -> (cfg, graphdef, params, norm[, step]). One device.
-
-    Works for every stage (a reward run gives the reward model). EMA weights when present.
-    """
-    run_dir = pathlib.Path(run_dir)
-    ckpt = Checkpointer(run_dir / "checkpoints", create=False)
-    meta = ckpt.restore_meta(step)
-    cfg = config_lib.from_dict(meta["config"])
-    graphdef, params = build_model(cfg)
-    tx = make_optimizer(cfg.optim, cfg.train.steps)
-    target = TrainState.create(params, tx, ema=cfg.optim.ema_decay > 0)
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, meta = ckpt.restore(abstract_like(target, dev), meta["step"])
-    ckpt.close()
-    params = state.ema_params if (use_ema and state.ema_params is not None) else state.params
-    out = (cfg, graphdef, params, NormStats.from_dict(meta["norm"]))
-    return out + (meta["step"],) if with_step else out

@@ -42,7 +42,7 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
     points = normalize(batch["points"], center, scale)
     x0 = normalize(batch["candidates"], center, scale)
     k_t, k_eps = jax.random.split(key)
-    t_max = max(1, int(round(pcfg.train_timestep_frac * schedule.num_train_timesteps)))
+    t_max = diffusion.timestep_limit(pcfg.train_timestep_frac, schedule.num_train_timesteps)
     t = jax.random.randint(k_t, (x0.shape[0], 1), 0, t_max)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     mask = batch["action_mask"]

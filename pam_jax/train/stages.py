@@ -15,26 +15,14 @@ import jax
 
 from pam_jax import config as config_lib
 from pam_jax import diffusion
-from pam_jax.models.policy import init_policy
+from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import init_reward_model
-from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.preference_steps import make_dpo_step, make_reward_step
+from pam_jax.train.restore import load_policy
 from pam_jax.train.steps import make_supervised_step
 
 STAGES = ("supervised", "dpo", "reward")
-
-
-@dataclasses.dataclass
-class Parent:
-    """The supervised checkpoint a preference stage starts from."""
-
-    run_dir: str
-    step: int
-    cfg: config_lib.Config
-    graphdef: object
-    params: object
-    norm: NormStats
 
 
 @dataclasses.dataclass
@@ -42,7 +30,7 @@ class Stage:
     name: str
     graphdef: object
     params: object
-    parent: Parent | None
+    parent: Policy | None   # the supervised run a preference stage starts from
     make_step: Callable  # (tx, norm, mesh) -> step(state, batch) -> (state, metrics)
 
     def meta(self) -> dict:
@@ -52,26 +40,20 @@ class Stage:
                            "step": self.parent.step}}
 
 
-def make_schedule(cfg: config_lib.DiffusionConfig) -> diffusion.Schedule:
-    return diffusion.make_schedule(cfg.num_train_timesteps, cfg.beta_schedule,
-                                   set_alpha_to_one=cfg.set_alpha_to_one)
-
-
-def load_parent(cfg: config_lib.Config) -> Parent:
-    from pam_jax.train.loop import load_policy
-
+def load_parent(cfg: config_lib.Config) -> Policy:
     p = cfg.preference
     if not p.init_from:
         raise ValueError(f"train.stage={cfg.train.stage!r} needs preference.init_from=<supervised run folder>")
     step = None if p.init_step < 0 else p.init_step
-    pcfg, graphdef, params, norm, used_step = load_policy(p.init_from, step=step, with_step=True)
+    parent = load_policy(p.init_from, step=step)
+    pcfg = parent.cfg
     if pcfg.train.stage != "supervised":
         raise ValueError(f"preference.init_from={p.init_from} is a {pcfg.train.stage!r} run; "
                          "a preference stage starts from a supervised run")
     if pcfg.model != cfg.model or pcfg.diffusion != cfg.diffusion:
         raise ValueError(f"the model/diffusion config of {p.init_from} differs from this experiment's; "
                          "copy them from the supervised experiment")
-    return Parent(p.init_from, used_step, pcfg, graphdef, params, norm)
+    return parent
 
 
 def build_stage(cfg: config_lib.Config) -> Stage:
@@ -81,7 +63,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         graphdef, params = init_policy(cfg.model, cfg.train.seed)
 
         def make_step(tx, norm, mesh):
-            return make_supervised_step(graphdef, tx, make_schedule(d), mesh,
+            return make_supervised_step(graphdef, tx, diffusion.schedule_from_config(d), mesh,
                                         replicas=cfg.train.noise_replicas, norm=norm,
                                         seed=cfg.train.seed, ema_decay=o.ema_decay)
 
@@ -95,7 +77,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
         def make_step(tx, norm, mesh):
-            jitted = make_dpo_step(parent.graphdef, tx, make_schedule(d), mesh, pcfg=cfg.preference,
+            jitted = make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, pcfg=cfg.preference,
                                    norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay)
             ref = jax.device_put(parent.params, sharding.replicated(mesh))
             return lambda state, batch: jitted(state, batch, ref)
@@ -112,10 +94,3 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         return Stage(name, graphdef, params, parent, make_step)
 
     raise ValueError(f"unknown train.stage {name!r}: expected one of {STAGES}")
-
-
-def build_model(cfg: config_lib.Config):
-    """(graphdef, params) of the network a run of `cfg` trains (for restoring checkpoints)."""
-    if cfg.train.stage == "reward":
-        return init_reward_model(cfg.model, cfg.train.seed)
-    return init_policy(cfg.model, cfg.train.seed)
