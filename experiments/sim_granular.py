@@ -21,4 +21,4 @@ from pam_jax.experiments._sim import sim_config
 
 
 def get_config(stage: str = "supervised"):
-    return sim_config("granular", stage, eta=0.0)  # nuts sample with DDIM eta=0 (METHOD.md)
+    return sim_config("granular", stage, eta=0.0)  # nuts sample with DDIM eta=0 (docs/method.md, "Diffusion")

@@ -23,4 +23,4 @@ from pam_jax.experiments._sim import sim_config
 
 
 def get_config(stage: str = "supervised"):
-    return sim_config("rope", stage, eta=1.0)  # rope samples with DDIM eta=1 (METHOD.md)
+    return sim_config("rope", stage, eta=1.0)  # rope samples with DDIM eta=1 (docs/method.md, "Diffusion")

@@ -186,9 +186,8 @@ EXPERIMENTS_PACKAGE = "pam_jax.experiments"
 
 def experiment_names() -> list[str]:
     """The packaged experiments (files of ``experiments/``, installed as ``pam_jax.experiments``)."""
-    import pam_jax.experiments as pkg
-
-    return sorted(p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    folder = pathlib.Path(importlib.util.find_spec(EXPERIMENTS_PACKAGE).origin).parent   # located, not imported
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 
 def _import_experiment(spec: str):

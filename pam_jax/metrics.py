@@ -1,4 +1,4 @@
-"""Shape metrics of DeformPAM's evaluation (METHOD.md, "Evaluation metrics"); numpy/scipy only.
+"""Shape metrics of DeformPAM's evaluation (docs/method.md, "Evaluation"); numpy/scipy only.
 
 All functions take point sets as arrays of shape ``(N, 2)`` or ``(N, 3)`` (metres; only the
 columns named below are used) and raise a one-line ``ValueError`` on bad input (not an array of

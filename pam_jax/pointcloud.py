@@ -1,6 +1,6 @@
 """Host-side point-cloud preprocessing and augmentation (numpy, float32).
 
-How this maps to DeformPAM's observation pipeline (see METHOD.md, "Observation"):
+How this maps to DeformPAM's observation pipeline (see docs/method.md, "Tasks, actions and observations"):
 
 ==============================================  ==========================================
 DeformPAM step                                  here

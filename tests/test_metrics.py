@@ -1,4 +1,4 @@
-"""Hand-computed cases for pam_jax.metrics (METHOD.md, "Evaluation metrics")."""
+"""Hand-computed cases for pam_jax.metrics (docs/method.md, "Evaluation")."""
 import numpy as np
 import pytest
 

@@ -12,7 +12,7 @@ omitted. ``annotation.action_poses`` is 4 x 6 (rows: left pick, right pick, left
 place; NaN where unused), ``annotation.multiple_action_poses`` is M x 4 x 6, and finetune
 samples add ``pose_virtual.prediction.begin`` (K x 6 candidate points, candidate k = points
 2k and 2k+1), ``annotation.selected_grasp_point_indices`` (P x 4) and
-``annotation.grasp_point_rankings`` (P). See ../shared/METHOD.md, "Published data layout".
+``annotation.grasp_point_rankings`` (P). See docs/method.md, "The published data layout".
 
 The published data and the data this project generates (simulated demonstrations, rollouts
 waiting for annotation, oracle or human preferences) share this layout, so one TFDS builder

@@ -13,7 +13,7 @@ straight line to the end (about 0.4 m/s on average), and lifted. Sweeps shorter 
 refused; longer than 0.5 m are shortened to 0.5 m (clipped, with a reason).
 
 Target: a "T" (bar 0.36 x 0.09 m, stem 0.09 x 0.26 m, about the area of the pile laid out in
-a single layer). Metric: ``iou``, the 2D IoU (METHOD.md) between the spheres' footprint (each
+a single layer). Metric: ``iou``, the 2D IoU (docs/method.md, "Evaluation") between the spheres' footprint (each
 centre plus 6 points at half the radius around it) and the filled T; translation is removed by
 zero-meaning and orientation by the rotation search. ``score()`` = IoU; success = IoU >= 0.65.
 """

@@ -3,7 +3,7 @@
 ``annotate(task, state, candidates, expert_action, *, rng, ...)`` executes each of the K
 candidates (and the expert's action, when given) from the saved ``state``, measures the gain
 of ``task.score()``, restores ``state``, and emits preference labels in the published protocol
-(METHOD.md, "Preference labels"):
+(docs/method.md, "Preference labels"):
 
 * points: candidate k is points ``2k`` and ``2k+1``; the expert's action, when given, is
   appended as candidate K, i.e. points ``2K`` and ``2K+1`` (``result["points"]`` holds them).

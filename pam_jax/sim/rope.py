@@ -13,7 +13,7 @@ Target: a circle whose circumference equals the rope length. Metrics (``metric()
 (2D IoU) between the rope's footprint (its densified centreline, 8 points per segment, and the
 two offsets of it by +-radius sideways) and the target ring of the same width; ``chamfer`` and
 ``emd`` (metres) between the rope's centreline and the circle (same number of points). The metrics are translation invariant
-(zero-meaned) and the IoU/Chamfer ones also rotation searched, so the circle may lie anywhere.
+(zero-meaned) and rotation searched (IoU, Chamfer and EMD alike), so the circle may lie anywhere.
 ``score()`` = IoU; success = IoU >= 0.55.
 """
 from __future__ import annotations
