@@ -41,11 +41,11 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
         raise ValueError(f"global batch {global_batch} is not divisible by the {n} devices of the mesh")
 
 
-def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Process-local numpy batch -> global jax.Arrays sharded on the data axis."""
+def to_global(local_batch, mesh: Mesh):
+    """Process-local numpy batch (a dict or a typed batch of pam_jax.batches) -> the same
+    structure of global jax.Arrays sharded on the data axis."""
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), local_batch)
 
 
 def init_distributed(coordinator_address: str | None = None, num_processes: int | None = None,

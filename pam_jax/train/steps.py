@@ -7,6 +7,7 @@ import optax
 from flax import nnx
 
 from pam_jax import diffusion
+from pam_jax.batches import SupervisedBatch
 from pam_jax.models.policy import normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
@@ -27,18 +28,19 @@ def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, 
     The encoder runs once per observation: the K noisy replicas are the candidate axis of the
     denoiser. `action_mask` (B, A) removes action points that the primitive does not use.
     """
+    batch = SupervisedBatch.from_dict(batch)
     model = nnx.merge(graphdef, params)
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
-    points = normalize(batch["points"], center, scale)
-    actions = normalize(batch["actions"], center, scale)
+    points = normalize(batch.points, center, scale)
+    actions = normalize(batch.actions, center, scale)
     k_pose, k_t, k_eps = jax.random.split(key, 3)
-    x0 = draw_pose(k_pose, actions, batch["action_valid"])
+    x0 = draw_pose(k_pose, actions, batch.action_valid)
     b = x0.shape[0]
     x0 = jnp.broadcast_to(x0[:, None], (b, replicas, *x0.shape[1:]))
     t = jax.random.randint(k_t, (b, replicas), 0, schedule.num_train_timesteps)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     eps_hat = model(points, diffusion.add_noise(schedule, x0, eps, t), t)
-    mask = batch["action_mask"][:, None, :, None]
+    mask = batch.action_mask[:, None, :, None]
     sq = jnp.sum(mask * (eps_hat - eps) ** 2)
     return sq / (jnp.maximum(jnp.sum(mask), 1.0) * replicas * 3)
 
