@@ -237,7 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=cmd_bench)
 
+    from pam_jax.apps import annotate as annotate_app
     from pam_jax.apps import data_cli
+
+    a = sub.add_parser("annotate", help="rank candidate actions in a browser (human preference labels)",
+                       description="A local web app over a folder in the published layout: rank each "
+                                   "state's candidate actions, mark ties and incomparable ones, give your "
+                                   "own action; writes annotation.yaml atomically. Ctrl-C stops it.")
+    annotate_app.add_arguments(a)
+    a.set_defaults(func=annotate_app.run)
 
     data_cli.add_subparser(sub)
     return p
