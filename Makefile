@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/pam-jax demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 -q --timeout 600 --durations 15 tests
 
 bench: $(STAMP)
 	$(BIN)/pam-jax bench train

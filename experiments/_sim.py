@@ -2,20 +2,32 @@
 
 One builder, so that the three experiment files state only what differs per task. The model is
 the toy size (width 128, 32 tokens, 1000 points) so that `pam-jax demo` fits on a laptop.
-Stages: `supervised`, `dpo` (DeformPAM fine-tuning against the frozen SL policy) and `reward`
-(the explicit reward head, a baseline), both preference stages on the same finetune data.
+Stages (`sim_TASK:STAGE`), the preference ones all on the same finetune data:
+  supervised  the SL policy;
+  dpo         DeformPAM fine-tuning against the frozen SL policy with the paper's settings:
+              AdamW lr 1e-5, cosine decay, no warm-up, batch 28, no gradient clipping, fresh
+              noise for each action of each pair, 200 epochs of the preference records; its
+              implicit reward is read with M = 100 Monte-Carlo samples (the paper's test setting);
+  dpo_fast    the settings used before issue 11: lr 1e-4 (20 warm-up steps), batch 16, clipping
+              at 1.0, one noise per candidate reused across its pairs, `pref_steps` steps, M = 10;
+  reward      the paper's explicit baseline: a freshly initialised attention network with one
+              linear output, trained like `dpo` (lr 1e-5, batch 28, no clipping, 200 epochs);
+  reward_sl   the stronger explicit baseline used before: the SL policy's weights + an MLP head,
+              trained like `dpo_fast`.
+Each writes to `<root>/<stage>`.
 """
 from __future__ import annotations
 
 from pam_jax.config import Config, DataConfig, DiffusionConfig, ModelConfig, OptimConfig, PreferenceConfig, TrainConfig
 from pam_jax.tasks import data_task_name
 
-STAGES = ("supervised", "dpo", "reward")
+STAGES = ("supervised", "dpo", "dpo_fast", "reward", "reward_sl")
 
 
 def sim_config(task: str, stage: str = "supervised", *, root: str = "", eta: float = 0.0,
-               sl_steps: int = 1500, sl_lr: float = 3e-4, pref_steps: int = 1000, dpo_lr: float = 1e-4,
-               reward_lr: float = 1e-4, beta: float = 100.0, num_candidates: int = 8) -> Config:
+               sl_steps: int = 1500, sl_lr: float = 3e-4, pref_epochs: float = 200.0, pref_lr: float = 1e-5,
+               pref_batch: int = 28, pref_steps: int = 1000, fast_lr: float = 1e-4, beta: float = 100.0,
+               num_candidates: int = 8) -> Config:
     if stage not in STAGES:
         raise ValueError(f"sim_{task}.py: unknown stage {stage!r}: expected one of {STAGES}")
     dt = data_task_name(task)
@@ -29,12 +41,19 @@ def sim_config(task: str, stage: str = "supervised", *, root: str = "", eta: flo
                       optim=OptimConfig(lr=sl_lr, warmup_steps=100, ema_decay=0.999),
                       train=TrainConfig(steps=sl_steps, noise_replicas=8, log_every=50, checkpoint_every=500,
                                         run_dir=f"{root}/sl"))
-    pref_data = DataConfig(**{**data.__dict__, "dataset": f"deformpam/{dt}_finetune", "batch_size": 16,
-                              "max_poses": 1})
-    lr = dpo_lr if stage == "dpo" else reward_lr
+    paper = stage in ("dpo", "reward")
+    pref_data = DataConfig(**{**data.__dict__, "dataset": f"deformpam/{dt}_finetune",
+                              "batch_size": pref_batch if paper else 16, "max_poses": 1})
+    if paper:
+        optim = OptimConfig(lr=pref_lr, warmup_steps=0, grad_clip=0.0, ema_decay=0.0)
+        train = TrainConfig(stage=stage, steps=pref_steps, epochs=pref_epochs, log_every=20,
+                            checkpoint_every=250, run_dir=f"{root}/{stage}")
+    else:
+        optim = OptimConfig(lr=fast_lr, warmup_steps=20, grad_clip=1.0, ema_decay=0.0)
+        train = TrainConfig(stage=stage.split("_")[0], steps=pref_steps, log_every=20, checkpoint_every=250,
+                            run_dir=f"{root}/{stage}")
+    pref = PreferenceConfig(init_from=f"{root}/sl", loss="deformpam", beta=beta, num_candidates=num_candidates,
+                            pair_noise="per_pair" if paper else "per_candidate", reward_samples=100 if paper else 10,
+                            reward_init="fresh" if paper else "sl", reward_head="linear" if paper else "mlp")
     return Config(name=f"sim_{task}_{stage}", model=model, diffusion=diffusion, data=pref_data,
-                  optim=OptimConfig(lr=lr, warmup_steps=20, ema_decay=0.0),
-                  train=TrainConfig(stage=stage, steps=pref_steps, log_every=20, checkpoint_every=250,
-                                    run_dir=f"{root}/{stage}"),
-                  preference=PreferenceConfig(init_from=f"{root}/sl", loss="deformpam", beta=beta,
-                                              num_candidates=num_candidates))
+                  optim=optim, train=train, preference=pref)

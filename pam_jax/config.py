@@ -66,7 +66,7 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.95
     weight_decay: float = 1e-3
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0          # global-norm clipping; 0 = no clipping (DeformPAM's DPO)
     ema_decay: float = 0.0          # 0 disables the EMA copy of the parameters
 
 
@@ -82,14 +82,24 @@ class PreferenceConfig:
     sft_weight: float = 0.0         # weight of the SFT term on "equal" pairs
     reward_timestep_frac: float = 0.1   # implicit reward: t ~ U{0 .. frac*T - 1}
     train_timestep_frac: float = 1.0    # DPO training: t ~ U{0 .. frac*T - 1} (DeformPAM: 1, all of them)
-    reward_samples: int = 10        # M Monte-Carlo samples per candidate
+    reward_samples: int = 10        # M Monte-Carlo samples per candidate (the paper tests with 100)
+    reward_noise: str = "shared_t"  # implicit reward: shared_t (paper) | crn | independent (select.REWARD_NOISE)
     num_candidates: int = 8         # N candidates per decision (RAS)
+    # DPO noise: per_pair (paper: fresh eps for each action of each pair) | per_candidate (one eps
+    # per candidate, reused by every pair it is in); the reference always gets the same t and eps
+    pair_noise: str = "per_pair"
+    # explicit reward model (train.stage=reward): backbone "fresh" (the paper's baseline) or "sl"
+    # (the supervised policy's weights); head "linear" (the paper's) or "mlp". The defaults are
+    # those of runs made before these options existed; the experiments name the paper's.
+    reward_init: str = "sl"
+    reward_head: str = "mlp"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     stage: str = "supervised"       # supervised | dpo | reward
     steps: int = 1000
+    epochs: float = 0.0             # > 0: steps = ceil(epochs * records / batch_size), set when the data opens
     noise_replicas: int = 8         # K: each action is replicated with independent noise
     seed: int = 0
     log_every: int = 50
@@ -171,7 +181,7 @@ def override(cfg: Config, assignments: typing.Iterable[str]) -> Config:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ValueError(f"unknown config key {key!r}{hint}")
         cfg = _replace_path(cfg, key.split("."), raw, key)
-    return cfg
+    return validate(cfg)
 
 
 def _replace_path(obj, parts, raw, key):
@@ -211,7 +221,24 @@ def _import_experiment(spec: str):
         mod_spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ValueError(f"{where}:{e.lineno}: syntax error in the experiment file ({e.msg})") from None
+    except Exception as e:  # noqa: BLE001 - any error of the user's file: one line with its place
+        raise ValueError(_located(e, where, "while loading the experiment file")) from None
     return module, where
+
+
+def _located(e: BaseException, where: str, doing: str) -> str:
+    """'file:line: Error: message' for an exception raised by an experiment file (the deepest
+    frame in the folder of `where`, e.g. a shared builder beside it)."""
+    import traceback
+
+    folder = pathlib.Path(where).resolve().parent
+    place = where
+    for frame in traceback.extract_tb(e.__traceback__):
+        if pathlib.Path(frame.filename).resolve().parent == folder:
+            place = f"{frame.filename}:{frame.lineno}"
+    text = str(e).strip().splitlines()
+    msg = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    return f"{place}: {msg} ({doing})"
 
 
 def load_experiment(spec: str | pathlib.Path) -> Config:
@@ -223,8 +250,145 @@ def load_experiment(spec: str | pathlib.Path) -> Config:
         raise ValueError(f"{where}: an experiment file must define get_config()")
     params = inspect.signature(module.get_config).parameters
     if variant and not params:
-        raise ValueError(f"{where}: this experiment has no variants (got ':{variant}')")
-    cfg = module.get_config(variant) if variant else module.get_config()
+        line = module.get_config.__code__.co_firstlineno
+        raise ValueError(f"{where}:{line}: this experiment has no variants: get_config() takes no argument "
+                         f"(got ':{variant}')")
+    call = f"get_config({variant!r})" if variant else "get_config()"
+    try:
+        cfg = module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001 - an unknown variant, a bug in the file: one located line
+        raise ValueError(_located(e, where, f"in {call} of {where}")) from None
     if not isinstance(cfg, Config):
         raise ValueError(f"{where}: get_config() must return pam_jax.config.Config, got {type(cfg).__name__}")
+    try:
+        return validate(cfg)
+    except ValueError as e:
+        raise ValueError(f"{where}: {call}: {e}") from None
+
+
+# --------------------------------------------------------------------------- validation
+#
+# Every numeric field has a range and every enum field its choices; `validate` runs when an
+# experiment is loaded, after `--set` overrides, and when training starts, so a bad value is one
+# line naming the field before any work. The enum tuples of higher layers are repeated here (a
+# core module cannot import them); tests/test_config.py checks that the two copies agree.
+
+DATA_SOURCES = ("toy_bimodal", "toy_preference", "tfds")
+TRAIN_STAGES = ("supervised", "dpo", "reward")
+
+
+class Range(typing.NamedTuple):
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False       # True: lo itself is excluded
+    hi_open: bool = False
+
+    def contains(self, v) -> bool:
+        if v != v:              # NaN
+            return False
+        lo_ok = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        hi_ok = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return lo_ok and hi_ok
+
+    def describe(self, integer: bool) -> str:
+        kind = "an integer " if integer else ""
+        if self.lo is not None and self.hi is not None:
+            return (f"{kind}in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                    f"{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{kind}{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{kind}{'<' if self.hi_open else '<='} {self.hi:g}"
+
+
+RANGES: dict[str, Range] = {
+    "model.num_tokens": Range(1), "model.knn": Range(1), "model.encoder_layers": Range(0),
+    "model.width": Range(6), "model.layers": Range(1), "model.heads": Range(1), "model.mlp_ratio": Range(1),
+    "model.action_points": Range(1), "model.rotary_max_freq": Range(0, lo_open=True),
+    "diffusion.num_train_timesteps": Range(1), "diffusion.num_inference_steps": Range(1),
+    "diffusion.eta": Range(0, 1),
+    "data.num_points": Range(0), "data.batch_size": Range(1), "data.max_poses": Range(1), "data.seed": Range(0),
+    "data.num_states": Range(1), "data.label_noise": Range(0, 1),
+    "optim.lr": Range(0, 1), "optim.warmup_steps": Range(0), "optim.b1": Range(0, 1, hi_open=True),
+    "optim.b2": Range(0, 1, hi_open=True), "optim.weight_decay": Range(0), "optim.grad_clip": Range(0),
+    "optim.ema_decay": Range(0, 1, hi_open=True),
+    "preference.init_step": Range(-1), "preference.beta": Range(0, lo_open=True),
+    "preference.min_snr_gamma": Range(0), "preference.sft_weight": Range(0),
+    "preference.reward_timestep_frac": Range(0, 1, lo_open=True),
+    "preference.train_timestep_frac": Range(0, 1, lo_open=True),
+    "preference.reward_samples": Range(1), "preference.num_candidates": Range(1),
+    "train.steps": Range(1), "train.epochs": Range(0), "train.noise_replicas": Range(1), "train.seed": Range(0),
+    "train.log_every": Range(1), "train.checkpoint_every": Range(1), "train.keep_checkpoints": Range(1),
+    "train.num_devices": Range(0),
+}
+
+# free-text fields: paths and names (must not be empty where marked True)
+FREE_TEXT = {"name": True, "data.data_dir": False, "data.dataset": False, "data.split": True,
+             "preference.init_from": False, "train.run_dir": True}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every enum field."""
+    from pam_jax import diffusion, preference, tasks
+
+    return {
+        "diffusion.beta_schedule": diffusion.BETA_SCHEDULES,
+        "data.source": DATA_SOURCES,
+        "data.task": ("", *tasks.TASKS),
+        "preference.loss": preference.LOSSES,
+        "preference.reward_noise": ("shared_t", "crn", "independent"),   # select.REWARD_NOISE
+        "preference.pair_noise": ("per_pair", "per_candidate"),          # train.preference_steps.PAIR_NOISE
+        "preference.reward_init": ("fresh", "sl"),                       # models.reward.INITS
+        "preference.reward_head": ("linear", "mlp"),                     # models.reward.HEADS
+        "train.stage": TRAIN_STAGES,
+    }
+
+
+def _fields(cfg, prefix=""):
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _fields(v, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, v, type(cfg), f.name
+
+
+def validate(cfg: Config) -> Config:
+    """`cfg` if every field is in its range or choices; else a one-line ValueError naming the
+    first bad field and what it allows."""
+    hints = {}
+    enum = choices()
+    for key, v, cls, name in _fields(cfg):
+        typ = hints.setdefault(cls, typing.get_type_hints(cls))[name]
+        if typ is bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"{key} must be true or false, got {v!r}")
+        elif typ in (int, float):
+            integer = typ is int
+            if isinstance(v, bool) or not isinstance(v, (int,) if integer else (int, float)):
+                raise ValueError(f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
+            rng = RANGES.get(key)
+            if rng is None:
+                raise ValueError(f"{key}: no allowed range is declared (add it to config.RANGES)")
+            if not rng.contains(v):
+                raise ValueError(f"{key} must be {rng.describe(integer)}, got {v!r}")
+        elif typ is str:
+            if not isinstance(v, str):
+                raise ValueError(f"{key} must be a string, got {v!r}")
+            if key in enum:
+                if v not in enum[key]:
+                    raise ValueError(f"{key} must be one of {', '.join(map(repr, enum[key]))}, got {v!r}")
+            elif key not in FREE_TEXT:
+                raise ValueError(f"{key}: no allowed values are declared (add it to config.choices or FREE_TEXT)")
+            elif FREE_TEXT[key] and not v.strip():
+                raise ValueError(f"{key} must not be empty")
+    m, d, data = cfg.model, cfg.diffusion, cfg.data
+    if m.width % m.heads or m.width // m.heads < 6:
+        raise ValueError(f"model.width={m.width} must be a multiple of model.heads={m.heads} with at least 6 "
+                         "channels per head (the 3D rotary encoding)")
+    if d.num_inference_steps > d.num_train_timesteps:
+        raise ValueError(f"diffusion.num_inference_steps={d.num_inference_steps} must be <= "
+                         f"diffusion.num_train_timesteps={d.num_train_timesteps}")
+    if data.num_points and data.num_points < max(m.num_tokens, m.knn):
+        raise ValueError(f"data.num_points={data.num_points} must be >= model.num_tokens={m.num_tokens} and "
+                         f"model.knn={m.knn} (the encoder groups that many points)")
     return cfg

@@ -262,26 +262,39 @@ def ddim_step(
     prev = _as_timestep("ddim_step: prev_timestep", prev_timestep, nd, shp)
 
     abar_t = _abar(schedule, t, nd)
-    abar_prev = _expand(
-        jnp.where(prev >= 0, schedule.alphas_cumprod[jnp.maximum(prev, 0)], schedule.final_alpha_cumprod), nd
-    )
+    abar_prev = _expand(_ddim_abar_prev(schedule, prev), nd)
+    z = None if _eta_is_zero(eta) else _noise("ddim_step", key, variance_noise, shp, jnp.float32)
+    return _ddim_update(sample, eps, _ddim_coefficients(abar_t, abar_prev, eta), z, clip_sample=clip_sample,
+                        clip_sample_range=clip_sample_range, use_clipped_model_output=use_clipped_model_output)
+
+
+def _ddim_abar_prev(schedule: Schedule, prev: jax.Array) -> jax.Array:
+    return jnp.where(prev >= 0, schedule.alphas_cumprod[jnp.maximum(prev, 0)], schedule.final_alpha_cumprod)
+
+
+def _ddim_coefficients(abar_t, abar_prev, eta) -> tuple:
+    """What a DDIM update needs from the schedule (x-independent): sqrt(1 - abar_t), sqrt(abar_t),
+    sqrt(abar_prev), the direction coefficient sqrt(1 - abar_prev - std^2) and std."""
     beta_t = 1.0 - abar_t
     beta_prev = 1.0 - abar_prev
-
-    x0_hat = (sample - jnp.sqrt(beta_t) * eps) / jnp.sqrt(abar_t)
-    if clip_sample:
-        x0_hat = jnp.clip(x0_hat, -clip_sample_range, clip_sample_range)
-
     variance = (beta_prev / beta_t) * (1.0 - abar_t / abar_prev)
     std = jnp.asarray(eta, jnp.float32) * jnp.sqrt(variance)
+    return (jnp.sqrt(beta_t), jnp.sqrt(abar_t), jnp.sqrt(abar_prev),
+            jnp.sqrt(jnp.maximum(1.0 - abar_prev - std**2, 0.0)), std)
 
+
+def _ddim_update(sample, eps, coefs, z, *, clip_sample: bool, clip_sample_range: float = 1.0,
+                 use_clipped_model_output: bool = False) -> jax.Array:
+    """The DDIM arithmetic of :func:`ddim_step`, given :func:`_ddim_coefficients` (each
+    broadcastable to the sample) and the noise z (None: no noise)."""
+    sqrt_beta_t, sqrt_abar_t, sqrt_abar_prev, dir_coef, std = coefs
+    x0_hat = (sample - sqrt_beta_t * eps) / sqrt_abar_t
+    if clip_sample:
+        x0_hat = jnp.clip(x0_hat, -clip_sample_range, clip_sample_range)
     if use_clipped_model_output:
-        eps = (sample - jnp.sqrt(abar_t) * x0_hat) / jnp.sqrt(beta_t)
-
-    direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - std**2, 0.0)) * eps
-    prev_sample = jnp.sqrt(abar_prev) * x0_hat + direction
-    if not _eta_is_zero(eta):
-        z = _noise("ddim_step", key, variance_noise, shp, jnp.float32)
+        eps = (sample - sqrt_abar_t * x0_hat) / sqrt_beta_t
+    prev_sample = sqrt_abar_prev * x0_hat + dir_coef * eps
+    if z is not None:
         prev_sample = prev_sample + std * z
     return prev_sample
 
@@ -352,13 +365,17 @@ def sample(
     eta=0.0,
     clip_sample: bool = True,
     method: str = "ddim",
+    unroll: int = 1,
 ) -> jax.Array:
     """Run the full reverse chain from x_T in one `lax.scan`.
 
     denoise_fn(x, t) -> eps, with t an int32 scalar. Timesteps use "leading" spacing
     (`ddim_timesteps`) and prev = t - T // n. num_inference_steps defaults to T (every step);
     method="ddpm" with the default runs the full ancestral chain. Per-step keys are split from
-    `key` (unused for DDIM with a concrete eta == 0).
+    `key` (unused for DDIM with a concrete eta == 0). Everything that does not depend on x (each
+    step's noise, drawn from its own key, and DDIM's abar at both timesteps) is computed for all
+    steps before the loop; the loop body is the model call and the update. `unroll` steps per
+    loop iteration (`lax.scan`'s unroll).
     """
     if method not in SAMPLE_METHODS:
         raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(SAMPLE_METHODS)}")
@@ -368,15 +385,23 @@ def sample(
     ratio = T // int(n)
     x_T = jnp.asarray(x_T, jnp.float32)
     keys = jax.random.split(key, len(timesteps))
+    ts = jnp.asarray(timesteps, jnp.int32)
+    noisy = method == "ddpm" or not _eta_is_zero(eta)
+    # one draw per step from that step's key, as a step would draw it, but all before the loop
+    zs = jax.vmap(lambda k: jax.random.normal(k, x_T.shape, jnp.float32))(keys) if noisy else None
+    coefs = (_ddim_coefficients(schedule.alphas_cumprod[ts], _ddim_abar_prev(schedule, ts - ratio), eta)
+             if method == "ddim" else None)
 
     def body(x, inp):
-        t, k = inp
+        t, z, coef = inp
         eps = denoise_fn(x, t)
         if method == "ddim":
-            x = ddim_step(schedule, eps, t, x, prev_timestep=t - ratio, eta=eta, key=k, clip_sample=clip_sample)
+            eps = jnp.asarray(eps, jnp.float32)
+            _check_same_shape("ddim_step", eps, x)
+            x = _ddim_update(x, eps, coef, z, clip_sample=clip_sample)
         else:
-            x = ddpm_step(schedule, eps, t, x, prev_timestep=t - ratio, key=k, clip_sample=clip_sample)
+            x = ddpm_step(schedule, eps, t, x, prev_timestep=t - ratio, variance_noise=z, clip_sample=clip_sample)
         return x, None
 
-    x0, _ = jax.lax.scan(body, x_T, (jnp.asarray(timesteps, jnp.int32), keys))
+    x0, _ = jax.lax.scan(body, x_T, (ts, zs, coefs), unroll=unroll)
     return x0

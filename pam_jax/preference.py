@@ -184,3 +184,7 @@ class PairBatches:
 
     def norm_stats(self):
         return self.data.norm_stats()
+
+    @property
+    def num_records(self) -> int:
+        return self.data.num_records

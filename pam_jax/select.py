@@ -3,13 +3,17 @@
     select(ref_params, score_params, points, key) -> Selection
 
 in a single `jax.jit`, with no host round trips and no host callbacks:
-  1. encode each observation once per model (the point encoder, and the per-layer cross-attention
-     keys with their rotary encoding and values);
+  1. group each cloud once (FPS centroids + kNN neighbourhoods, shared by every model), encode it
+     once per model (the point encoder, and the per-layer cross-attention keys with their rotary
+     encoding and values), and compute each model's timestep conditioning (embedding, MLP, every
+     AdaLN shift/scale/gate) for all timesteps once, outside the loops;
   2. sample N candidates from the reference (supervised) model: DDIM in one `lax.scan`; the
      cached keys/values serve every candidate and every step (only the queries change);
   3. score all N candidates: implicit reward r = -beta * mean_M [e_theta - e_ref] with
      t ~ U{0 .. frac*T - 1} and M Monte-Carlo samples (scanned in chunks, both models, the
-     cached encodings reused), or the explicit reward head, or no selection (first / random);
+     cached encodings reused), or the explicit reward head, or no selection (first / random).
+     As in the paper's code, each Monte-Carlo sample draws ONE t shared by the N candidates of
+     an observation (and both models), eps per candidate (`reward_noise`, see REWARD_NOISE);
   4. argmax, and map the chosen action back to the raw frame.
 Batched over B observations; on a mesh it shards the observations or the candidates.
 """
@@ -30,6 +34,13 @@ from pam_jax.models.policy import noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
 MODES = ("implicit", "explicit", "first", "random", "custom")
+# How the implicit reward's Monte-Carlo noise is drawn (the reference model always gets the same
+# t and eps as the policy):
+#   shared_t     one t per MC sample shared by the N candidates of an observation, eps per
+#                candidate (the paper's code: candidates are compared at the same noise level);
+#   crn          common random numbers: the same t AND the same eps for every candidate;
+#   independent  t and eps drawn per candidate and MC sample (pam_jax before issue 11).
+REWARD_NOISE = ("shared_t", "crn", "independent")
 CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 
 
@@ -42,17 +53,19 @@ class SelectConfig:
     reward_samples: int = 10            # M
     reward_timestep_frac: float = 0.1   # t ~ U{0 .. frac*T - 1}
     beta: float = 100.0
+    reward_noise: str = "shared_t"      # REWARD_NOISE
+    unroll: int = 1                     # DDIM steps per iteration of the sampling loop
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
         """The settings a pair of trained runs implies: sampling (steps, eta) from the SL run's
-        diffusion config; N, M, the reward timesteps and beta from the scoring run's preference
+        diffusion config; N, M, the reward timesteps and noise, and beta from the scoring run's preference
         config (the DPO run: the beta it was trained with), else from the SL run's. `overrides`
         (e.g. ``mode="first"``, ``reward_samples=100``) win."""
         p = (score_cfg or sl_cfg).preference
         kw = dict(num_candidates=p.num_candidates, num_inference_steps=sl_cfg.diffusion.num_inference_steps,
                   eta=sl_cfg.diffusion.eta, reward_samples=p.reward_samples,
-                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta)
+                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta, reward_noise=p.reward_noise)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -74,16 +87,26 @@ def _chunk(m: int, per_sample: int) -> int:
 
 
 def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples: int,
-                    t_max: int, beta: float):
-    """-beta * mean over M of [e_theta - e_ref] for candidates x0 (B, N, A, 3) -> (B, N)."""
+                    t_max: int, beta: float, noise: str = "shared_t"):
+    """-beta * mean over M of [e_theta - e_ref] for candidates x0 (B, N, A, 3) -> (B, N).
+
+    `noise` (REWARD_NOISE) says which draws the N candidates of an observation share within one
+    Monte-Carlo sample: the timestep ("shared_t"), the timestep and eps ("crn"), or none."""
+    if noise not in REWARD_NOISE:
+        raise ValueError(f"unknown reward_noise {noise!r}: expected one of {REWARD_NOISE}")
     b, n = x0.shape[:2]
     c = _chunk(samples, b * n)
-    xs = jnp.broadcast_to(x0[:, :, None], (b, n, c, *x0.shape[2:])).reshape(b, n * c, *x0.shape[2:])
+    act = x0.shape[2:]
+    xs = jnp.broadcast_to(x0[:, :, None], (b, n, c, *act)).reshape(b, n * c, *act)
+    n_t = n if noise == "independent" else 1      # candidates with their own t
+    n_eps = 1 if noise == "crn" else n            # candidates with their own eps
 
     def body(total, k):
         k_t, k_eps = jax.random.split(k)
-        t = jax.random.randint(k_t, (b, n * c), 0, t_max)
-        eps = jax.random.normal(k_eps, xs.shape, xs.dtype)
+        # laid out (B, N, C): candidate i, MC sample j of this chunk at i * C + j
+        t = jnp.broadcast_to(jax.random.randint(k_t, (b, n_t, c), 0, t_max), (b, n, c)).reshape(b, n * c)
+        eps = jax.random.normal(k_eps, (b, n_eps, c, *act), xs.dtype)
+        eps = jnp.broadcast_to(eps, (b, n, c, *act)).reshape(xs.shape)
         d = noise_errors(policy, ctx_pol, schedule, xs, t, eps) - noise_errors(ref, ctx_ref, schedule, xs, t, eps)
         return total + jnp.sum(d.reshape(b, n, c), axis=-1), None
 
@@ -107,10 +130,13 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError("explicit-reward selection needs score_graphdef (the reward model)")
     if scfg.mode == "custom" and scorer is None:
         raise ValueError("custom selection needs scorer(score_params, points, candidates) -> (B, N)")
+    if scfg.reward_noise not in REWARD_NOISE:
+        raise ValueError(f"unknown reward_noise {scfg.reward_noise!r}: expected one of {REWARD_NOISE}")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
     schedule = diffusion.schedule_from_config(diff)
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
+    T = diff.num_train_timesteps
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 
@@ -123,18 +149,23 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         k_init, k_loop, k_score = jax.random.split(key, 3)
         pts = normalize(points, center, scale)
         ref = nnx.merge(graphdef, ref_params)
-        ctx_ref = ref.encode(pts)
+        # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model;
+        # the timestep conditioning once per model, for every DDIM step and Monte-Carlo sample
+        groups = ref.group(pts)
+        ctx_ref = ref.encode(pts, groups, num_timesteps=T)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
-                              clip_sample=diff.clip_sample)
+                              clip_sample=diff.clip_sample, unroll=scfg.unroll)
         if scfg.mode == "implicit":
             policy = nnx.merge(graphdef, score_params)
-            scores = implicit_scores(policy, policy.encode(pts), ref, ctx_ref, schedule, x0, k_score,
-                                     samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta)
+            scores = implicit_scores(policy, policy.encode(pts, groups, num_timesteps=T), ref, ctx_ref,
+                                     schedule, x0, k_score, samples=scfg.reward_samples, t_max=t_max,
+                                     beta=scfg.beta, noise=scfg.reward_noise)
         elif scfg.mode == "explicit":
             rm = nnx.merge(score_graphdef, score_params)
-            scores = rm.score(x0, rm.encode(pts))
+            shared = rm.policy.encoder.grouping == ref.encoder.grouping
+            scores = rm.score(x0, rm.encode(pts, groups if shared else None))
         elif scfg.mode == "custom":
             scores = scorer(score_params, points, unnormalize(x0, center, scale))
         elif scfg.mode == "first":
@@ -155,6 +186,11 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
 def check_points(points) -> np.ndarray:
     """Validate a batch of clouds (B, Np, 3) before it reaches the compiled graph."""
     pts = np.asarray(points)
+    if pts.dtype.kind not in "fiu":
+        raise ValueError(f"points: expected numbers, got dtype {pts.dtype}")
+    if pts.ndim == 2 and pts.shape[-1] == 3:
+        raise ValueError(f"points: got one cloud of shape {pts.shape}; the selector takes a batch of clouds "
+                         "(B, N, 3): pass points[None]")
     if pts.ndim != 3 or pts.shape[-1] != 3:
         raise ValueError(f"points: expected shape (B, N, 3), got {pts.shape}")
     if pts.shape[0] == 0 or pts.shape[1] == 0:
@@ -163,6 +199,34 @@ def check_points(points) -> np.ndarray:
     if bad:
         raise ValueError(f"points: {bad} non-finite values (NaN/inf)")
     return pts.astype(np.float32)
+
+
+CLOUD_RANGE_FACTOR = 10.0  # how far (in normalisation scales) a cloud point may lie from the centre
+
+
+def check_clouds(points, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> np.ndarray:
+    """:func:`check_points`, plus a plausible range: the normalisation maps every training action
+    into [-1, 1], so a cloud point more than `factor` scales from its centre means a cloud in
+    another frame or unit (millimetres, the world frame), which would still give actions that
+    look plausible. -> float32 points."""
+    pts = check_points(points)
+    z = np.abs(norm.normalize(pts))
+    if float(z.max()) > factor:
+        b, i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
+        raise ValueError(f"points: cloud {b}, point {i} has {'xyz'[axis]} = {float(pts[b, i, axis]):.4g}, "
+                         f"{float(z.max()):.3g} normalisation scales from the training data's centre (at most "
+                         f"{factor:g}); give clouds in the task frame the policy was trained in, in metres")
+    return pts
+
+
+def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> Callable:
+    """`select` (of :func:`make_selector`) behind :func:`check_clouds`: a bad cloud fails on the
+    host with one line before the compiled graph runs (which stays pure and jitted)."""
+
+    def checked(ref_params, score_params, points, key):
+        return select(ref_params, score_params, check_clouds(points, norm, factor), key)
+
+    return checked
 
 
 def select_with_host_scorer(selector_first: Callable, ref_params, points, key,

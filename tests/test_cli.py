@@ -56,3 +56,21 @@ def test_train_then_eval(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(r) == {"within", "mode0", "mode1"} and r["mode0"] + r["mode1"] == pytest.approx(1.0)
     assert (run / "samples.png").is_file()
+
+
+def test_bad_config_values_stop_before_anything_is_written(tmp_path, capsys):
+    exp = tmp_path / "exp.py"
+    exp.write_text(TINY_EXPERIMENT)
+    run = tmp_path / "run"
+    cases = {"train.steps=-5": "train.steps must be an integer >= 1, got -5",
+             "train.keep_checkpoints=0": "train.keep_checkpoints must be an integer >= 1, got 0",
+             "train.log_every=0": "train.log_every must be an integer >= 1, got 0",
+             "train.checkpoint_every=0": "train.checkpoint_every must be an integer >= 1, got 0",
+             "model.width=-1": "model.width must be an integer >= 6, got -1",
+             "data.batch_size=0": "data.batch_size must be an integer >= 1, got 0"}
+    for item, msg in cases.items():
+        assert cli.main(["train", "--experiment", str(exp), "--set", f"train.run_dir={run}", item]) == 2
+        assert capsys.readouterr().err.strip() == f"pam-jax: error: {msg}"
+    assert not run.exists()
+    assert cli.main(["train", "--experiment", f"{exp}:dpo"]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"pam-jax: error: {exp}:3: this experiment has no variants")

@@ -151,3 +151,48 @@ def test_bad_inputs_give_one_line_errors(tmp_path, rope):
     with pytest.raises(ValueError, match="none of the 1 samples is usable.*not annotated"):
         build_dataset(tmp_path / "allbad", task="rope", kind="supervised", data_dir=tmp_path,
                       progress=False)
+
+
+def test_out_of_range_coordinates_are_skipped_and_named(tmp_path, capsys):
+    import yaml
+
+    from pam_jax.apps import cli
+
+    info = fixtures.write_fixture(tmp_path / "src", task="rope", num_episodes=3, malformed=(), images=False)
+    far_pose, far_cloud = sorted(info["samples"])[:2]
+    meta = tmp_path / "src" / far_pose / layout.METADATA
+    doc = yaml.safe_load(meta.read_text())
+    ann = next(iter(doc.values()))["annotation"]
+    ann["action_poses"][0][0] = 1e30                     # the issue's case: scale would become ~1e30
+    meta.write_text(yaml.safe_dump(doc))
+    npz = next((tmp_path / "src" / far_cloud).rglob("processed_begin.npz"))
+    with np.load(npz) as z:
+        pts = z["points"].astype(np.float32)
+    np.savez(npz, points=(pts * 1000).astype(np.float16))   # millimetres, not metres
+    assert cli.main(["data", "build", "deformpam", "--src", str(tmp_path / "src"), "--task", "rope",
+                     "--kind", "supervised", "--data-dir", str(tmp_path / "tfds"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 malformed sample(s)" in out
+    assert (f"{far_pose}: annotation.action_poses: a coordinate of 1e+30 is out of the plausible range +-100 "
+            "(metres in the table frame)") in out
+    assert f"{far_cloud}: processed cloud: a coordinate of" in out
+    ds = sources.dataset_dir(tmp_path / "tfds", "rope", "supervised")
+    assert stats.load_norm_stats(ds).scale[0] < 5.0      # the good samples' scale, metres
+
+
+def test_truncated_array_record_is_one_line(rope, tmp_path, capsys):
+    import shutil
+
+    from pam_jax.apps import cli
+
+    _, _, ds_dir = rope
+    copy = tmp_path / "deformpam" / "rope_supervised" / ds_dir.name
+    shutil.copytree(ds_dir, copy)
+    f = next(copy.glob("*-train.array_record*"))
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"record 0 of split 'train' is unreadable .*truncated or corrupt; "
+                                         r"rebuild the dataset"):
+        sources.open_source(copy, "train")[0]
+    assert cli.main(["data", "inspect", "--data-dir", str(copy), "--num", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pam-jax: error: ") and "truncated or corrupt" in err[0], err

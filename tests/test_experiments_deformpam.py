@@ -25,7 +25,7 @@ def test_supervised_then_dpo_from_built_datasets(tmp_path, task, name):
     assert cli.main(["train", "--experiment", exp, "--no-progress", "--set", *common,
                      f"train.run_dir={sl}"]) == 0
     assert cli.main(["train", "--experiment", exp + ":dpo", "--no-progress", "--set", *common,
-                     f"train.run_dir={dpo}", f"preference.init_from={sl}"]) == 0
+                     f"train.run_dir={dpo}", f"preference.init_from={sl}", "train.epochs=0"]) == 0
     rows = [json.loads(l) for l in (dpo / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and rows[-1]["valid_pairs"] > 0
     meta = json.loads(next((dpo / "checkpoints" / "3" / "meta").glob("*")).read_text())

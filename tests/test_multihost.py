@@ -1,4 +1,6 @@
-"""Two CPU processes over loopback (gloo collectives) run the same train step as one process."""
+"""`pam-jax train --distributed`: two CPU processes over loopback (gloo collectives), 2 devices
+each, train the same run as one process on one device; only process 0 writes the run folder's
+config, metrics and plot, and every log line names its process."""
 import json
 import os
 import pathlib
@@ -8,9 +10,19 @@ import sys
 
 import numpy as np
 
-from _tiny import checksum, run_steps, tiny_config
+from _tiny import checksum, tiny_config
+from pam_jax.train.loop import train
+from pam_jax.train.restore import load_policy
 
 HERE = pathlib.Path(__file__).resolve().parent
+EXPERIMENT = """import sys
+sys.path.insert(0, {tests!r})
+from _tiny import tiny_config
+
+
+def get_config():
+    return tiny_config({run!r}, num_devices=0)
+"""
 
 
 def _free_port() -> int:
@@ -19,35 +31,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_agree_with_one(tmp_path):
+def test_two_processes_from_the_cli_agree_with_one(tmp_path):
+    exp = tmp_path / "tiny_exp.py"
+    exp.write_text(EXPERIMENT.format(tests=str(HERE), run=str(tmp_path / "run")))
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs, outs = [], []
-    for pid in range(2):
-        out = tmp_path / f"p{pid}.json"
-        outs.append(out)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "multihost_worker.py"), str(port), "2", str(pid), str(out),
-             str(tmp_path / "run")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
+    procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", str(exp),
+                               "--no-progress", "--distributed", "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(pid)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for pid in range(2)]
+    outs = []
     for p in procs:
         try:
-            logs.append(p.communicate(timeout=240)[0])
+            outs.append(p.communicate(timeout=240))
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            raise AssertionError("multi-host workers timed out")
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
-    r0, r1 = (json.loads(o.read_text()) for o in outs)
-    assert r0["devices"] == r1["devices"] == 4
-    assert r0["losses"] == r1["losses"] and r0["checksum"] == r1["checksum"]
-    assert r0["train_step"] == r1["train_step"] == 6
-    assert (tmp_path / "run" / "checkpoints" / "6").is_dir()
+            raise AssertionError("the two training processes timed out")
+    for pid, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, err[-3000:]
+        lines = [line for line in out.strip().splitlines() if not line.startswith("[Gloo]")]   # gloo's own
+        assert lines and all(line.startswith(f"[process {pid}/2] ") for line in lines), lines
+        assert "done: step 6" in lines[-1]
+    chief = outs[0][0]
+    assert "4 device(s), 2 process(es)" in chief and "parameters" not in outs[1][0]   # the run summary: process 0
 
-    # the same 3 steps in this process on 1 device, from the whole global batch
-    losses, state = run_steps(tiny_config(tmp_path / "single"), 1)
-    np.testing.assert_allclose(r0["losses"], losses, rtol=1e-5, atol=1e-6)
-    single = checksum(state.params)
-    assert abs(single - r0["checksum"]) < 1e-3 * max(1.0, abs(single))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]    # one writer: no row twice
+    assert (run / "config.json").is_file() and (run / "checkpoints" / "6").is_dir()
+
+    # the same run in this process on 1 device, from the whole global batch
+    single = tiny_config(tmp_path / "single")
+    train(single, progress_bar=False, log=lambda *a: None)
+    want = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in want], rtol=1e-5, atol=1e-6)
+    a, b = checksum(load_policy(run).params), checksum(load_policy(tmp_path / "single").params)
+    assert abs(a - b) < 1e-3 * max(1.0, abs(b))
+
+
+def test_distributed_flags_are_checked_before_joining(capsys):
+    from pam_jax.apps import cli
+
+    def error(*argv):
+        assert cli.main(["train", "--experiment", "toy_bimodal", *argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pam-jax: error: "), lines
+        return lines[0][len("pam-jax: error: "):]
+
+    assert error("--coordinator", "127.0.0.1:1234") == "--coordinator need(s) --distributed"
+    assert error("--distributed", "--coordinator", "nohost") == "--coordinator must be HOST:PORT, got 'nohost'"
+    assert error("--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2") == \
+        "--process-id must be in [0, 1], got 2"
+    assert error("--distributed", "--num-processes", "0") == "--num-processes must be an integer >= 1, got 0"

@@ -137,3 +137,27 @@ def test_dpo_batch_appends_the_annotator_action():
     np.testing.assert_array_equal(out["pairs"][0], [[0, 1], [2, 0], [2, 1]])
     # candidate 1 has an invalid (padded) point: its pairs are not comparable
     np.testing.assert_array_equal(out["rankings"][0], [3, 0, 3])
+
+
+def test_dpo_noise_fresh_for_each_action_of_each_pair_or_one_per_candidate():
+    """A 'policy' that predicts zero noise has error mean(eps^2): equal errors mean equal noise."""
+    from pam_jax import diffusion
+    from pam_jax.train.preference_steps import pair_errors
+
+    class Zero:
+        def denoise(self, x, t, ctx):
+            return jnp.zeros_like(x)
+
+    x0 = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 2, 3)), jnp.float32)
+    pairs = jnp.array([[[0, 1], [0, 1], [0, 0]]])        # the same pair twice, then candidate 0 against itself
+    t = jnp.array([[3]])
+    sched = diffusion.make_schedule(10)
+    args = (Zero(), None, Zero(), None, sched, x0, pairs, t, jax.random.key(0))
+    p1, p2, r1, r2 = (np.asarray(a)[0] for a in pair_errors(*args, pair_noise="per_candidate"))
+    assert p1[0] == p1[1] == p1[2] == p2[2] and p2[0] == p2[1] and p1[0] != p2[0]
+    np.testing.assert_array_equal(np.stack([p1, p2]), np.stack([r1, r2]))   # the reference: same t and eps
+    p1, p2, r1, r2 = (np.asarray(a)[0] for a in pair_errors(*args, pair_noise="per_pair"))
+    assert len({*p1.tolist(), *p2.tolist()}) == 6                         # six actions, six noises
+    np.testing.assert_array_equal(np.stack([p1, p2]), np.stack([r1, r2]))
+    with pytest.raises(ValueError, match="pair_noise"):
+        pair_errors(*args, pair_noise="per_state")

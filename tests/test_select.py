@@ -177,3 +177,113 @@ def test_bad_selector_arguments(models):
         make_selector(g, DIFF, NORM, _cfg(mode="explicit"))
     with pytest.raises(ValueError, match="shard"):
         make_selector(g, DIFF, NORM, _cfg(), shard="params")
+
+
+# --------------------------------------------------------------------------- the implicit reward's noise
+
+
+class _TimeBias(_Oracle):
+    """Exact for x_t built from x0*, plus a bias of (t + 1): its error is (t + 1)^2 whatever eps is."""
+
+    def denoise(self, x, t, ctx):
+        return super().denoise(x, t, ctx) + (t + 1.0)[..., None, None]
+
+
+@pytest.fixture
+def eager():
+    """These fakes are cheap: run them op by op instead of compiling a scan for each call."""
+    with jax.disable_jit():
+        yield
+
+
+def _identical(b=2, n=5):
+    good = jnp.array([[0.3, -0.2, 0.1], [-0.4, 0.5, 0.0]])
+    return good, jnp.broadcast_to(good, (b, n, 2, 3))
+
+
+@pytest.mark.parametrize("budget", [4096, 20])   # 20: M = 6 is scanned in chunks of 2
+def test_one_timestep_per_monte_carlo_sample_is_shared_by_the_candidates(monkeypatch, budget, eager):
+    """A policy whose error relative to the reference depends on t only: N identical candidates
+    get identical scores exactly when they share t in every Monte-Carlo sample."""
+    import pam_jax.select as select_lib
+
+    monkeypatch.setattr(select_lib, "CHUNK_BUDGET", budget)
+    schedule = diffusion.make_schedule(10)
+    good, cands = _identical()
+    kw = dict(samples=6, t_max=10, beta=1.0)
+    for noise in ("shared_t", "crn"):
+        s = np.asarray(implicit_scores(_TimeBias(schedule, good), None, _Oracle(schedule, good), None, schedule,
+                                       cands, jax.random.key(0), noise=noise, **kw))
+        np.testing.assert_allclose(s, s[:, :1].repeat(5, 1), atol=1e-3)
+        # each score is -mean over the 6 samples of (t + 1)^2: 6 * score is minus an integer >= 6
+        np.testing.assert_allclose(6 * s, np.round(6 * s), atol=1e-2)
+        assert (6 * s <= -6 + 1e-2).all()
+    s = np.asarray(implicit_scores(_TimeBias(schedule, good), None, _Oracle(schedule, good), None, schedule,
+                                   cands, jax.random.key(0), noise="independent", **kw))
+    assert (np.ptp(s, axis=1) > 0.5).all()   # the old estimator: a t of its own for every candidate
+
+
+def test_eps_is_drawn_per_candidate_unless_common_random_numbers(eager):
+    """A policy whose error relative to the reference depends on eps only (the reference is exact,
+    the policy predicts zero: its error is mean eps^2)."""
+    schedule = diffusion.make_schedule(10)
+    good, cands = _identical()
+    kw = dict(samples=6, t_max=10, beta=1.0)
+    crn = np.asarray(implicit_scores(_Zero(), None, _Oracle(schedule, good), None, schedule, cands,
+                                     jax.random.key(1), noise="crn", **kw))
+    np.testing.assert_allclose(crn, crn[:, :1].repeat(5, 1), atol=1e-4)
+    shared = np.asarray(implicit_scores(_Zero(), None, _Oracle(schedule, good), None, schedule, cands,
+                                        jax.random.key(1), noise="shared_t", **kw))
+    assert (np.ptp(shared, axis=1) > 1e-2).all()
+    # the same model on both sides: the reference sees the same t and eps, so every reward is 0
+    for noise in ("shared_t", "crn", "independent"):
+        same = implicit_scores(_TimeBias(schedule, good), None, _TimeBias(schedule, good), None, schedule, cands,
+                               jax.random.key(2), noise=noise, **kw)
+        np.testing.assert_array_equal(same, 0.0)
+
+
+def test_reward_noise_setting(models):
+    from pam_jax.config import Config, PreferenceConfig
+
+    g, _, _ = models
+    cfg = Config(preference=PreferenceConfig(reward_noise="crn", reward_samples=100))
+    scfg = SelectConfig.from_config(cfg)
+    assert (scfg.reward_noise, scfg.reward_samples) == ("crn", 100)
+    assert SelectConfig().reward_noise == "shared_t"                     # the paper's estimator
+    assert SelectConfig.from_config(cfg, reward_noise="independent").reward_noise == "independent"
+    with pytest.raises(ValueError, match="unknown reward_noise"):
+        make_selector(g, DIFF, NORM, _cfg(reward_noise="per_candidate"))
+    with pytest.raises(ValueError, match="unknown reward_noise"):
+        implicit_scores(_Zero(), None, _Zero(), None, diffusion.make_schedule(10), _identical()[1],
+                        jax.random.key(0), samples=2, t_max=10, beta=1.0, noise="t")
+
+
+# --------------------------------------------------------------------------- clouds checked before the graph
+
+
+def test_checked_selector_rejects_bad_clouds_before_the_graph(models):
+    from pam_jax.select import CLOUD_RANGE_FACTOR, check_clouds, checked_selector
+
+    g, ref, pol = models
+    norm = NormStats((0.4, 0.0, 0.0), (0.5, 0.5, 0.5))   # training actions within 0.4 +- 0.5 m
+    select = checked_selector(make_selector(g, DIFF, norm, _cfg(mode="first")), norm)
+    ok = 0.4 + 0.3 * _points()
+    sel = select(ref, None, ok, jax.random.key(0))
+    assert np.asarray(sel.candidates).shape == (2, 4, 2, 3)
+    with pytest.raises(ValueError, match=r"got one cloud of shape \(64, 3\).*pass points\[None\]"):
+        select(ref, None, ok[0], jax.random.key(0))
+    nan = ok.copy()
+    nan[1, 5, 2] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        select(ref, None, nan, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"cloud 0, point \d+ has \w = .*normalisation scales from the training"):
+        select(ref, None, ok * 1e6, jax.random.key(0))       # a plausible-looking frame, the wrong unit
+    # the limit: CLOUD_RANGE_FACTOR scales from the centre, per axis
+    edge = np.full((1, 16, 3), 0.4, np.float32)
+    edge[0, 0, 0] = 0.4 + 0.5 * CLOUD_RANGE_FACTOR * 0.99
+    check_clouds(edge, norm)
+    edge[0, 0, 0] = 0.4 + 0.5 * CLOUD_RANGE_FACTOR * 1.01
+    with pytest.raises(ValueError, match="x = "):
+        check_clouds(edge, norm)
+    with pytest.raises(ValueError, match="expected numbers"):
+        check_clouds(np.array([[["a", "b", "c"]]]), norm)

@@ -39,7 +39,10 @@ def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     assert cli.main(["eval", "--pairs", str(ds), "--sl", str(tmp_path / "sl"), "--dpo", str(tmp_path / "dpo"),
                      "--reward", str(tmp_path / "reward"), "--json"]) == 0
     acc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(acc) == {"implicit", "explicit"} and acc["implicit"]["states"] == acc["explicit"]["states"]
+    assert set(acc) == {"implicit", "explicit", "regret"} and acc["implicit"]["states"] == acc["explicit"]["states"]
+    # the simulated samples record the oracle's gains: top-1 regret of each scorer on the same states
+    assert acc["regret"]["states"] == acc["implicit"]["states"] and acc["regret"]["skipped"] == 0
+    assert set(acc["regret"]["scorers"]) == {"first", "random", "implicit", "explicit"}
 
     # pam-jax collect: the same SL policy's candidates, ranked, written as finetune samples
     out = tmp_path / "collected"

@@ -68,7 +68,7 @@ def finetune(tmp_path_factory):
     summary = episodes.write_preference_round("rope", root / "src", states=3, seed=0,
                                               candidates_fn=_candidates_fn(), num_points=N_POINTS,
                                               max_alternatives=3, warmup_steps=1,
-                                              steps_per_episode=2, progress=False)
+                                              steps_per_episode=2, stride=1, progress=False)
     report = _build(root / "src", root / "tfds", summary["data_task"], "finetune")
     return summary, report, pathlib.Path(report["dataset_dir"])
 
@@ -253,3 +253,35 @@ def test_bad_candidates_are_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="execute"):
         episodes.write_preference_round("rope", tmp_path, states=1, execute="worst",
                                         candidates_fn=_candidates_fn(), progress=False)
+
+
+def test_whole_horizon_collection_visits_late_steps(tmp_path):
+    """Default: no expert warm-up, the policy rolls out over the whole horizon (here 6 steps) and
+    every stride-th state is recorded (3 per episode -> stride 2); the old mode (expert warm-up,
+    consecutive states, stride 1) stays available."""
+    rng = np.random.default_rng(2)
+    calls = []
+
+    def stub(cloud):                         # 2 candidates: short drags of points of the cloud
+        calls.append(1)
+        picks = cloud[rng.choice(len(cloud), 2, replace=False)].astype(np.float64)
+        return np.stack([picks, picks + [0.03, 0.0, 0.0]], axis=1)
+
+    r = episodes.write_preference_round("rope", tmp_path / "whole", states=3, seed=3, candidates_fn=stub,
+                                        num_points=N_POINTS, max_alternatives=1, steps_per_episode=3,
+                                        max_steps=6, progress=False)
+    assert (r["horizon"], r["stride"]) == (6, 2)
+    steps = [rec["step"] for rec in r["records"]]
+    assert len({rec["episode_idx"] for rec in r["records"]}) == 1
+    assert np.all(np.diff(steps) == 2) and steps[0] in (0, 1) and steps[-1] >= 4   # late steps too
+    # the policy also acted on the unrecorded steps (a real rollout), and was asked at every step
+    assert r["rollout_steps"] == len(calls) > len(steps)
+
+    old = episodes.write_preference_round("rope", tmp_path / "early", states=2, seed=3, candidates_fn=stub,
+                                          num_points=N_POINTS, max_alternatives=1, warmup_steps=3,
+                                          steps_per_episode=4, stride=1, progress=False)
+    steps = [rec["step"] for rec in old["records"]]
+    assert old["stride"] == 1 and np.all(np.diff(steps) == 1) and steps[0] <= 3
+    with pytest.raises(ValueError, match="stride"):
+        episodes.write_preference_round("rope", tmp_path / "bad", states=1, candidates_fn=stub, stride=0,
+                                        progress=False)

@@ -96,3 +96,97 @@ def test_toy_oracle_codes():
     _, noisy = tp.comparisons(classes, np.random.default_rng(0), label_noise=1.0)
     flipped = {tuple(p): c for p, c in zip(pairs[0].tolist(), noisy[0].tolist())}
     assert flipped[(0, 1)] == 1 and flipped[(2, 3)] == 3 and flipped[(4, 0)] == 2
+
+
+def test_epoch_budget_sets_the_steps_when_the_data_opens(sl_run, tmp_path):
+    cfg = _pref_cfg(sl_run, tmp_path / "dpo", "dpo", "train.epochs=1.5", "train.checkpoint_every=100")
+    assert int(_run(cfg).state.step) == 3            # ceil(1.5 epochs x 8 states / batch 4)
+    saved = json.loads((tmp_path / "dpo" / "config.json").read_text())
+    assert saved["train"]["steps"] == 3 and saved["train"]["epochs"] == 1.5
+    assert int(_run(cfg).state.step) == 3            # a rerun resumes at the same budget: nothing left
+    with pytest.raises(ValueError, match="finite data set"):
+        _run(override(tiny_config(tmp_path / "sl"), ["train.epochs=1"]))   # toy_bimodal: endless
+
+
+def test_grad_clip_zero_means_no_clipping():
+    import dataclasses
+
+    import jax.numpy as jnp
+    import optax
+
+    from pam_jax.config import OptimConfig
+    from pam_jax.train.state import learning_rate, make_optimizer
+
+    params = {"w": jnp.zeros(3)}
+    grads = [{"w": jnp.array([100.0, -50.0, 0.0])}, {"w": jnp.array([1e-3, 2e-3, -1e-3])}]
+
+    def run(tx):   # -> the second update: clipping the large first gradient changes Adam's scale for it
+        state, p = tx.init(params), params
+        for g in grads:
+            u, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        return np.asarray(u["w"])
+
+    cfg = OptimConfig(lr=1e-2, warmup_steps=0, grad_clip=0.0, b1=0.0)   # no momentum: each update shows its gradient
+    plain = run(optax.adamw(learning_rate(cfg, 10), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+    np.testing.assert_allclose(run(make_optimizer(cfg, 10)), plain, rtol=1e-6)
+    assert not np.allclose(run(make_optimizer(dataclasses.replace(cfg, grad_clip=1.0), 10)), plain, rtol=1e-2)
+    with pytest.raises(ValueError, match="grad_clip"):
+        make_optimizer(dataclasses.replace(cfg, grad_clip=-1.0), 10)
+
+
+def test_explicit_reward_model_fresh_or_from_sl(sl_run, tmp_path):
+    from pam_jax.eval.closed_loop import Agent, Runs
+    from pam_jax.train.stages import build_stage
+
+    sl = jax.tree.leaves(load_policy(sl_run).params)
+    width = tiny_config().model.width
+
+    def same_backbone(params):
+        return all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(params["policy"]), sl))
+
+    def head_shapes(params):
+        return sorted(x.shape for x in jax.tree.leaves(params["head"]))
+
+    # the SL-initialised model with an MLP head (built only)
+    stage = build_stage(_pref_cfg(sl_run, tmp_path / "r_sl", "reward", "preference.reward_init=sl",
+                                  "preference.reward_head=mlp"))
+    assert same_backbone(stage.params) and head_shapes(stage.params) != [(1,), (width, 1)]
+    # the paper's: fresh network, one linear output (trained, then restored with that head)
+    cfg = _pref_cfg(sl_run, tmp_path / "reward", "reward", "preference.reward_init=fresh",
+                    "preference.reward_head=linear", "optim.lr=0", "train.steps=2")
+    _run(cfg)
+    reward = load_policy(cfg.train.run_dir)
+    assert not same_backbone(reward.params) and head_shapes(reward.params) == [(1,), (width, 1)]
+    # each explicit baseline is a closed-loop method of its own, reading its own run
+    pts = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 64, 3)).astype(np.float32)
+    agent = Agent("sl_explicit", Runs(sl=str(sl_run), reward=cfg.train.run_dir), data_task="rope", num_candidates=3)
+    out = agent.select(agent.ref, agent.score, pts, jax.random.key(0))
+    assert out.scores.shape == (1, 3) and np.isfinite(np.asarray(out.scores)).all()
+    agent = Agent("sl_explicit_sl", Runs(sl=str(sl_run), reward_sl=cfg.train.run_dir), data_task="rope")
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(agent.score), jax.tree.leaves(reward.params)))
+    for bad, msg in (("preference.reward_head=conv", "reward_head"), ("preference.reward_init=sft", "reward_init")):
+        with pytest.raises(ValueError, match=msg):
+            build_stage(override(cfg, [bad]))
+    with pytest.raises(ValueError, match="pair_noise"):
+        build_stage(_pref_cfg(sl_run, tmp_path / "dpo_bad", "dpo", "preference.pair_noise=per_state"))
+
+
+def test_experiment_stages_paper_settings_and_the_previous_ones():
+    from pam_jax.config import load_experiment
+
+    def settings(name):
+        c = load_experiment(name)
+        p = c.preference
+        return (c.train.stage, c.optim.lr, c.optim.warmup_steps, c.optim.grad_clip, c.data.batch_size,
+                c.train.epochs, p.pair_noise, p.reward_samples, p.reward_init, p.reward_head)
+
+    assert settings("sim_rope:dpo")[:8] == ("dpo", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100)
+    assert settings("sim_rope:dpo_fast")[:8] == ("dpo", 1e-4, 20, 1.0, 16, 0.0, "per_candidate", 10)
+    assert settings("sim_rope:reward") == ("reward", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100, "fresh", "linear")
+    assert settings("sim_rope:reward_sl")[:6] == ("reward", 1e-4, 20, 1.0, 16, 0.0)
+    assert settings("sim_rope:reward_sl")[8:] == ("sl", "mlp")
+    assert settings("deformpam_rope:dpo")[:8] == ("dpo", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100)
+    assert settings("deformpam_rope:dpo_fast")[:8] == ("dpo", 1e-5, 100, 1.0, 16, 0.0, "per_candidate", 10)
+    dirs = {load_experiment(f"sim_rope:{s}").train.run_dir for s in ("dpo", "dpo_fast", "reward", "reward_sl")}
+    assert len(dirs) == 4

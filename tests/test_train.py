@@ -1,6 +1,7 @@
 """Supervised training: loss, sharding, checkpoints, resume and failure paths."""
 import json
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -152,9 +153,12 @@ def test_saved_on_eight_devices_restores_on_one(tmp_path):
     assert len(leaf.sharding.device_set) == 1
     for a, b in zip(_leaves(params), _leaves(res.state.ema_params)):
         np.testing.assert_array_equal(a, b)
-    # and the reverse: resume the 8-device run on 1 device
-    more = _run(override(cfg, ["train.num_devices=1", "train.steps=8"]))
+    # and the reverse: resume the 8-device run on 1 device, with a longer schedule (stated)
+    said = []
+    more = train(override(cfg, ["train.num_devices=1", "train.steps=8"]), progress_bar=False, log=said.append)
     assert int(more.state.step) == 8
+    assert any(l.startswith("note: train.steps is 8 now, 6 when this run started: the cosine learning-rate "
+                            "schedule now decays over 8 steps from step 6 on") for l in said), said
 
 
 def test_missing_checkpoint(tmp_path):
@@ -177,8 +181,12 @@ def test_corrupt_checkpoint(tmp_path):
     for f in state_dir.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match=r"step 6 .* is corrupt .*; to fall back to step 3, delete \S+/checkpoints/6$"):
         load_policy(cfg.train.run_dir)
+    with pytest.raises(CheckpointError, match="to fall back to step 3"):
+        _run(cfg)                                   # the resume names the way out too
+    shutil.rmtree(state_dir.parent)                 # ... and taking it works
+    assert load_policy(cfg.train.run_dir).step == 3
 
 
 def test_wrong_format_version(tmp_path):
@@ -208,3 +216,18 @@ def test_nan_input_stops_with_a_clear_error(tmp_path):
 def test_unknown_stage(tmp_path):
     with pytest.raises(ValueError, match="stage"):
         _run(override(tiny_config(tmp_path), ["train.stage=rl"]))
+
+
+def test_garbage_in_metrics_does_not_break_the_loss_plot(tmp_path):
+    from pam_jax.train.logging import MetricsWriter, plot_curve, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    w = MetricsWriter(path)
+    w.write(1, {"loss": 0.5})
+    with path.open("ab") as f:
+        f.write(b'{"step": 2, "loss": 0.4\n\xff\xfe binary\n[1, 2]\n"text"\n{"step": "3", "loss": 1}\n'
+                b'{"step": 4, "loss": "high"}\n{"step": 5, "loss": NaN}\n{"loss": 9}\n')
+    w.write(6, {"loss": 0.25})
+    assert [r["step"] for r in read_metrics(path)] == [1, 4, 5, 6]
+    png = plot_curve(path, tmp_path / "loss.png")
+    assert png and png.read_bytes()[:4] == b"\x89PNG"

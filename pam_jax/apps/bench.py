@@ -169,7 +169,7 @@ def make_staged(graphdef, diff, norm, *, num_candidates, num_inference_steps, et
             x = np.asarray(step(eps, int(t), x, int(t) - ratio, rng.standard_normal(x.shape).astype(np.float32)))
         total = np.zeros((b, num_candidates), np.float32)
         for _ in range(reward_samples):
-            t = rng.integers(0, t_max, (b, num_candidates))
+            t = np.broadcast_to(rng.integers(0, t_max, (b, 1)), (b, num_candidates))  # one t per sample, shared
             eps = rng.standard_normal(x.shape).astype(np.float32)
             e_pol = np.asarray(errors(pol, encode(pol, pts), x, t, eps))
             e_ref = np.asarray(errors(ref, encode(ref, pts), x, t, eps))

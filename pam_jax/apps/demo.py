@@ -22,21 +22,22 @@ from pam_jax.eval import report
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
 
-STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward"}
+STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward", "reward_sl": "reward_sl"}
+EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> its method
 
 
 def configs(task: str, root: pathlib.Path, *, sl_steps: int = 0, pref_steps: int = 0, overrides=()) -> dict:
     """{stage: Config} of experiments/sim_TASK.py with every path under `root`; `overrides`
-    (--set style) apply to every stage."""
+    (--set style) apply to every stage; `pref_steps` replaces the preference stages' epoch budget."""
     exp = tasks_lib.get_task(task).experiment
     out = {}
-    for stage in ("supervised", "dpo", "reward"):
+    for stage in STAGE_DIRS:
         steps = sl_steps if stage == "supervised" else pref_steps
         paths = [f"data.data_dir={root / 'tfds'}", f"train.run_dir={root / STAGE_DIRS[stage]}"]
         if stage != "supervised":
             paths.append(f"preference.init_from={root / 'sl'}")
         out[stage] = config_lib.override(config_lib.load_experiment(f"{exp}:{stage}"), [
-            *paths, *([f"train.steps={steps}"] if steps else []), *overrides])
+            *paths, *([f"train.steps={steps}", "train.epochs=0"] if steps else []), *overrides])
     return out
 
 
@@ -49,7 +50,7 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     cfgs = configs(task, root, sl_steps=sl_steps, pref_steps=pref_steps, overrides=overrides)
     sl_cfg, dpo_cfg = cfgs["supervised"], cfgs["dpo"]
     n_points = sl_cfg.data.num_points * 2
-    want_reward = "sl_explicit" in methods
+    explicit = [stage for stage, method in EXPLICIT.items() if method in methods]
 
     print(f"[1/5] expert demonstrations: {episodes} episodes of the {task} task")
     r = write_expert_episodes(task, root / "src" / "supervised", episodes=episodes, num_points=n_points,
@@ -66,15 +67,16 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
           f"ranked by the oracle annotator (label noise {label_noise:g})")
     r = collect(task, root / "sl", root / "src" / "finetune", states=states,
                 num_candidates=dpo_cfg.preference.num_candidates, num_points=n_points,
-                steps_per_episode=episode_steps or 4, label_noise=label_noise, progress=progress)
+                max_steps=episode_steps, label_noise=label_noise, progress=progress)
     print(f"      {r['samples']} states written, label counts {r['label_counts']}")
     ft = build_dataset(root / "src" / "finetune", task=dt, kind="finetune", data_dir=root / "tfds",
                        overwrite=True, progress=False)
 
-    stages = ["dpo"] + (["reward"] if want_reward else [])
-    print(f"[4/5] preference stages ({dpo_cfg.train.steps} steps each): "
-          + " and ".join({"dpo": "DPO against the frozen SL policy", "reward": "the explicit reward head"}[s]
-                         for s in stages))
+    stages = ["dpo", *explicit]
+    budget = (f"{dpo_cfg.train.epochs:g} epochs" if dpo_cfg.train.epochs > 0 else f"{dpo_cfg.train.steps} steps")
+    print(f"[4/5] preference stages ({budget} each): "
+          + " and ".join({"dpo": "DPO against the frozen SL policy", "reward": "the paper's explicit reward model",
+                          "reward_sl": "the SL-initialised explicit reward model"}[s] for s in stages))
     held_out = {}
     for stage in stages:
         train(cfgs[stage], progress_bar=progress)
@@ -87,7 +89,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
               "chance 50%")
 
     print(f"[5/5] closed-loop evaluation on {eval_episodes} seeded start states: {', '.join(methods)}")
-    runs = evaluate.Runs(sl=str(root / "sl"), dpo=str(root / "dpo"), reward=str(root / "reward") if want_reward else "")
+    runs = evaluate.Runs(sl=str(root / "sl"), dpo=str(root / "dpo"),
+                         **{stage: str(root / STAGE_DIRS[stage]) for stage in explicit})
     result = evaluate.evaluate(task, runs, methods=tuple(methods), seeds=range(1000, 1000 + eval_episodes),
                                num_candidates=dpo_cfg.preference.num_candidates, max_steps=episode_steps,
                                progress=progress)

@@ -47,6 +47,9 @@ PROCESSED_KEY = ("pcd", "processed", "begin")
 RAW_KEY = ("pcd", "raw", "begin")
 CANDIDATE_KEY = ("pose_virtual", "prediction", "begin")
 RANKING_CODES = (0, 1, 2, 3)  # 0 pair 1 better, 1 pair 2 better, 2 equal, 3 not comparable
+# Clouds and poses are metres in the table frame: a coordinate beyond this is another unit or a
+# corrupt value (1e30 would make the normalisation scale 1e30), and the sample is skipped.
+MAX_ABS_COORD = 100.0
 _SAMPLE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -227,6 +230,14 @@ def load_points(path: pathlib.Path, sid: str, name: str = "points") -> np.ndarra
     return pts
 
 
+def check_range(a: np.ndarray, sid: str, name: str, limit: float = MAX_ABS_COORD) -> None:
+    """A MalformedSample naming the worst finite coordinate of `a` if it lies beyond +-limit."""
+    fin = np.abs(np.asarray(a, np.float64)[np.isfinite(a)])
+    if fin.size and fin.max() > limit:
+        raise MalformedSample(sid, f"{name}: a coordinate of {fin.max():.3g} is out of the plausible range "
+                                   f"+-{limit:g} (metres in the table frame)")
+
+
 def _two_rows(poses: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
     """(..., 4, >=3) -> the two used rows' xyz, NaN->0, and their finiteness (..., 2)."""
     sel = poses[..., list(rows), :3]
@@ -283,6 +294,7 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
 
     poses = _float_array(_get(ann, ("action_poses",), sid, "annotation.action_poses"),
                          sid, "annotation.action_poses", 2, (4, ("ge", 3)))
+    check_range(poses[:, :3], sid, "annotation.action_poses")
     action, action_finite = _two_rows(poses, rows)
 
     if "multiple_action_poses" in ann and ann["multiple_action_poses"] is not None:
@@ -292,6 +304,7 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
         raise MalformedSample(sid, "missing key annotation.multiple_action_poses")
     else:
         multi = np.zeros((0, 4, 3))
+    check_range(multi[..., :3], sid, "annotation.multiple_action_poses")
     multiple_actions, multiple_finite = _two_rows(multi, rows)
 
     cands = pairs = ranks = None
@@ -300,6 +313,7 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
                             2, (("ge", 3),))
         if cand.shape[0] == 0:
             raise MalformedSample(sid, f"{'.'.join(CANDIDATE_KEY)}: no candidate points")
+        check_range(cand[:, :3], sid, ".".join(CANDIDATE_KEY))
         cands = np.nan_to_num(cand[:, :3], nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         pairs = _int_array(_get(ann, ("selected_grasp_point_indices",), sid,
                                 "annotation.selected_grasp_point_indices"),
@@ -321,6 +335,7 @@ def read_sample(sample_dir, *, root=None, task: str | None = None, kind: str = "
         tried = "" if str(rel).endswith(".npz") else f" (also tried {str(rel) + '.npz'!r})"
         raise MalformedSample(sid, f"missing point cloud {rel!r}{tried}")
     points = load_points(path, sid, "processed cloud")
+    check_range(points, sid, "processed cloud")
 
     sample = Sample(sid, int(ep), action_type, points, action, action_finite,
                     multiple_actions, multiple_finite, cands, pairs, ranks)

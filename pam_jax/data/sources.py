@@ -96,8 +96,42 @@ def open_source(ds_dir, split: str = "train"):
     sizes = split_sizes(ds_dir)
     if split not in sizes:
         raise ValueError(f"{ds_dir}: no split {split!r} (has {', '.join(sorted(sizes)) or 'none'})")
-    builder = tfds.builder_from_directory(str(ds_dir))
-    return builder.as_data_source(split=split)
+    try:
+        src = tfds.builder_from_directory(str(ds_dir)).as_data_source(split=split)
+    except Exception as e:  # noqa: BLE001 - an unreadable file set: one line with the fix
+        raise ValueError(_unreadable(ds_dir, split, e)) from None
+    return CheckedSource(src, ds_dir, split)
+
+
+def _unreadable(ds_dir, split: str, e: BaseException, record: int | None = None) -> str:
+    text = str(e).strip().splitlines()
+    what = f"record {record} of split {split!r}" if record is not None else f"split {split!r}"
+    return (f"{ds_dir}: {what} is unreadable ({type(e).__name__}: {text[0] if text else ''}): its ArrayRecord "
+            "file is truncated or corrupt; rebuild the dataset (pam-jax data build ... --overwrite)")
+
+
+class CheckedSource:
+    """A TFDS data source whose read failures (a truncated or corrupt ArrayRecord file: Riegeli
+    errors deep inside the reader) become one ValueError line naming the dataset and the fix."""
+
+    def __init__(self, source, ds_dir, split: str):
+        self._source, self._ds_dir, self._split = source, ds_dir, split
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i):
+        try:
+            return self._source[i]
+        except (IndexError, KeyError, TypeError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(_unreadable(self._ds_dir, self._split, e, i)) from None
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._source, name)
 
 
 def read_build_report(ds_dir) -> dict | None:

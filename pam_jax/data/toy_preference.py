@@ -104,3 +104,7 @@ class ToyPreferenceData:
 
     def norm_stats(self):
         return self.norm
+
+    @property
+    def num_records(self) -> int:
+        return self.num

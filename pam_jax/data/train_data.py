@@ -11,7 +11,7 @@ import jax
 from pam_jax import config as config_lib
 from pam_jax.models.policy import Policy
 
-SOURCES = ("toy_bimodal", "toy_preference", "tfds")
+SOURCES = config_lib.DATA_SOURCES
 
 
 def make_train_data(cfg: config_lib.Config, parent: Policy | None = None):

@@ -3,7 +3,9 @@
 Methods (same seeded start states for all):
   sl           SL policy, first candidate (no selection)
   sl_random    SL policy, a random one of N candidates
-  sl_explicit  SL candidates + explicit-reward RAS (needs a reward run)
+  sl_explicit  SL candidates + explicit-reward RAS, the paper's baseline head (a reward run:
+               fresh network, linear output)
+  sl_explicit_sl  the same with the SL-initialised head (a reward_sl run: SL weights + MLP)
   dpo          the DPO model alone (its own first candidate)
   deformpam    SL candidates + implicit-reward RAS (needs a DPO run)
   oracle       SL candidates, the simulator's best (executes each from a saved state): an upper bound
@@ -15,58 +17,65 @@ it, runs one compiled selection, and maps the chosen action back to the world fr
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import numpy as np
 
 from pam_jax import pointcloud as pc
 from pam_jax import tasks as tasks_lib
-from pam_jax.select import SelectConfig, make_selector, select_with_host_scorer
+from pam_jax.select import SelectConfig, checked_selector, make_selector, select_with_host_scorer
 from pam_jax.sim import make_task
 from pam_jax.sim.oracle import candidate_gains
+from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
+from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.train.restore import load_policy
 
-METHODS = ("sl", "sl_random", "sl_explicit", "dpo", "deformpam", "oracle")
+METHODS = ("sl", "sl_random", "sl_explicit", "sl_explicit_sl", "dpo", "deformpam", "oracle")
+_NEEDS = {"deformpam": ("dpo", "DPO"), "dpo": ("dpo", "DPO"), "sl_explicit": ("reward", "reward"),
+          "sl_explicit_sl": ("reward_sl", "reward_sl")}   # method -> (Runs field, what it is)
 
 
 @dataclasses.dataclass(frozen=True)
 class Runs:
     sl: str
     dpo: str = ""
-    reward: str = ""
+    reward: str = ""      # the paper's explicit reward model (stage `reward`)
+    reward_sl: str = ""   # the SL-initialised explicit reward model (stage `reward_sl`)
 
 
 class Agent:
-    """World-frame cloud -> world-frame action by one method."""
+    """World-frame cloud -> world-frame action by one method. `reward_samples` (M) and
+    `reward_noise` (select.REWARD_NOISE) of the implicit reward default (None) to the DPO run's
+    preference config."""
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
-                 reward_samples: int = 10, num_inference_steps: int | None = None,
-                 eta: float | None = None):
+                 reward_samples: int | None = None, num_inference_steps: int | None = None,
+                 eta: float | None = None, reward_noise: str | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
-        need = {"deformpam": runs.dpo, "dpo": runs.dpo, "sl_explicit": runs.reward}
-        if method in need and not need[method]:
-            raise ValueError(f"method {method!r} needs a {'reward' if method == 'sl_explicit' else 'DPO'} run")
+        if method in _NEEDS and not getattr(runs, _NEEDS[method][0]):
+            raise ValueError(f"method {method!r} needs a {_NEEDS[method][1]} run")
         self.method, self.spec = method, tasks_lib.get_task(data_task)
         sl = load_policy(runs.sl)
         cfg = sl.cfg
         self.num_points = cfg.data.num_points or self.spec.num_points
-        mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "dpo": "first",
-                "deformpam": "implicit", "oracle": "first"}[method]
+        mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "sl_explicit_sl": "explicit",
+                "dpo": "first", "deformpam": "implicit", "oracle": "first"}[method]
         scorer = None
         self.ref = sl.params
         if method == "dpo":
             self.ref = load_policy(runs.dpo).params
         elif method == "deformpam":
             scorer = load_policy(runs.dpo)
-        elif method == "sl_explicit":
-            scorer = load_policy(runs.reward)
+        elif mode == "explicit":
+            scorer = load_policy(getattr(runs, _NEEDS[method][0]))
         n = 1 if method in ("sl", "dpo") else num_candidates
         scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
-                                        num_inference_steps=num_inference_steps, reward_samples=reward_samples)
-        self.select = make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
-                                    score_graphdef=scorer.graphdef if method == "sl_explicit" else None)
+                                        num_inference_steps=num_inference_steps, reward_samples=reward_samples,
+                                        reward_noise=reward_noise)
+        self.select = checked_selector(make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
+                                                     score_graphdef=scorer.graphdef if mode == "explicit" else None),
+                                       sl.norm)   # clouds checked (shape, finite, range) before the graph
         self.score = scorer.params if scorer else None
 
     def prepare(self, cloud, rng: np.random.Generator):
@@ -117,56 +126,23 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
 
 
-def mean_ci(x) -> tuple[float, float]:
-    """Mean and the half-width of its 95% normal-approximation interval (0 for n < 2)."""
-    x = np.asarray([v for v in x if v is not None], np.float64)
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    if len(x) < 2:
-        return float(x.mean()), 0.0
-    return float(x.mean()), float(1.96 * x.std(ddof=1) / math.sqrt(len(x)))
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a rate k/n: unlike the normal interval it is not [p, p] at
-    0/n or n/n, which is where small evaluations often land."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
-def paired_difference(episodes: list[dict], baseline: list[dict]):
-    """Mean and 95% half-width of final(method) - final(baseline) over the start seeds both ran
-    (the same seeded start state, so the start's difficulty cancels); None if they share none."""
-    base = {e["seed"]: e["final"] for e in baseline}
-    diffs = [e["final"] - base[e["seed"]] for e in episodes if e["seed"] in base]
-    return mean_ci(diffs) if diffs else None
-
-
-def summarize(episodes: list[dict]) -> dict:
-    final, half = mean_ci([e["final"] for e in episodes])
-    k = sum(bool(e["success"]) for e in episodes)
-    lo, hi = wilson(k, len(episodes))
-    steps, steps_half = mean_ci([e["steps_to_success"] for e in episodes])
-    return {"episodes": len(episodes), "final": final, "final_ci": half, "successes": k,
-            "success": k / len(episodes) if episodes else float("nan"), "success_lo": lo, "success_hi": hi,
-            "steps_to_success": steps, "steps_to_success_ci": steps_half}
-
-
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
-             num_candidates: int = 8, reward_samples: int = 10, max_steps: int | None = None,
-             progress: bool = True) -> dict:
+             num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
+             progress: bool = True, reward_noise: str | None = None) -> dict:
     from tqdm.auto import tqdm
 
+    seeds = list(seeds)
+    check_count("episodes (seeds)", len(seeds))
+    check_count("num_candidates", num_candidates)
+    for name, v in (("reward_samples", reward_samples), ("max_steps", max_steps)):
+        if v is not None:
+            check_count(name, v)
+    check_eval_runs(task_name, runs, methods, METHODS, _NEEDS)   # before any episode
     task = make_task(task_name)
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
-    seeds = list(seeds)
     for method in methods:
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
-                      reward_samples=reward_samples)
+                      reward_samples=reward_samples, reward_noise=reward_noise)
         eps = [run_episode(task, agent, s, max_steps=max_steps)
                for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}

@@ -17,18 +17,18 @@ from pam_jax import diffusion, preference
 from pam_jax.models.policy import normalize
 from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
-from pam_jax.select import SelectConfig, implicit_scores
+from pam_jax.select import SelectConfig, check_clouds, implicit_scores
 from pam_jax.train.restore import load_policy
 
 
-def make_scorer(mode: str, sl_run, score_run, samples: int | None = None):
+def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise: str | None = None):
     """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame.
     The implicit reward uses the scoring (DPO) run's settings (beta, timesteps; M = `samples`
-    or its stored value)."""
+    and the Monte-Carlo noise `noise` (select.REWARD_NOISE), or their stored values)."""
     sl, scorer = load_policy(sl_run), load_policy(score_run)
     cfg, graphdef, ref_params, norm = sl.cfg, sl.graphdef, sl.params, sl.norm
     score_graphdef, score_params = scorer.graphdef, scorer.params
-    scfg = SelectConfig.from_config(cfg, scorer.cfg, reward_samples=samples)
+    scfg = SelectConfig.from_config(cfg, scorer.cfg, reward_samples=samples, reward_noise=noise)
     schedule = diffusion.schedule_from_config(cfg.diffusion)
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, cfg.diffusion.num_train_timesteps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
@@ -41,9 +41,9 @@ def make_scorer(mode: str, sl_run, score_run, samples: int | None = None):
             return rm.score(x0, rm.encode(pts))
         ref, policy = nnx.merge(graphdef, ref_params), nnx.merge(graphdef, score_params)
         return implicit_scores(policy, policy.encode(pts), ref, ref.encode(pts), schedule, x0, key,
-                               samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta)
+                               samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
 
-    return lambda pts, cands, key: np.asarray(score(ref_params, score_params, pts, cands, key)), cfg
+    return lambda pts, cands, key: np.asarray(score(ref_params, score_params, check_clouds(pts, norm), cands, key)), cfg
 
 
 def annotator_mask(candidates) -> np.ndarray:
@@ -70,23 +70,36 @@ def count_pairs(scores, pairs, codes, annotator, right: dict, total: dict) -> No
             right[kind] += 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
 
 
+def held_out_batches(dataset_dir, *, num_points: int = 0, splits=("validation", "test"), batch_size: int = 16,
+                     seed: int = 0):
+    """-> (split, batch) over the held-out `splits` of a finetune dataset, in record order, with
+    `num_points` points per cloud (an SL run's data.num_points; 0 = the task's); each batch holds
+    record_index."""
+    overrides = {"num_points": num_points} if num_points > 0 else {}
+    sizes = split_sizes(dataset_dir)
+    for split in splits:
+        if sizes.get(split):
+            for batch in eval_batches(dataset_dir, split=split, batch_size=batch_size, seed=seed, **overrides):
+                yield split, batch
+
+
 def pair_accuracy(sl_run, score_run, dataset_dir, *, mode: str = "implicit",
-                  splits=("validation", "test"), samples: int | None = None, batch_size: int = 16, seed: int = 0) -> dict:
+                  splits=("validation", "test"), samples: int | None = None, batch_size: int = 16, seed: int = 0,
+                  noise: str | None = None, scorer=None) -> dict:
     """-> {"candidates": acc, "vs_annotator": acc, "pairs": {...counts}, "states": n} over the
     held-out `splits` (whole episodes the preference stages never trained on); an accuracy is
-    None when its kind has no labelled pair."""
+    None when its kind has no labelled pair. `scorer`: a (score, cfg) that `make_scorer` built
+    already (then the runs, `samples` and `noise` are not read)."""
     if mode not in ("implicit", "explicit"):
         raise ValueError(f"mode must be 'implicit' or 'explicit', got {mode!r}")
-    score, cfg = make_scorer(mode, sl_run, score_run, samples)
-    overrides = {"num_points": cfg.data.num_points} if cfg.data.num_points > 0 else {}
+    score, cfg = scorer or make_scorer(mode, sl_run, score_run, samples, noise)
     right = {"candidates": 0.0, "vs_annotator": 0.0}
     total = {"candidates": 0, "vs_annotator": 0}
     states = 0
     key = jax.random.key(seed)
-    sizes = split_sizes(dataset_dir)
-    batches = (batch for split in splits if sizes.get(split)
-               for batch in eval_batches(dataset_dir, split=split, batch_size=batch_size, seed=seed, **overrides))
-    for i, batch in enumerate(batches):
+    batches = held_out_batches(dataset_dir, num_points=cfg.data.num_points, splits=splits,
+                               batch_size=batch_size, seed=seed)
+    for i, (_, batch) in enumerate(batches):
         b = preference.dpo_batch(batch)
         r = score(b["points"], b["candidates"], jax.random.fold_in(key, i))
         count_pairs(r, b["pairs"], b["rankings"], annotator_mask(b["candidates"]), right, total)

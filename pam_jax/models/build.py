@@ -9,5 +9,5 @@ from pam_jax.models.reward import init_reward_model
 def build_model(cfg: Config):
     """(graphdef, params) of the network a run of `cfg` trains (for restoring checkpoints)."""
     if cfg.train.stage == "reward":
-        return init_reward_model(cfg.model, cfg.train.seed)
+        return init_reward_model(cfg.model, cfg.train.seed, head=cfg.preference.reward_head)
     return init_policy(cfg.model, cfg.train.seed)

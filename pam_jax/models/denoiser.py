@@ -10,18 +10,33 @@ each sub-layer AdaLN-conditioned on the timestep embedding (sinusoidal + MLP).
 The point side of the cross-attention (normalised tokens -> keys with rotary, values) does not
 depend on the timestep or on the candidates, so `context()` computes it once per observation and
 `__call__` reuses it for every candidate, every DDIM step and every Monte-Carlo sample.
+
+Everything that depends on the timestep only (the sinusoidal embedding, its MLP and the shift /
+scale / gate of every AdaLN) is `conditioning(t)`: one row of width `conditioning_width` per
+timestep. A sampler computes it for all timesteps at once before its loop (`Context.cond`, a
+(T, M) table) and each step only gathers its row; without a table it is computed per call.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, attention, rotary_angles,
+    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, attention, context_attention, rotary_angles,
+    to_context_layout,
 )
 
-Context = tuple  # per layer: (keys with rotary (B, S, H, d), values (B, S, H, d))
+
+
+class Context(NamedTuple):
+    """What a denoiser call reuses: computed once per observation (`kv`) and once per parameters
+    (`cond`)."""
+
+    kv: tuple                     # per layer: (keys with rotary, values), each (B, H, d, S)
+    cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
 
 
 class DenoiserLayer(nnx.Module):
@@ -40,23 +55,28 @@ class DenoiserLayer(nnx.Module):
     def context(self, tokens: jax.Array, xyz: jax.Array) -> tuple[jax.Array, jax.Array]:
         c = self.ctx_norm(tokens)
         k = self.cross_k(c)
-        return apply_rotary(k, rotary_angles(xyz, k.shape[-1], self.max_freq)), self.cross_v(c)
+        return to_context_layout(apply_rotary(k, rotary_angles(xyz, k.shape[-1], self.max_freq)), self.cross_v(c))
 
-    def __call__(self, h, ang, temb, kv):
-        """h (B, N, A, D); ang (B, N, A, 3F) rotary angles at the action xyz; temb (B, N, 1, D)."""
+    def adalns(self) -> tuple[AdaLN, AdaLN, AdaLN]:
+        return self.cross_ln, self.self_ln, self.ffn_ln
+
+    def __call__(self, h, ang, mods, kv):
+        """h (B, N, A, D); ang (B, N, A, 3F) rotary angles at the action xyz; mods: the three
+        AdaLN modulations (shift, scale, gate), each broadcastable to h."""
         b, n, a, d = h.shape
+        cross, self_, ffn = mods
         # 1. cross-attention to the point tokens: all N*A action tokens are independent queries
-        x, gate = self.cross_ln(h, temb)
-        q = apply_rotary(self.cross_q(x), ang).reshape(b, n * a, *kv[0].shape[-2:])
-        y = attention(q, *kv).reshape(b, n, a, d)
+        x, gate = self.cross_ln.modulate(h, cross)
+        q = apply_rotary(self.cross_q(x), ang).reshape(b, n * a, *kv[0].shape[1:3])
+        y = context_attention(q, *kv).reshape(b, n, a, d)
         h = h + gate * self.cross_out(y)
         # 2. self-attention within one candidate's A points
-        x, gate = self.self_ln(h, temb)
+        x, gate = self.self_ln.modulate(h, self_)
         q, k = apply_rotary(self.self_q(x), ang), apply_rotary(self.self_k(x), ang)
         y = attention(q, k, self.self_v(x)).reshape(b, n, a, d)
         h = h + gate * self.self_out(y)
         # 3. feed-forward
-        x, gate = self.ffn_ln(h, temb)
+        x, gate = self.ffn_ln.modulate(h, ffn)
         return h + gate * self.ffn(x)
 
 
@@ -73,21 +93,61 @@ class ActionDenoiser(nnx.Module):
         self.out_ln = AdaLN(width, rngs=rngs)
         self.out = nnx.Linear(width, 3, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array) -> Context:
+    def context(self, tokens: jax.Array, xyz: jax.Array) -> tuple:
+        """Per-layer cross-attention keys (with rotary) and values: `Context.kv`."""
         return tuple(layer.context(tokens, xyz) for layer in self.layers)
 
+    def _adalns(self) -> list[AdaLN]:
+        return [ln for layer in self.layers for ln in layer.adalns()] + [self.out_ln]
+
+    @property
+    def conditioning_width(self) -> int:
+        return sum(ln.mod.out_features for ln in self._adalns())
+
+    def conditioning(self, t: jax.Array) -> jax.Array:
+        """Timesteps (...) -> (..., M): every AdaLN's shift, scale and gate, side by side (one
+        matmul for all of them). Depends on t only: hoist it out of any loop over x."""
+        s = nnx.silu(self.time(t))
+        mods = self._adalns()
+        kernel = jnp.concatenate([ln.mod.kernel[...] for ln in mods], axis=1)
+        bias = jnp.concatenate([ln.mod.bias[...] for ln in mods])
+        return s @ kernel.astype(s.dtype) + bias.astype(s.dtype)
+
+    def _split(self, cond: jax.Array):
+        """(..., M) -> per layer (cross, self, ffn) modulations, and the output AdaLN's; each a
+        (shift, scale, gate) triple broadcastable against (B, N, A, D) hidden states."""
+        if cond.ndim > 1:
+            cond = cond[..., None, :]   # (B, N, M) -> (B, N, 1, M): shared by a candidate's A points
+        d = self.out_ln.mod.in_features
+        trip = [tuple(jnp.split(cond[..., 3 * d * i: 3 * d * (i + 1)], 3, axis=-1))
+                for i in range(cond.shape[-1] // (3 * d))]
+        return [tuple(trip[3 * i: 3 * i + 3]) for i in range(len(self.layers))], trip[-1]
+
+    def timestep_conditioning(self, t: jax.Array, x_shape, cond_table: jax.Array | None) -> jax.Array:
+        """The conditioning of timesteps t: a row of the precomputed table, or computed now. A
+        scalar t (one timestep for every candidate, as in a DDIM step) stays one row."""
+        if jnp.ndim(t) not in (0, 2):
+            t = jnp.broadcast_to(t, x_shape[:2])
+        return self.conditioning(t) if cond_table is None else cond_table[t]
+
+    def conditioning_table(self, num_timesteps: int) -> jax.Array:
+        """(T, M) conditioning of every timestep 0 .. T-1, for `Context.cond`."""
+        return self.conditioning(jnp.arange(num_timesteps, dtype=jnp.int32))
+
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
-        """Final hidden states (B, N, A, D) and the timestep embedding (B, N, 1, D)."""
-        t = jnp.broadcast_to(t, x.shape[:2])
-        temb = self.time(t)[:, :, None, :]
+        """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.
+        t: a scalar or broadcastable to (B, N)."""
+        cond = self.timestep_conditioning(t, x.shape, ctx.cond)
+        layer_mods, _ = self._split(cond)
         h = self.in_proj(x) + self.point_embed[...]
         ang = rotary_angles(x, h.shape[-1] // self.heads, self.max_freq)
-        for layer, kv in zip(self.layers, ctx):
-            h = layer(h, ang, temb, kv)
-        return h, temb
+        for layer, mods, kv in zip(self.layers, layer_mods, ctx.kv):
+            h = layer(h, ang, mods, kv)
+        return h, cond
 
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
-        """Noisy actions x (B, N, A, 3), timesteps t broadcastable to (B, N) -> epsilon (B, N, A, 3)."""
-        h, temb = self.features(x, t, ctx)
-        y, _ = self.out_ln(h, temb)
+        """Noisy actions x (B, N, A, 3), timesteps t (a scalar or broadcastable to (B, N)) ->
+        epsilon (B, N, A, 3)."""
+        h, cond = self.features(x, t, ctx)
+        y, _ = self.out_ln.modulate(h, self._split(cond)[1])
         return self.out(y)

@@ -64,8 +64,17 @@ class PointEncoder(nnx.Module):
 
         return jax.vmap(one)(pts)
 
-    def __call__(self, points: jax.Array) -> tuple[jax.Array, jax.Array]:
-        centre, rel = self.group(points)
+    @property
+    def grouping(self) -> tuple[int, int]:
+        """(num_tokens, knn): two encoders with the same grouping can share :meth:`group`'s result."""
+        return self.num_tokens, self.knn
+
+    def __call__(self, points: jax.Array, groups: tuple[jax.Array, jax.Array] | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+        """Clouds (B, Np, 3) -> tokens (B, S, D) and their xyz (B, S, 3). `groups`: this cloud's
+        :meth:`group` (FPS + kNN depend on the cloud only: compute them once per observation and
+        share them between models), else computed here."""
+        centre, rel = self.group(points) if groups is None else groups
         feats = jnp.concatenate([rel * LOCAL_SCALE, jnp.broadcast_to(centre[:, :, None], rel.shape)], -1)
         h = self.local_norm(jnp.max(self.local(feats), axis=2))  # PointNet max-pool per group
         for layer in self.layers:

@@ -38,10 +38,18 @@ class AdaLN(nnx.Module):
         self.norm = nnx.LayerNorm(width, use_scale=False, use_bias=False, rngs=rngs)
         self.mod = nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
+    def modulation(self, temb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(shift, scale, gate) from the timestep embedding: depends on the timestep only."""
+        return tuple(jnp.split(self.mod(nnx.silu(temb)), 3, axis=-1))
+
+    def modulate(self, x: jax.Array, mod) -> tuple[jax.Array, jax.Array]:
+        """(modulated normalised x, gate) for a (shift, scale, gate) that broadcasts against x."""
+        shift, scale, gate = mod
+        return self.norm(x) * (1.0 + scale) + shift, gate
+
     def __call__(self, x: jax.Array, temb: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns (modulated normalised x, gate); temb broadcasts against x."""
-        shift, scale, gate = jnp.split(self.mod(nnx.silu(temb)), 3, axis=-1)
-        return self.norm(x) * (1.0 + scale) + shift, gate
+        return self.modulate(x, self.modulation(temb))
 
 
 def rotary_angles(xyz: jax.Array, head_dim: int, max_freq: float) -> jax.Array:
@@ -77,6 +85,20 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
     w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("...hqk,...khd->...qhd", w, v)
+
+
+def to_context_layout(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys and values (B, S, H, d) -> both (B, H, d, S): the layout :func:`context_attention`
+    reads, so that a loop calling it many times does not transpose them on every call."""
+    return jnp.moveaxis(k, 1, -1), jnp.moveaxis(v, 1, -1)
+
+
+def context_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """:func:`attention` against keys/values stored by :func:`to_context_layout`:
+    q (B, L, H, d), k/v (B, H, d, S) -> (B, L, H, d)."""
+    logits = jnp.einsum("bqhd,bhdk->bhqk", q, k) / math.sqrt(q.shape[-1])
+    w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bhdk->bqhd", w, v)
 
 
 class MLP(nnx.Module):

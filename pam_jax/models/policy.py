@@ -31,10 +31,19 @@ class DiffusionPolicy(nnx.Module):
             action_points=cfg.action_points, max_freq=cfg.rotary_max_freq, rngs=rngs,
         )
 
-    def encode(self, points: jax.Array) -> Context:
-        """Normalised clouds (B, Np, 3) -> per-layer cross-attention keys/values (once per observation)."""
-        tokens, xyz = self.encoder(points)
-        return self.denoiser.context(tokens, xyz)
+    def group(self, points: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """FPS centroids and kNN neighbourhoods of normalised clouds: they depend on the cloud
+        only, so models with the same `encoder.grouping` can share them (see :meth:`encode`)."""
+        return self.encoder.group(points)
+
+    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None) -> Context:
+        """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
+        (once per observation), from `groups` (:meth:`group` of these clouds) if given; with
+        `num_timesteps` T it also holds the conditioning table of timesteps 0 .. T-1, so that
+        denoiser calls (every DDIM step, every Monte-Carlo sample) only gather a row of it."""
+        tokens, xyz = self.encoder(points, groups)
+        cond = None if num_timesteps is None else self.denoiser.conditioning_table(num_timesteps)
+        return Context(self.denoiser.context(tokens, xyz), cond)
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         return self.denoiser(x, t, ctx)

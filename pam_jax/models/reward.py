@@ -1,7 +1,10 @@
-"""The explicit reward head (a baseline to the implicit reward).
+"""The explicit reward model (a baseline to the implicit reward).
 
-As in the reference code: the same attention network evaluated at t=0 on the (clean) action,
-then an MLP to a scalar per candidate. The backbone starts from the supervised policy.
+The attention network of the policy (point encoder + action denoiser) evaluated at t=0 on the
+(clean) action, pooled over the action's points, then a head to one scalar per candidate:
+``head="linear"`` (the paper's baseline: one linear layer) or ``"mlp"``. The network starts
+fresh (the paper's baseline) or from a supervised policy's weights (``init_reward_model``'s
+``policy_params``; stronger than the paper's).
 """
 from __future__ import annotations
 
@@ -14,14 +17,20 @@ from pam_jax.models.denoiser import Context
 from pam_jax.models.layers import MLP
 from pam_jax.models.policy import DiffusionPolicy
 
+HEADS = ("linear", "mlp")
+INITS = ("fresh", "sl")
+
 
 class RewardModel(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, head: str = "mlp", rngs: nnx.Rngs):
+        if head not in HEADS:
+            raise ValueError(f"unknown reward head {head!r}: expected one of {HEADS}")
         self.policy = DiffusionPolicy(cfg, rngs=rngs)
-        self.head = MLP(cfg.width, cfg.width, 1, rngs=rngs)
+        self.head = (nnx.Linear(cfg.width, 1, rngs=rngs) if head == "linear"
+                     else MLP(cfg.width, cfg.width, 1, rngs=rngs))
 
-    def encode(self, points: jax.Array) -> Context:
-        return self.policy.encode(points)
+    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None) -> Context:
+        return self.policy.encode(points, groups, num_timesteps=num_timesteps)
 
     def score(self, actions: jax.Array, ctx: Context) -> jax.Array:
         """Normalised actions (B, N, A, 3) -> rewards (B, N)."""
@@ -33,9 +42,10 @@ class RewardModel(nnx.Module):
         return self.score(actions, self.encode(points))
 
 
-def init_reward_model(cfg: ModelConfig, seed: int = 0, policy_params=None):
-    """-> (graphdef, params); the backbone takes `policy_params` (a supervised policy) if given."""
-    model = RewardModel(cfg, rngs=nnx.Rngs(seed))
+def init_reward_model(cfg: ModelConfig, seed: int = 0, policy_params=None, *, head: str = "mlp"):
+    """-> (graphdef, params); the backbone takes `policy_params` (a supervised policy) if given,
+    else keeps its fresh initialisation."""
+    model = RewardModel(cfg, head=head, rngs=nnx.Rngs(seed))
     if policy_params is not None:
         nnx.update(model.policy, policy_params)
     graphdef, params = nnx.split(model, nnx.Param)

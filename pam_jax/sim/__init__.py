@@ -29,7 +29,8 @@ __all__ = ["make_task", "Task", "StepInfo", "ActionCheck", "TaskState",
 
 def make_task(name: str, **kwargs) -> Task:
     """A new task instance by name (the simulator's or the data name, see :mod:`pam_jax.tasks`);
-    kwargs go to its constructor (``obs_points``, ``obs_noise``). Call ``reset(seed)`` before use."""
+    kwargs go to its constructor (``obs_points``, ``obs_noise``; the cloth's ``shape``: "tshirt"
+    (default) or "square"). Call ``reset(seed)`` before use."""
     spec = tasks_lib.get_task(tasks_lib.sim_task_name(name))
     module, _, cls = spec.sim_class.partition(":")
     return getattr(importlib.import_module(module), cls)(**kwargs)

@@ -53,7 +53,7 @@ from pam_jax.data import layout
 from pam_jax import tasks as tasks_lib
 from pam_jax.sim import make_task
 from pam_jax.sim.experts import expert_actions
-from pam_jax.sim.oracle import annotate
+from pam_jax.sim.oracle import annotate, candidate_gains
 
 __all__ = ["write_expert_episodes", "write_preference_round"]
 
@@ -241,33 +241,60 @@ def _choose(mode: str, labels: dict, rng: np.random.Generator) -> int:
     return int(rng.choice(valid))
 
 
+def _execute_unrecorded(t, mode: str, cands: np.ndarray, rng: np.random.Generator,
+                        max_alternatives: int) -> np.ndarray:
+    """The action executed at a rollout step that is not recorded (no oracle ranking): the
+    candidate ``mode`` would pick among those the task accepts, else the expert's."""
+    if mode != "expert":
+        ok = np.flatnonzero([t.check_action(c).ok for c in cands])
+        if len(ok):
+            if mode == "first":
+                return cands[ok[0]]
+            if mode == "random":
+                return cands[int(rng.choice(ok))]
+            gains, _ = candidate_gains(t, t.save_state(), cands[ok])
+            return cands[ok[int(np.argmax(np.where(np.isfinite(gains), gains, -np.inf)))]]
+    return expert_actions(t, rng, max_alternatives)[0]
+
+
 def write_preference_round(task: str, out_root, *, states: int,
                            candidates_fn: Callable[[np.ndarray], np.ndarray], seed: int = 0,
                            label_noise: float = 0.0, max_alternatives: int = 10,
-                           num_points: int | None = None, warmup_steps: int = 3,
-                           steps_per_episode: int | None = None, execute: str = "random",
+                           num_points: int | None = None, warmup_steps: int = 0,
+                           steps_per_episode: int | None = 10, stride: int | None = None,
+                           max_steps: int | None = None, execute: str = "random",
                            expert_in_candidates: bool = True, if_exists: str = "error",
                            progress: bool = True) -> dict:
     """Collect ``states`` preference-labelled states and write each as a finetune sample.
 
     Episodes ``e = 0, 1, ...`` (``episode_idx = seed + e``) start from ``reset(seed + e)``
-    followed by 0..``warmup_steps`` expert steps (drawn per episode) to diversify the start
-    states. At each state: observe the cloud (world frame), ask ``candidates_fn(cloud (N, 3))``
-    for K candidates (K, 2, 3) in the same frame (the trained policy in real use), let the
-    expert give its alternatives (the first is the annotator's action), save the state and let
-    the oracle (:func:`pam_jax.sim.oracle.annotate`, ``label_noise``) try and rank the
-    candidates with the expert appended as candidate K. The sample holds the cloud, the
-    candidate points (see the module docstring for ``expert_in_candidates``), the P = 3K pair
-    rows and codes, the expert's action as ``action_poses`` and its alternatives as
-    ``multiple_action_poses``. Then one action is executed to move on, as on the robot
-    (``execute``: 'random' valid candidate (default), 'first' valid candidate, 'best' by the
-    oracle's gain, or 'expert'; the expert when no candidate is valid). An episode ends at
-    success, at the step limit or after ``steps_per_episode`` written states.
+    followed by 0..``warmup_steps`` expert steps (drawn per episode; default none). The policy
+    then rolls out over the whole horizon (the task's step limit, or ``max_steps``): at every
+    step it is asked for K candidates, ``candidates_fn(cloud (N, 3)) -> (K, 2, 3)``, in the
+    world frame (the trained policy in real use), and one of them is executed (``execute``
+    below). Every ``stride``-th step, from a random offset in ``[0, stride)`` drawn per episode,
+    the state is also recorded, until ``steps_per_episode`` states of the episode are: by
+    default about 10 states per episode spread over the whole horizon, as in the paper
+    (``stride=None`` = ceil(horizon / ``steps_per_episode``); ``steps_per_episode=None`` with
+    a stride: every stride-th step to the end). The old early-horizon behaviour is
+    ``warmup_steps=3, steps_per_episode=4, stride=1``: 0-3 expert steps, then 4 consecutive
+    states.
+
+    At a recorded state the expert gives its alternatives (the first is the annotator's
+    action), the state is saved and the oracle (:func:`pam_jax.sim.oracle.annotate`,
+    ``label_noise``) tries and ranks the candidates with the expert appended as candidate K.
+    The sample holds the cloud, the candidate points (see the module docstring for
+    ``expert_in_candidates``), the P = 3K pair rows and codes, the expert's action as
+    ``action_poses`` and its alternatives as ``multiple_action_poses``. The action executed to
+    move on, as on the robot (``execute``): 'random' valid candidate (default), 'first' valid
+    candidate, 'best' by the oracle's gain, or 'expert'; the expert when no candidate is valid.
+    An episode ends at success, at the end of the horizon, or once it has given its states.
 
     Returns ``{"task", "data_task", "kind", "out_root", "samples", "skipped_existing",
     "states", "episodes" (those that gave states), "episodes_run", "successes" (of those
-    episodes, at their end), "label_counts" (codes of the written rows), "dropped_pairs",
-    "write_seconds", "write_seconds_per_sample", "annotate_seconds", "records"}``; each record holds
+    episodes, at their end), "rollout_steps" (policy steps run), "stride", "horizon",
+    "label_counts" (codes of the written rows), "dropped_pairs", "write_seconds",
+    "write_seconds_per_sample", "annotate_seconds", "records"}``; each record holds
     sample_id, episode_idx, step, candidates (K, 2, 3), expert (2, 3), candidate_points (the
     stored (2K[+2], 3)), pair_indices (P, 4), rankings (P,), gains, expert_gain, executed."""
     states = _check_count(states, "states")
@@ -276,6 +303,12 @@ def write_preference_round(task: str, out_root, *, states: int,
     _check_count(warmup_steps, "warmup_steps")
     if steps_per_episode is not None:
         _check_count(steps_per_episode, "steps_per_episode", 1)
+    if stride is not None:
+        _check_count(stride, "stride", 1)
+    if steps_per_episode is None and stride is None:
+        raise ValueError("steps_per_episode, stride: give at least one (states per episode or steps between them)")
+    if max_steps is not None:
+        _check_count(max_steps, "max_steps", 1)
     if not callable(candidates_fn):
         raise ValueError("candidates_fn: expected a callable cloud (N, 3) -> (K, 2, 3)")
     if not (np.isfinite(label_noise) and 0.0 <= float(label_noise) <= 1.0):
@@ -288,8 +321,10 @@ def write_preference_round(task: str, out_root, *, states: int,
     t, spec = _open_task(task, num_points)
     out_root.mkdir(parents=True, exist_ok=True)
 
+    horizon = t.step_limit if max_steps is None else min(t.step_limit, max_steps)
+    every = stride if stride is not None else max(1, -(-horizon // steps_per_episode))
     records = []
-    written = skipped = successes = dropped = episodes_used = 0
+    written = skipped = successes = dropped = episodes_used = rollout_steps = 0
     counts = {c: 0 for c in layout.RANKING_CODES}
     write_s = annotate_s = 0.0
     ep_count = 0
@@ -305,12 +340,17 @@ def write_preference_round(task: str, out_root, *, states: int,
                 if t.done:
                     break
                 t.step(expert_actions(t, rng, max_alternatives)[0])
+            offset = t.steps_taken + (int(rng.integers(0, every)) if every > 1 else 0)
             in_ep = 0
-            while (not t.done and len(records) < states
+            while (not t.done and t.steps_taken < horizon and len(records) < states
                    and (steps_per_episode is None or in_ep < steps_per_episode)):
                 step = t.steps_taken
                 cloud = t.observe()
                 cands = _check_candidates(candidates_fn(cloud.copy()), f"episode {ep} step {step}")
+                rollout_steps += 1
+                if step < offset or (step - offset) % every:
+                    t.step(_execute_unrecorded(t, execute, cands, rng, max_alternatives))
+                    continue
                 k = len(cands)
                 alts = expert_actions(t, rng, max_alternatives)
                 expert = alts[0]
@@ -369,7 +409,7 @@ def write_preference_round(task: str, out_root, *, states: int,
         "task": t.name, "data_task": spec.name, "kind": "finetune", "out_root": str(out_root),
         "samples": written, "skipped_existing": skipped, "states": len(records),
         "episodes": episodes_used, "episodes_run": ep_count, "successes": successes,
-        "label_counts": counts,
+        "rollout_steps": rollout_steps, "stride": every, "horizon": horizon, "label_counts": counts,
         "dropped_pairs": dropped, "write_seconds": write_s,
         "write_seconds_per_sample": write_s / written if written else None,
         "annotate_seconds": annotate_s, "records": records,

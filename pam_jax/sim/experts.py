@@ -16,9 +16,10 @@ drawn at random, weighted by how much it is needed.
   (alternatives at least 4 cm apart); each sweep starts just behind the sphere and pushes it
   along the straight line to the nearest point of the T (the wiper stops when the sphere is
   about one radius inside).
-* cloth: flings from pairs of rest-grid points that are far apart along the cloth: the four
-  pairs of adjacent corners first (shuffled), then pairs of points on one edge, inset by one
-  or two vertices from the corners.
+* cloth: flings from the cloth's :meth:`~pam_jax.sim.cloth.ClothTask.fling_pairs`, points far
+  apart on the flat cloth: the first choices shuffled, then the fallbacks shuffled (square: the
+  four pairs of adjacent corners, then pairs on one edge inset by one or two vertices; T-shirt:
+  hem corners, shoulders, sleeve ends, then inset hem points and the lower sleeve corners).
 """
 from __future__ import annotations
 
@@ -136,16 +137,9 @@ def _granular(task, rng, m):
 
 # ---------------------------------------------------------------------------- cloth
 def _cloth(task, rng, m):
-    n = task.grid_size
-    idx = lambda i, j: i * n + j  # noqa: E731
-    c00, c0n, cn0, cnn = idx(0, 0), idx(0, n - 1), idx(n - 1, 0), idx(n - 1, n - 1)
-    corners = [(c00, c0n), (c0n, cnn), (cnn, cn0), (cn0, c00)]
-    edges = []
-    for k in (1, 2):
-        edges += [(idx(0, k), idx(0, n - 1 - k)), (idx(k, n - 1), idx(n - 1 - k, n - 1)),
-                  (idx(n - 1, k), idx(n - 1, n - 1 - k)), (idx(k, 0), idx(n - 1 - k, 0))]
-    order = list(rng.permutation(len(corners)))
-    pairs = [corners[i] for i in order] + [edges[i] for i in rng.permutation(len(edges))]
+    first, fallback = task.fling_pairs()
+    order = list(rng.permutation(len(first)))
+    pairs = [first[i] for i in order] + [fallback[i] for i in rng.permutation(len(fallback))]
     v = task.vertices()
     out = []
     for a, b in pairs:

@@ -68,7 +68,7 @@ class Checkpointer:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:  # noqa: BLE001 - any orbax/IO failure becomes one clear line
             raise CheckpointError(f"checkpoint step {step} in {self.directory}: unreadable record "
-                                  f"({_first_line(e)})") from None
+                                  f"({_first_line(e)}){self.way_out(step)}") from None
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             found = meta.get("format_version") if isinstance(meta, dict) else None
             raise CheckpointError(f"checkpoint step {step} in {self.directory}: format version "
@@ -90,7 +90,7 @@ class Checkpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt or does not "
-                                  f"match this model ({_first_line(e)})") from None
+                                  f"match this model ({_first_line(e)}){self.way_out(step)}") from None
         return restored["state"], meta
 
     def restore_subtree(self, abstract_subtree: dict, step: int | None = None):
@@ -106,10 +106,18 @@ class Checkpointer:
             restored = manager.restore(step, args=ocp.args.Composite(state=args))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt or does not "
-                                  f"match this model ({_first_line(e)})") from None
+                                  f"match this model ({_first_line(e)}){self.way_out(step)}") from None
         finally:
             manager.close()
         return restored["state"], meta
+
+    def way_out(self, step: int) -> str:
+        """The hint of an unreadable checkpoint: which folder to delete to fall back to which step."""
+        older = [s for s in self.all_steps() if s < step]
+        where = self.directory / str(step)
+        if older:
+            return f"; to fall back to step {max(older)}, delete {where}"
+        return f"; it is the only checkpoint: delete {self.directory} to start over"
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import pathlib
 import time
 
@@ -23,21 +25,27 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
+    """The records of a metrics JSONL: objects with an integer step. Anything else (a line cut
+    short by a kill, garbage written by another program, a non-numeric step) is skipped."""
     path = pathlib.Path(path)
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+            row = json.loads(line)
+        except ValueError:
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            rows.append(row)
     return rows
 
 
 def progress(total: int, initial: int, desc: str, enabled: bool = True):
+    # TQDM_MININTERVAL (tqdm's own variable) sets the seconds between redraws; 1 by default
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                mininterval=1.0, disable=not enabled)
+                mininterval=float(os.environ.get("TQDM_MININTERVAL", 1.0)), disable=not enabled)
 
 
 def plot_curve(metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, key: str = "loss") -> pathlib.Path | None:
@@ -47,7 +55,9 @@ def plot_curve(metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, k
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_step = {r["step"]: r[key] for r in read_metrics(metrics_path) if key in r}
+    by_step = {r["step"]: float(r[key]) for r in read_metrics(metrics_path)
+               if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+               and math.isfinite(r[key])}
     if not by_step:
         return None
     steps = sorted(by_step)

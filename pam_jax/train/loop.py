@@ -2,16 +2,16 @@
 
 A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/` and `loss.png`. Starting a run
 whose folder already has checkpoints resumes from the newest one and continues the same step
-count; Ctrl-C or SIGTERM saves a checkpoint at the current step first.
+count; Ctrl-C or SIGTERM stops at the next step boundary and saves a checkpoint there first
+(`interrupts.DeferredSignals`). One trainer at a time holds the folder (`runlock.RunLock`). With train.epochs > 0
+the step budget is computed from the data's size when the data opens (`resolve_steps`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+import math
 import pathlib
-import signal
-import threading
 import time
 
 import jax
@@ -24,7 +24,9 @@ from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import Checkpointer, abstract_like
+from pam_jax.train.interrupts import DeferredSignals, Interrupted, signal_name
 from pam_jax.train.logging import MetricsWriter, plot_curve, progress
+from pam_jax.train.runlock import RunLock
 from pam_jax.train.stages import build_stage
 from pam_jax.train.state import TrainState, make_optimizer
 
@@ -46,6 +48,22 @@ def create_state(cfg: config_lib.Config, mesh, params):
     return tx, jax.device_put(state, sharding.replicated(mesh))
 
 
+def resolve_steps(cfg: config_lib.Config, data) -> config_lib.Config:
+    """`cfg` with train.steps = ceil(epochs * records / batch_size) when train.epochs > 0 (an
+    epoch-based budget; the same on every resume of the same data), else `cfg` unchanged."""
+    epochs = cfg.train.epochs
+    if not epochs > 0:
+        if epochs < 0:
+            raise ValueError(f"train.epochs must be >= 0 (0 = use train.steps), got {epochs}")
+        return cfg
+    records = getattr(data, "num_records", None)
+    if not records:
+        raise ValueError(f"train.epochs={epochs:g} needs a finite data set; data.source={cfg.data.source!r} "
+                         "has no fixed number of records: set train.steps (and train.epochs=0)")
+    steps = max(1, math.ceil(epochs * records / cfg.data.batch_size))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+
+
 def init_train_state(cfg: config_lib.Config, mesh):
     """-> (graphdef, tx, state) of a freshly initialised network of `cfg` (tests, benchmarks)."""
     graphdef, params = build_model(cfg)
@@ -63,31 +81,32 @@ def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, *
             "norm": norm.to_dict(), "data_state": data_state, **extra}
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so a killed job saves first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=print) -> TrainResult:
+    """Train `cfg`'s stage in its run folder (resuming from the newest checkpoint there). The
+    config is validated first; then the folder is locked (one writer per run folder) before
+    anything is written. SIGINT/SIGTERM stop the run at the next step boundary with a saved
+    checkpoint and raise :class:`Interrupted`; a second signal aborts at once."""
+    config_lib.validate(cfg)
     run_dir = pathlib.Path(cfg.train.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir, log=log)
+    if jax.process_index() == 0:
+        lock.acquire()
+    try:
+        with DeferredSignals(before_abort=lock.release) as signals:
+            return _train(cfg, data=data, progress_bar=progress_bar, log=log, signals=signals)
+    finally:
+        lock.release()
+
+
+def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: DeferredSignals) -> TrainResult:
+    run_dir = pathlib.Path(cfg.train.run_dir)
     is_chief = jax.process_index() == 0
 
     mesh = sharding.make_mesh(cfg.train.num_devices)
     stage = build_stage(cfg)
     data = data if data is not None else make_train_data(cfg, stage.parent)
+    cfg = resolve_steps(cfg, data)
     graphdef = stage.graphdef
     tx, state = create_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
@@ -101,11 +120,19 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
         log(f"resuming from {ckpt.directory} at step {int(state.step)}")
+        before = (meta.get("config") or {}).get("train", {}).get("steps")
+        if before is not None and before != cfg.train.steps:
+            log(f"note: train.steps is {cfg.train.steps} now, {before} when this run started: the cosine "
+                f"learning-rate schedule now decays over {cfg.train.steps} steps from step {int(state.step)} on, "
+                f"so the result differs from a run started with train.steps={cfg.train.steps}")
     else:
         norm = stage.parent.norm if stage.parent else data.norm_stats()
     if is_chief:
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
         origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
+        if cfg.train.epochs > 0:
+            log(f"{cfg.train.epochs:g} epochs of {data.num_records} records at batch {cfg.data.batch_size}: "
+                f"{cfg.train.steps} steps")
         log(f"{cfg.name} [{cfg.train.stage}]: {num_params(stage.params) / 1e6:.2f}M parameters, "
             f"{mesh.devices.size} device(s), {jax.process_count()} process(es), run folder {run_dir}{origin}")
 
@@ -119,31 +146,43 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
     bar = progress(total, start, f"{cfg.name} [{cfg.train.stage}]", enabled=progress_bar and is_chief)
     t_first, t_last, n_timed = None, None, 0
     try:
-        with _sigterm_as_interrupt():
-            for step in range(start, total):
-                batch = sharding.to_global(data.batch(step), mesh)
-                state, metrics = step_fn(state, batch)
-                done = step + 1
-                if done % cfg.train.log_every == 0 or done == total:
-                    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    if not np.isfinite(host["loss"]):
-                        raise FloatingPointError(f"loss is {host['loss']} at step {done}: lower optim.lr "
-                                                 "or check the data for outliers")
-                    if writer:
-                        writer.write(done, host)
-                    bar.set_postfix(loss=f"{host['loss']:.4f}")
-                if t_first is None:
-                    jax.block_until_ready(state.step)
-                    t_first = time.perf_counter()
-                else:
-                    n_timed += 1
-                bar.update(1)
-                t_last = time.perf_counter()
-                if done % cfg.train.checkpoint_every == 0 or done == total:
-                    save(done)
-    except KeyboardInterrupt:
+        for step in range(start, total):
+            if signals.received:  # a step boundary: the state is whole, save it
+                saved = int(state.step)
+                if saved not in ckpt.all_steps():
+                    save(saved, force=True)
+                raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
+                                  f"saved in {ckpt.directory}; run the same command again to resume",
+                                  signals.received)
+            batch = sharding.to_global(data.batch(step), mesh)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == total:
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not np.isfinite(host["loss"]):
+                    raise FloatingPointError(f"loss is {host['loss']} at step {done}: lower optim.lr "
+                                             "or check the data for outliers")
+                if writer:
+                    writer.write(done, host)
+                bar.set_postfix(loss=f"{host['loss']:.4f}")
+            if t_first is None:
+                jax.block_until_ready(state.step)
+                t_first = time.perf_counter()
+            else:
+                n_timed += 1
+            bar.update(1)
+            t_last = time.perf_counter()
+            if done % cfg.train.checkpoint_every == 0 or done == total:
+                save(done)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # raised by code we called (not our signal handler)
+        if any(x.is_deleted() for x in jax.tree.leaves(state)):  # lost inside a step that took the buffers
+            raise KeyboardInterrupt(f"interrupted inside a step: nothing saved; the newest checkpoint is step "
+                                    f"{ckpt.latest_step()} in {ckpt.directory}") from None
         saved = int(state.step)
-        save(saved, force=True)
+        if saved not in ckpt.all_steps():
+            save(saved, force=True)
         raise KeyboardInterrupt(f"interrupted at step {saved}; checkpoint saved in {ckpt.directory}; "
                                 "run the same command again to resume") from None
     finally:

@@ -4,8 +4,13 @@ DPO batch (process-local numpy, then sharded on the data axis):
   points (B, Np, 3); candidates (B, C, A, 3); pairs (B, P, 2) int32 candidate indices;
   rankings (B, P) int32 codes; action_mask (B, A).
 One t ~ U{0 .. train_timestep_frac*T - 1} is drawn per state and shared by all of its pairs; every action point gets its own eps;
-the policy and the frozen reference see the same t and eps. Each candidate's error is computed
-once (not once per pair it appears in), and each model encodes the cloud once.
+the policy and the frozen reference see the same t and eps; the cloud is grouped (FPS + kNN)
+once for both, and each model encodes it once.
+`preference.pair_noise` says how eps is drawn (PAIR_NOISE):
+  per_pair       the paper's: each action of each pair gets fresh noise, so a candidate in
+                 several pairs is noised anew in each (2P denoiser evaluations per state);
+  per_candidate  one eps per candidate, its error computed once and reused by every pair it is
+                 in (C evaluations per state: cheaper, but the pairs of one state share noise).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from pam_jax.models.policy import noise_errors, normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train.steps import jit_step
 from pam_jax.train.state import TrainState
+
+PAIR_NOISE = ("per_pair", "per_candidate")
 
 
 def _pair_values(per_candidate, pairs):
@@ -36,6 +43,26 @@ def _pair_stats(score_1, score_2, rankings):
     return {"pair_accuracy": acc, "valid_pairs": jnp.sum(valid)}
 
 
+def pair_errors(policy, ctx_pol, ref, ctx_ref, schedule: diffusion.Schedule, x0, pairs, t, key, *,
+                pair_noise: str = "per_pair", mask=None):
+    """Denoising errors of both actions of every pair under both models -> (pol_1, pol_2, ref_1,
+    ref_2), each (B, P). x0 (B, C, A, 3) normalised candidates, pairs (B, P, 2), t (B, 1) (one per
+    state, shared by its pairs); eps from `key` as `pair_noise` says (PAIR_NOISE); the reference
+    sees the same t and eps as the policy. The policy's errors carry its gradient."""
+    b, n_pairs = pairs.shape[:2]
+    if pair_noise == "per_pair":
+        # the two actions of every pair side by side: (B, 2P, A, 3), action k of pair p at 2p + k
+        x0 = jnp.take_along_axis(x0, pairs.reshape(b, 2 * n_pairs)[:, :, None, None], axis=1)
+    elif pair_noise != "per_candidate":
+        raise ValueError(f"unknown preference.pair_noise {pair_noise!r}: expected one of {PAIR_NOISE}")
+    eps = jax.random.normal(key, x0.shape, x0.dtype)
+    e_pol = noise_errors(policy, ctx_pol, schedule, x0, t, eps, mask)
+    e_ref = jax.lax.stop_gradient(noise_errors(ref, ctx_ref, schedule, x0, t, eps, mask))
+    if pair_noise == "per_pair":
+        return e_pol[:, 0::2], e_pol[:, 1::2], e_ref[:, 0::2], e_ref[:, 1::2]
+    return (*_pair_values(e_pol, pairs), *_pair_values(e_ref, pairs))
+
+
 def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, key, *,
              pcfg: PreferenceConfig, norm: NormStats):
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
@@ -44,16 +71,11 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
     k_t, k_eps = jax.random.split(key)
     t_max = diffusion.timestep_limit(pcfg.train_timestep_frac, schedule.num_train_timesteps)
     t = jax.random.randint(k_t, (x0.shape[0], 1), 0, t_max)
-    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-    mask = batch["action_mask"]
-
-    policy = nnx.merge(graphdef, params)
-    e_pol = noise_errors(policy, policy.encode(points), schedule, x0, t, eps, mask)
-    ref = nnx.merge(graphdef, ref_params)
-    e_ref = jax.lax.stop_gradient(noise_errors(ref, ref.encode(points), schedule, x0, t, eps, mask))
-
-    pp1, pp2 = _pair_values(e_pol, batch["pairs"])
-    pr1, pr2 = _pair_values(e_ref, batch["pairs"])
+    policy, ref = nnx.merge(graphdef, params), nnx.merge(graphdef, ref_params)
+    groups = policy.group(points)   # FPS + kNN: once per cloud, shared by the policy and the reference
+    pp1, pp2, pr1, pr2 = pair_errors(policy, policy.encode(points, groups), ref, ref.encode(points, groups),
+                                     schedule, x0, batch["pairs"], t, k_eps, pair_noise=pcfg.pair_noise,
+                                     mask=batch["action_mask"])
     weight = (preference.min_snr_weight(diffusion.snr(schedule, t[:, 0]), pcfg.min_snr_gamma)
               if pcfg.min_snr_gamma > 0 else None)
     loss = preference.preference_loss(pcfg.loss, pp1, pr1, pp2, pr2, batch["rankings"], pcfg.beta,

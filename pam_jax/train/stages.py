@@ -3,7 +3,9 @@
 - supervised: a fresh diffusion policy, epsilon-MSE (DeformPAM stage 1);
 - dpo: a copy of a supervised checkpoint fine-tuned on preference pairs against the frozen
   supervised model (stage 2); the checkpoint records its parent;
-- reward: the explicit reward head on a backbone taken from a supervised checkpoint (baseline).
+- reward: the explicit reward model (baseline), fresh or on the backbone of a supervised
+  checkpoint (`preference.reward_init`), with a linear or MLP head (`preference.reward_head`);
+  it still names its supervised parent, whose normalisation it uses.
 """
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ import jax
 from pam_jax import config as config_lib
 from pam_jax import diffusion
 from pam_jax.models.policy import Policy, init_policy
-from pam_jax.models.reward import init_reward_model
+from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
-from pam_jax.train.preference_steps import make_dpo_step, make_reward_step
+from pam_jax.train.preference_steps import PAIR_NOISE, make_dpo_step, make_reward_step
 from pam_jax.train.restore import load_policy
 from pam_jax.train.steps import make_supervised_step
 
-STAGES = ("supervised", "dpo", "reward")
+STAGES = config_lib.TRAIN_STAGES
 
 
 @dataclasses.dataclass
@@ -73,6 +75,8 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         if not 0.0 < cfg.preference.train_timestep_frac <= 1.0:
             raise ValueError(f"preference.train_timestep_frac must be in (0, 1], "
                              f"got {cfg.preference.train_timestep_frac}")
+        if cfg.preference.pair_noise not in PAIR_NOISE:
+            raise ValueError(f"unknown preference.pair_noise {cfg.preference.pair_noise!r}: expected one of {PAIR_NOISE}")
         parent = load_parent(cfg)
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
@@ -85,8 +89,14 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         return Stage(name, parent.graphdef, params, parent, make_step)
 
     if name == "reward":
+        p = cfg.preference
+        if p.reward_init not in INITS:
+            raise ValueError(f"unknown preference.reward_init {p.reward_init!r}: expected one of {INITS}")
+        if p.reward_head not in HEADS:
+            raise ValueError(f"unknown preference.reward_head {p.reward_head!r}: expected one of {HEADS}")
         parent = load_parent(cfg)
-        graphdef, params = init_reward_model(cfg.model, cfg.train.seed, parent.params)
+        graphdef, params = init_reward_model(cfg.model, cfg.train.seed,
+                                             parent.params if p.reward_init == "sl" else None, head=p.reward_head)
 
         def make_step(tx, norm, mesh):
             return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay)

@@ -47,9 +47,11 @@ def learning_rate(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW (betas 0.9/0.95, weight decay 1e-3 by default), cosine schedule, global-norm clipping."""
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(learning_rate(cfg, total_steps), b1=cfg.b1, b2=cfg.b2,
-                    weight_decay=cfg.weight_decay),
-    )
+    """AdamW (betas 0.9/0.95, weight decay 1e-3 by default), cosine schedule, global-norm
+    clipping at `grad_clip` (0: no clipping)."""
+    if not cfg.grad_clip >= 0:
+        raise ValueError(f"optim.grad_clip must be >= 0 (0 = no clipping), got {cfg.grad_clip}")
+    adamw = optax.adamw(learning_rate(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+    if cfg.grad_clip == 0:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)

@@ -1,0 +1,406 @@
+"""`pam-jax study --task T`: the whole comparison of one simulated task, end to end, resumable.
+
+Stages (each prints a progress line with its wall time and leaves ``<root>/stages/<name>.json``:
+its settings, result and wall time; a stage whose file is there is skipped, and one whose
+settings changed is an error: start a new ``--run-dir`` or pass ``--fresh``):
+
+1. ``expert``        scripted-expert episodes -> the supervised dataset;
+2. ``sl_s<k>``       the SL policy for every training seed k (``train.seed = data.seed = k``);
+3. ``preferences``   whole-horizon preference states from SL seed 0's rollouts (or
+                     ``preferences_s<k>`` from every seed's, ``per_seed_preferences``) -> the
+                     finetune dataset;
+4. ``dpo_s<k>``      DPO (the experiment's ``dpo`` stage) from every SL seed;
+5. ``reward``, ``reward_sl``  the explicit baselines from SL seed 0 (each skipped with a message
+                     when the experiment has no such stage or closed_loop.Runs no such run);
+6. ``offline``       held-out pair accuracy of every scorer, and the top-1 selection regret
+                     (:mod:`pam_jax.eval.regret`, when present);
+7. ``eval_tune``, ``eval_report``  closed-loop episodes of every method on the tuning start
+                     states and on a disjoint report set. SL, DPO alone and DeformPAM run for
+                     every training seed, the other methods for seed 0. Each episode is cached
+                     as ``<root>/eval/<set>/<method>/s<k>/<start>.json``, so an interrupted
+                     evaluation continues where it stopped;
+8. the report: ``<root>/study.md`` and ``study.json`` (closed-loop tables of both sets, offline
+   metrics, data sizes, wall time per stage) and ``<root>/report/``, ``<root>/tune/`` (per-set
+   JSON, Markdown and plots), rebuilt from the cached results on every call.
+
+Training resumes from its checkpoints. Sizes: :data:`SCALES` (``small``: a smoke test that
+finishes in minutes; ``full``: the sizes of issue 11's goal), each overridable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import shutil
+import time
+
+import numpy as np
+
+from pam_jax import config as config_lib
+from pam_jax import tasks as tasks_lib
+from pam_jax.apps.collect import collect
+from pam_jax.data.build import build as build_dataset
+from pam_jax.data.io import write_json_atomic
+from pam_jax.eval import closed_loop, report
+from pam_jax.eval import pairs as pair_eval
+from pam_jax.eval.summary import method_entry, paired_difference
+from pam_jax.sim import make_task
+from pam_jax.sim.episodes import write_expert_episodes
+from pam_jax.train.loop import train
+
+try:                                     # the top-1 regret (issue 11, item 2), when present
+    from pam_jax.eval import regret as regret_eval
+except ImportError:                      # pragma: no cover
+    regret_eval = None
+
+SCALES = {
+    "small": dict(train_seeds=2, expert_episodes=4, sl_steps=300, states=24, pref_steps=60,
+                  tune_episodes=2, report_episodes=4, max_steps=3),
+    "full": dict(train_seeds=3, expert_episodes=40, sl_steps=4000, states=100, pref_steps=0,
+                 tune_episodes=10, report_episodes=30, max_steps=0),
+}
+EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> method
+SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
+TUNE_START, REPORT_START = 1000, 2000    # first start seed of each evaluation set
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    task: str
+    root: str
+    train_seeds: int = 3
+    expert_episodes: int = 40
+    sl_steps: int = 4000             # 0 = the experiment's
+    states: int = 100                # preference states (per SL seed with per_seed_preferences)
+    steps_per_episode: int = 10      # recorded preference states per rollout
+    pref_steps: int = 0              # steps of every preference stage; 0 = the experiment's budget
+    label_noise: float = 0.0
+    per_seed_preferences: bool = False
+    tune_episodes: int = 10
+    report_episodes: int = 30
+    max_steps: int = 0               # cap on every episode's steps; 0 = the task's limit
+    methods: tuple = ()              # () = every method closed_loop knows
+    overrides: tuple = ()
+
+    @classmethod
+    def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
+        if scale not in SCALES:
+            raise ValueError(f"--scale: expected one of {tuple(SCALES)}, got {scale!r}")
+        values = {**SCALES[scale], **{k: v for k, v in given.items() if v is not None}}
+        values.update(methods=tuple(values.get("methods", ())), overrides=tuple(values.get("overrides", ())))
+        s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
+        for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes",
+                     "report_episodes"):
+            if getattr(s, name) < 1:
+                raise ValueError(f"{name}: expected a positive count, got {getattr(s, name)}")
+        for name in ("sl_steps", "pref_steps", "max_steps"):
+            if getattr(s, name) < 0:
+                raise ValueError(f"{name}: expected 0 (default) or a positive count, got {getattr(s, name)}")
+        unknown = set(s.methods) - set(closed_loop.METHODS)
+        if unknown:
+            raise ValueError(f"--methods: unknown {sorted(unknown)}; expected some of {closed_loop.METHODS}")
+        return s
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(report.strict_json(x)))
+
+
+class Study:
+    def __init__(self, settings: Settings, *, progress: bool = True, log=print):
+        self.s, self.progress, self.log = settings, progress, log
+        self.root = pathlib.Path(settings.root)
+        self.exp = tasks_lib.get_task(settings.task).experiment
+        self.data_task = tasks_lib.data_task_name(settings.task)
+        self.seeds = list(range(settings.train_seeds))
+        self.times: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ stage bookkeeping
+    def stage(self, name: str, params, fn):
+        """Run `fn` once: its result and wall time are kept in stages/<name>.json."""
+        marker = self.root / "stages" / f"{name}.json"
+        params = _jsonable(params)
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done["params"] != params:
+                raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
+                                 "use another --run-dir or --fresh")
+            self.times[name] = done["wall_s"]
+            self.log(f"[{name}] done earlier ({done['wall_s']:.1f} s): skipped")
+            return done["result"]
+        self.log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        result = _jsonable(fn())
+        wall = time.perf_counter() - t0
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, {"params": params, "result": result, "wall_s": wall,
+                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+        self.times[name] = wall
+        self.log(f"[{name}] done in {wall:.1f} s")
+        return result
+
+    def config(self, stage: str, run: str, *, seed: int, data_dir, parent: str | None = None):
+        steps = self.s.sl_steps if stage == "supervised" else self.s.pref_steps
+        sets = [f"data.data_dir={data_dir}", f"train.run_dir={self.root / run}", f"train.seed={seed}",
+                f"data.seed={seed}", *([f"preference.init_from={self.root / parent}"] if parent else []),
+                *([f"train.steps={steps}"] + (["train.epochs=0"] if stage != "supervised" else []) if steps else []),
+                *self.s.overrides]
+        return config_lib.override(config_lib.load_experiment(f"{self.exp}:{stage}"), sets)
+
+    def has_stage(self, stage: str) -> bool:
+        try:
+            config_lib.load_experiment(f"{self.exp}:{stage}")
+        except ValueError as e:
+            self.log(f"[{stage}] skipped: {e}")
+            return False
+        if stage not in {f.name for f in dataclasses.fields(closed_loop.Runs)}:
+            self.log(f"[{stage}] skipped: closed_loop.Runs has no {stage!r} run")
+            return False
+        return True
+
+    def train_stage(self, name: str, cfg):
+        def fn():
+            r = train(cfg, progress_bar=self.progress, log=self.log)
+            return {"steps": int(r.state.step), "run_dir": str(cfg.train.run_dir)}
+        return self.stage(name, config_lib.to_dict(cfg), fn)
+
+    # ------------------------------------------------------------------ the pipeline
+    def run(self) -> dict:
+        s, root = self.s, self.root
+        root.mkdir(parents=True, exist_ok=True)
+        methods = [m for m in closed_loop.METHODS if not s.methods or m in s.methods]
+        sl_cfg0 = self.config("supervised", "sl_s0", seed=0, data_dir=root / "tfds")
+        n_points = sl_cfg0.data.num_points * 2
+        max_steps = s.max_steps or None
+
+        def expert():
+            r = write_expert_episodes(s.task, root / "src" / "supervised", episodes=s.expert_episodes,
+                                      num_points=n_points, max_steps=max_steps, if_exists="skip",
+                                      progress=self.progress)
+            b = build_dataset(root / "src" / "supervised", task=self.data_task, kind="supervised",
+                              data_dir=root / "tfds", overwrite=True, progress=False)
+            return {"episodes": s.expert_episodes, "samples": r["samples"] + r["skipped_existing"],
+                    "success_rate": r["success_rate"], "num_examples": b.get("num_examples")}
+        data = {"expert": self.stage("expert", {"episodes": s.expert_episodes, "points": n_points,
+                                                 "max_steps": max_steps}, expert)}
+
+        for k in self.seeds:
+            self.train_stage(f"sl_s{k}", self.config("supervised", f"sl_s{k}", seed=k, data_dir=root / "tfds"))
+
+        pref_seeds = self.seeds if s.per_seed_preferences else [0]
+        finetune = {}
+        for k in pref_seeds:
+            name = f"preferences_s{k}" if s.per_seed_preferences else "preferences"
+            tfds_dir = root / (f"tfds_s{k}" if s.per_seed_preferences else "tfds")
+            src = root / "src" / (f"finetune_s{k}" if s.per_seed_preferences else "finetune")
+            k_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=tfds_dir).preference.num_candidates
+
+            def prefs(k=k, src=src, tfds_dir=tfds_dir, k_cand=k_cand):
+                r = collect(s.task, root / f"sl_s{k}", src, states=s.states, num_candidates=k_cand,
+                            num_points=n_points, steps_per_episode=s.steps_per_episode, max_steps=max_steps,
+                            label_noise=s.label_noise, progress=self.progress)
+                b = build_dataset(src, task=self.data_task, kind="finetune", data_dir=tfds_dir,
+                                  overwrite=True, progress=False)
+                return {"states": r["states"], "episodes": r["episodes"], "stride": r["stride"],
+                        "rollout_steps": r["rollout_steps"], "label_counts": r["label_counts"],
+                        "num_examples": b.get("num_examples"), "dataset_dir": b["dataset_dir"],
+                        "data_dir": str(tfds_dir)}
+            finetune[k] = self.stage(name, {"sl": f"sl_s{k}", "states": s.states, "candidates": k_cand,
+                                            "per_episode": s.steps_per_episode, "max_steps": max_steps,
+                                            "label_noise": s.label_noise}, prefs)
+        data["preferences"] = finetune
+
+        def pref_data(k):
+            return finetune[k if s.per_seed_preferences else 0]
+
+        for k in self.seeds:
+            self.train_stage(f"dpo_s{k}", self.config("dpo", f"dpo_s{k}", seed=k, parent=f"sl_s{k}",
+                                                      data_dir=pref_data(k)["data_dir"]))
+        explicit = [st for st, m in EXPLICIT.items() if m in methods and self.has_stage(st)]
+        for st in explicit:
+            self.train_stage(st, self.config(st, st, seed=0, parent="sl_s0", data_dir=pref_data(0)["data_dir"]))
+        methods = [m for m in methods if m not in EXPLICIT.values() or
+                   any(EXPLICIT[st] == m for st in explicit)]
+
+        offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
+                             lambda: self.offline(explicit, pref_data))
+
+        sets = {"tune": list(range(TUNE_START, TUNE_START + s.tune_episodes)),
+                "report": list(range(REPORT_START, REPORT_START + s.report_episodes))}
+        t0 = time.perf_counter()
+        results = self.evaluate(methods, explicit, sets)
+        for name, r in results.items():
+            self.times[f"eval_{name}"] = sum(e.get("wall_s") or 0.0 for x in r["methods"].values()
+                                             for e in x["episodes"])
+            self.log(f"[eval_{name}] {len(sets[name])} start states x {len(methods)} methods: "
+                     f"{self.times[f'eval_{name}']:.1f} s of episodes")
+        self.log(f"[eval] {time.perf_counter() - t0:.1f} s this call")
+        return self.write(results, offline, data)
+
+    # ------------------------------------------------------------------ offline metrics
+    def offline(self, explicit, pref_data) -> dict:
+        """Held-out pair accuracy of every scorer (DPO per seed against its SL, the explicit
+        baselines), and their top-1 regret when :mod:`pam_jax.eval.regret` is there; each scorer
+        is compiled once for both."""
+        root, out = self.root, {"pair_accuracy": {}, "regret": None}
+        built = {f"implicit_s{k}": ("implicit", root / f"sl_s{k}", root / f"dpo_s{k}", k) for k in self.seeds}
+        built.update({st: ("explicit", root / "sl_s0", root / st, 0) for st in explicit})
+        scorers = {}
+        for name, (mode, sl, run, k) in built.items():
+            scorers[name] = pair_eval.make_scorer(mode, sl, run)
+            out["pair_accuracy"][name] = pair_eval.pair_accuracy(sl, run, pref_data(k)["dataset_dir"], mode=mode,
+                                                                 scorer=scorers[name])
+        if regret_eval is None:
+            self.log("[offline] no pam_jax.eval.regret: top-1 regret skipped")
+            return out
+        try:
+            out["regret"] = regret_eval.selection_regret(
+                pref_data(0)["dataset_dir"], {n: f for n, (f, _) in scorers.items()},
+                num_points=next(iter(scorers.values()))[1].data.num_points)
+        except (ValueError, FileNotFoundError) as e:
+            self.log(f"[offline] top-1 regret skipped: {e}")
+        return out
+
+    # ------------------------------------------------------------------ closed loop, cached per episode
+    def evaluate(self, methods, explicit, sets: dict) -> dict:
+        """{set name: start seeds} -> {set name: result}; one agent per (method, training seed)
+        serves every set, and is built only when an episode is not cached."""
+        s, root = self.s, self.root
+        task = make_task(s.task)
+        n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=root / "tfds").preference.num_candidates
+        settings = {"max_steps": s.max_steps or None, "num_candidates": n_cand}
+        episodes = {name: {m: [] for m in methods} for name in sets}
+        for m in methods:
+            for k in (self.seeds if m in SEEDED else [0]):
+                agent = None
+                for name, starts in sets.items():
+                    folder = root / "eval" / name / m / f"s{k}"
+                    cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
+                    todo = [st for st in starts if cached[st] is None]
+                    self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
+                             f"({len(starts) - len(todo)} cached)")
+                    if todo and agent is None:
+                        runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
+                                                **{st: str(root / st) for st in explicit})
+                        agent = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for st in todo:
+                        t0 = time.perf_counter()
+                        ep = closed_loop.run_episode(task, agent, st, max_steps=settings["max_steps"])
+                        ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
+                        if st != starts[0]:
+                            ep.pop("frames", None)               # the filmstrip needs one episode's
+                        write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
+                        cached[st] = _load_episode(folder / f"{st}.json", settings)
+                    episodes[name][m] += [cached[st] for st in starts]
+        return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
+                       "methods": {m: method_entry(eps) for m, eps in episodes[name].items()}}
+                for name, starts in sets.items()}
+
+    # ------------------------------------------------------------------ the report
+    def write(self, results: dict, offline: dict, data: dict) -> dict:
+        root = self.root
+        paths = {name: report.write_report(r, root / name) for name, r in results.items()}
+        summary = {
+            "task": self.s.task, "settings": dataclasses.asdict(self.s), "stage_wall_s": self.times,
+            "command": self.command(), "data": data, "offline": offline,
+            "closed_loop": {name: {"start_seeds": r["start_seeds"],
+                                   "methods": {m: e["summary"] for m, e in r["methods"].items()},
+                                   "seeds": {m: e["seeds"] for m, e in r["methods"].items()},
+                                   "vs_sl": ({m: paired_difference(e["episodes"], r["methods"]["sl"]["episodes"])
+                                              for m, e in r["methods"].items() if m != "sl"}
+                                             if "sl" in r["methods"] else {})}
+                            for name, r in results.items()},
+            "files": paths,
+        }
+        write_json_atomic(root / "study.json", report.strict_json(summary))
+        md = self.markdown(results, offline, data)
+        (root / "study.md").write_text(md + "\n")
+        self.log(md)
+        self.log(f"study: {root / 'study.md'}, {root / 'study.json'}; plots in {root / 'report'}")
+        return summary
+
+    def regret_column(self, offline) -> dict:
+        """{"offline top-1 regret": {method: cell}}: each method's scorer on the held-out
+        preference states (SL = first candidate, SL + random = its expectation, DeformPAM = the
+        implicit reward of each training seed)."""
+        reg = (offline.get("regret") or {}).get("scorers")
+        if not reg:
+            return {}
+
+        def cell(name):
+            r = _nan_for_none(reg.get(name) or {})
+            return "" if not r else f"{r['regret']:.4f} ± {r['regret_ci']:.4f}"
+        cells = {"sl": cell("first"), "sl_random": cell("random"), "sl_explicit": cell("reward"),
+                 "sl_explicit_sl": cell("reward_sl"), "oracle": "0 (by definition)",
+                 "deformpam": " / ".join(cell(f"implicit_s{k}") for k in self.seeds)}
+        return {"offline top-1 regret": cells}
+
+    def command(self) -> str:
+        """The `pam-jax study` command line that reproduces these settings."""
+        s = self.s
+        flags = [f"--task {s.task}", f"--run-dir {s.root}", f"--train-seeds {s.train_seeds}",
+                 f"--expert-episodes {s.expert_episodes}", f"--sl-steps {s.sl_steps}", f"--states {s.states}",
+                 f"--steps-per-episode {s.steps_per_episode}", f"--pref-steps {s.pref_steps}",
+                 f"--label-noise {s.label_noise:g}", f"--tune-episodes {s.tune_episodes}",
+                 f"--report-episodes {s.report_episodes}", f"--max-steps {s.max_steps}",
+                 *(["--per-seed-preferences"] if s.per_seed_preferences else []),
+                 *([f"--methods {' '.join(s.methods)}"] if s.methods else []),
+                 *([f"--set {' '.join(s.overrides)}"] if s.overrides else [])]
+        return "pam-jax study " + " ".join(flags)
+
+    def markdown(self, results, offline, data) -> str:
+        s = self.s
+        lines = [f"# Study: {s.task}", "", f"    {self.command()}", "",
+                 f"{s.train_seeds} training seeds; SL {s.sl_steps or 'default'} steps on {data['expert']['samples']} "
+                 f"expert states ({s.expert_episodes} episodes); preference states: "
+                 + ", ".join(f"{v['states']} ({v['episodes']} rollouts, stride {v['stride']})"
+                             for v in data["preferences"].values())
+                 + f"; preference stages: {s.pref_steps or 'the experiment budget'} "
+                 + ("steps" if s.pref_steps else "") + f"; episode cap {s.max_steps or 'none'}.", "",
+                 f"## Closed loop, report set ({s.report_episodes} start states from {REPORT_START})", "",
+                 report.table_markdown(results["report"], extra=self.regret_column(offline)), "",
+                 f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
+                 report.table_markdown(results["tune"]), "", "## Offline (held-out preference states)", "",
+                 "| scorer | pair accuracy (candidates) | pair accuracy (vs annotator) | states |", "|---|---|---|---|"]
+        for n, a in offline["pair_accuracy"].items():
+            lines.append(f"| {n} | {report.percent(a['candidates'])} ({a['pairs']['candidates']} pairs) | "
+                         f"{report.percent(a['vs_annotator'])} ({a['pairs']['vs_annotator']} pairs) | {a['states']} |")
+        if offline.get("regret") and regret_eval is not None:
+            lines += ["", regret_eval.format_regret(_nan_for_none(offline["regret"]))]
+        lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {n} | {t:.1f} |" for n, t in self.times.items()]
+        return "\n".join(lines)
+
+
+def _nan_for_none(x):
+    """The inverse of strict JSON's NaN -> null, for formatters that expect numbers."""
+    if isinstance(x, dict):
+        return {k: _nan_for_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_for_none(v) for v in x]
+    return float("nan") if x is None else x
+
+
+def _load_episode(path: pathlib.Path, settings: dict) -> dict | None:
+    """A cached episode, None when absent or run with other settings."""
+    if not path.exists():
+        return None
+    ep = json.loads(path.read_text())
+    if ep.get("settings") != settings:
+        return None
+    for f in ep.get("frames") or []:
+        f["cloud"], f["candidates"] = np.asarray(f["cloud"]), np.asarray(f["candidates"])
+    return ep
+
+
+def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, progress: bool = True,
+        log=print, **sizes) -> dict:
+    """The whole study (see the module docstring); `sizes` override the scale's (Settings fields)."""
+    root = pathlib.Path(root or f"runs/study_{tasks_lib.sim_task_name(task)}")
+    settings = Settings.from_scale(task, root, scale, **sizes)
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    log(f"study of {settings.task} ({scale} scale) in {root}")
+    return Study(settings, progress=progress, log=log).run()

@@ -1,0 +1,130 @@
+"""The served selection graph: trained runs -> one jitted function of a padded batch of
+observations, each with its own key, so that a result depends only on its cloud and its seed.
+
+    batch_select(ref_params, score_params, points (B, Np, 3), seeds (B,) uint32) -> dict of
+        action (B, 2, 3), candidates (B, N, 2, 3), scores (B, N), index (B,)
+
+Each observation runs the one-graph selector (pam_jax.select) on its own key
+``jax.random.key(seed)``: padding, batch size and batch neighbours never enter its random draws.
+With the default batching ("exact", lax.map over the batch) a result is bit-identical to the same
+request alone; "vmap" vectorises the batch, where kernels chosen for each batch shape (an XLA
+matmul's blocking) change the last float bits of the scores, and rarely the chosen index.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import numpy as np
+
+import pam_jax
+from pam_jax import config as config_lib
+from pam_jax import tasks as tasks_lib
+from pam_jax.eval.checks import check_runs, run_meta, run_task
+from pam_jax.normalize import NormStats
+from pam_jax.select import SelectConfig, check_clouds, make_selector
+from pam_jax.serving import protocol
+from pam_jax.train.restore import load_policy
+
+OUTPUTS = ("action", "candidates", "scores", "index")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedPolicy:
+    """What a server or an export needs: the batched graph, its two parameter trees, and the
+    metadata sent to clients."""
+
+    batch_select: Callable   # jitted (ref, score, points (B, Np, 3), seeds (B,) uint32) -> dict
+    ref_params: Any
+    score_params: Any
+    norm: NormStats
+    num_points: int
+    metadata: dict
+
+    def check(self, points) -> np.ndarray:
+        """One cloud (Np, 3) -> float32, or a one-line ValueError (shape, finite, plausible range)."""
+        return check_clouds(protocol.check_cloud(points, self.num_points)[None], self.norm)[0]
+
+    def select_batch(self, points: np.ndarray, seeds) -> dict:
+        """Unchecked, unpadded: (B, Np, 3) float32 and B seeds -> dict of numpy arrays."""
+        out = self.batch_select(self.ref_params, self.score_params, points, np.asarray(seeds, np.uint32))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def select(self, points, seed: int = 0) -> dict:
+        """In process, one observation: what a server or an export answers for (points, seed)."""
+        out = self.select_batch(self.check(points)[None], [protocol.check_seed(seed)])
+        return {k: (int(v[0]) if k == "index" else v[0]) for k, v in out.items()}
+
+
+def versions() -> dict:
+    return {"pam_jax": pam_jax.__version__, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__}
+
+
+def batch_selector(selector: Callable, batching: str = "exact") -> Callable:
+    """select(ref, score, points (B, Np, 3), key) -> a jitted batch function with one key per
+    observation (seeds (B,) uint32), the outputs as a dict. `batching` (BATCHING): "exact" runs
+    the observations one after another inside the graph (lax.map), so each is computed by the
+    same code whatever its batch: results are bit-identical to a lone request; "vmap" vectorises
+    them (more throughput on a GPU), and kernels chosen for the batch's shape may change the last
+    float bits."""
+    if batching not in protocol.BATCHING:
+        raise ValueError(f"unknown batching {batching!r}: expected one of {', '.join(protocol.BATCHING)}")
+
+    def one(ref_params, score_params, p, s):
+        sel = selector(ref_params, score_params, p[None], jax.random.key(s))
+        return {k: getattr(sel, k)[0] for k in OUTPUTS}
+
+    def batch_select(ref_params, score_params, points, seeds):
+        if batching == "vmap":
+            return jax.vmap(lambda p, s: one(ref_params, score_params, p, s))(points, seeds)
+        return jax.lax.map(lambda a: one(ref_params, score_params, *a), (points, seeds))
+
+    return jax.jit(batch_select)
+
+
+def _mode_runs(mode: str, dpo: str | None, reward: str | None) -> dict:
+    if mode not in protocol.MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(protocol.MODES)}")
+    if mode == "implicit" and not dpo:
+        raise ValueError("--mode implicit needs --dpo RUN (the DPO run scores the candidates)")
+    if mode == "explicit" and not reward:
+        raise ValueError("--mode explicit needs --reward RUN (the reward model scores the candidates)")
+    return {"dpo": dpo if mode == "implicit" else "", "reward": reward if mode == "explicit" else ""}
+
+
+def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, mode: str = "implicit",
+                num_candidates: int | None = None, reward_samples: int | None = None,
+                batching: str = "exact") -> ServedPolicy:
+    """Runs -> the served graph: the SL model samples N candidates; the DPO run (implicit), the
+    reward run (explicit) or nobody (first) picks one. The runs are checked (stage, task, model,
+    normalisation) before any array is read."""
+    runs = {"sl": sl, **_mode_runs(mode, dpo, reward)}
+    task = run_task(config_lib.from_dict(run_meta(sl, "sl")["config"]))
+    if task == "unknown":
+        raise ValueError(f"--sl {sl}: its config names no data.task, so the cloud it takes is unknown")
+    check_runs(task, runs)   # stages, task, model and normalisation, before any array is read
+    policy = load_policy(sl)
+    scorer = load_policy(runs["dpo"] or runs["reward"]) if mode != "first" else None
+    scfg = SelectConfig.from_config(policy.cfg, scorer.cfg if scorer else None, mode=mode,
+                                    num_candidates=num_candidates, reward_samples=reward_samples)
+    selector = make_selector(policy.graphdef, policy.cfg.diffusion, policy.norm, scfg,
+                             score_graphdef=scorer.graphdef if mode == "explicit" else None)
+    spec = tasks_lib.get_task(task)
+    num_points = policy.cfg.data.num_points or spec.num_points
+    meta = {
+        "protocol": protocol.VERSION, "task": task, "mode": mode, "num_points": int(num_points),
+        # clouds arrive in the task frame the SL run was trained in: a world-frame cloud goes through
+        # pam_jax.pointcloud.preprocess(cloud, xy_scale=..., voxel_size=...) and subsample(num_points)
+        # (numpy only), and the returned Frame maps the action back (frame.invert)
+        "preprocess": {"xy_scale": spec.xy_scale, "voxel_size": spec.voxel_size},
+        "selection": dataclasses.asdict(scfg), "batching": batching,
+        "model": dataclasses.asdict(policy.cfg.model), "diffusion": dataclasses.asdict(policy.cfg.diffusion),
+        "norm": policy.norm.to_dict(),
+        "runs": {"sl": {"run_dir": str(sl), "step": policy.step},
+                 **({mode: {"run_dir": scorer.run_dir, "step": scorer.step}} if scorer else {})},
+        "versions": versions(),
+    }
+    return ServedPolicy(batch_selector(selector, batching), policy.params, scorer.params if scorer else None,
+                        policy.norm, int(num_points), meta)

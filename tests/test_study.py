@@ -1,0 +1,52 @@
+"""`pam-jax study` end to end at a tiny size, and its resume: a second call trains nothing."""
+import json
+
+import pytest
+
+from pam_jax.apps import cli, study
+from pam_jax.eval.report import strict_json
+
+TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
+        "model.heads=2", "model.mlp_ratio=2", "diffusion.num_inference_steps=3", "data.num_points=128",
+        "data.batch_size=4", "train.log_every=1", "train.checkpoint_every=2", "train.num_devices=1",
+        "preference.num_candidates=3", "preference.reward_samples=2"]
+SIZES = dict(train_seeds=2, expert_episodes=2, sl_steps=2, states=3, steps_per_episode=2, pref_steps=2,
+             tune_episodes=1, report_episodes=2, max_steps=1, methods=("sl", "deformpam"),
+             overrides=tuple(TINY))
+
+
+@pytest.mark.slow
+def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
+    lines = []
+    summary = study.run("rope", root=tmp_path, progress=False, log=lines.append, **SIZES)
+    root = tmp_path
+    for name in ("expert", "sl_s0", "sl_s1", "preferences", "dpo_s0", "dpo_s1", "offline"):
+        assert (root / "stages" / f"{name}.json").exists(), name
+        assert summary["stage_wall_s"][name] >= 0.0
+    rep = summary["closed_loop"]["report"]
+    # SL and DeformPAM over both training seeds, on the same start states
+    assert rep["methods"]["sl"]["train_seeds"] == 2 and rep["methods"]["deformpam"]["episodes"] == 4
+    assert rep["start_seeds"] == [2000, 2001] and not (root / "reward").exists()   # not asked for
+    assert summary["closed_loop"]["tune"]["start_seeds"] == [1000]            # disjoint from the report set
+    assert rep["vs_sl"]["deformpam"]["interval"] == "hierarchical bootstrap"
+    assert set(summary["offline"]["pair_accuracy"]) == {"implicit_s0", "implicit_s1"}
+    assert len(list((root / "eval" / "report" / "deformpam" / "s1").glob("*.json"))) == 2
+    md = (root / "study.md").read_text()
+    assert "DeformPAM" in md and "Wall time per stage" in md and "sl_s1" in md
+    assert "pam-jax study --task rope" in md and summary["command"] in md
+    data = json.loads((root / "study.json").read_text())
+    assert data["settings"]["train_seeds"] == 2 and (root / "report" / "eval.md").exists()
+    assert (root / "report" / "vs_sl.png").exists()
+
+    # resume: every stage is skipped, no training, no episode rerun
+    def no_training(*a, **k):
+        raise AssertionError("a resumed study trained again")
+    monkeypatch.setattr(study, "train", no_training)
+    monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
+    lines.clear()
+    again = study.run("rope", root=tmp_path, progress=False, log=lines.append, **SIZES)
+    assert sum("skipped" in ln for ln in lines) == 7                          # every stage above
+    assert strict_json(again["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])   # NaN -> null
+    # changed settings of a finished stage: a one-line error through the CLI
+    assert cli.main(["study", "--task", "rope", "--run-dir", str(tmp_path), "--train-seeds", "2",
+                     "--expert-episodes", "3", "--no-progress"]) == 2
