@@ -137,6 +137,12 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     schedule = diffusion.schedule_from_config(diff)
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
     T = diff.num_train_timesteps
+    # the timesteps each model's conditioning table needs: the DDIM steps (reference) and the
+    # Monte-Carlo timesteps 0 .. t_max-1 (both models, implicit reward)
+    mc_steps = np.arange(t_max)
+    ref_steps = diffusion.ddim_timesteps(T, scfg.num_inference_steps)
+    if scfg.mode == "implicit":
+        ref_steps = np.union1d(ref_steps, mc_steps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 
@@ -152,16 +158,17 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model;
         # the timestep conditioning once per model, for every DDIM step and Monte-Carlo sample
         groups = ref.group(pts)
-        ctx_ref = ref.encode(pts, groups, num_timesteps=T)
+        ctx_ref = ref.encode(pts, groups, num_timesteps=T, timesteps=ref_steps)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
                               clip_sample=diff.clip_sample, unroll=scfg.unroll)
         if scfg.mode == "implicit":
             policy = nnx.merge(graphdef, score_params)
-            scores = implicit_scores(policy, policy.encode(pts, groups, num_timesteps=T), ref, ctx_ref,
-                                     schedule, x0, k_score, samples=scfg.reward_samples, t_max=t_max,
-                                     beta=scfg.beta, noise=scfg.reward_noise)
+            ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps)
+            scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score,
+                                     samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta,
+                                     noise=scfg.reward_noise)
         elif scfg.mode == "explicit":
             rm = nnx.merge(score_graphdef, score_params)
             shared = rm.policy.encoder.grouping == ref.encoder.grouping

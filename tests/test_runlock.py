@@ -2,7 +2,6 @@
 folder taken. (The race between two real `pam-jax train` processes is in test_interrupts.py.)"""
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pam_jax.models.layers import (
@@ -130,9 +131,19 @@ class ActionDenoiser(nnx.Module):
             t = jnp.broadcast_to(t, x_shape[:2])
         return self.conditioning(t) if cond_table is None else cond_table[t]
 
-    def conditioning_table(self, num_timesteps: int) -> jax.Array:
-        """(T, M) conditioning of every timestep 0 .. T-1, for `Context.cond`."""
-        return self.conditioning(jnp.arange(num_timesteps, dtype=jnp.int32))
+    def conditioning_table(self, num_timesteps: int, timesteps=None) -> jax.Array:
+        """(T, M) conditioning of timesteps 0 .. T-1, for `Context.cond`: computed for `timesteps`
+        only (a static sequence; default every one), the other rows NaN so that a lookup of a
+        timestep nobody asked for fails loudly instead of conditioning on zeros."""
+        if timesteps is None:
+            return self.conditioning(jnp.arange(num_timesteps, dtype=jnp.int32))
+        ts = np.unique(np.asarray(timesteps, np.int64))
+        if ts.size == 0 or ts[0] < 0 or ts[-1] >= num_timesteps:
+            raise ValueError(f"conditioning_table: timesteps must lie in [0, {num_timesteps - 1}], got {ts.tolist()}")
+        rows = self.conditioning(jnp.asarray(ts, jnp.int32))
+        if ts.size == num_timesteps:
+            return rows
+        return jnp.full((num_timesteps, rows.shape[-1]), jnp.nan, rows.dtype).at[ts].set(rows)
 
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
         """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.

@@ -36,13 +36,16 @@ class DiffusionPolicy(nnx.Module):
         only, so models with the same `encoder.grouping` can share them (see :meth:`encode`)."""
         return self.encoder.group(points)
 
-    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None) -> Context:
+    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
+               timesteps=None) -> Context:
         """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
         (once per observation), from `groups` (:meth:`group` of these clouds) if given; with
-        `num_timesteps` T it also holds the conditioning table of timesteps 0 .. T-1, so that
-        denoiser calls (every DDIM step, every Monte-Carlo sample) only gather a row of it."""
+        `num_timesteps` T it also holds the timestep conditioning table (T rows, computed for the
+        static `timesteps` only, default all), so that denoiser calls (every DDIM step, every
+        Monte-Carlo sample) only gather a row of it."""
         tokens, xyz = self.encoder(points, groups)
-        cond = None if num_timesteps is None else self.denoiser.conditioning_table(num_timesteps)
+        cond = (None if num_timesteps is None
+                else self.denoiser.conditioning_table(num_timesteps, timesteps))
         return Context(self.denoiser.context(tokens, xyz), cond)
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:

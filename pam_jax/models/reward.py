@@ -29,8 +29,8 @@ class RewardModel(nnx.Module):
         self.head = (nnx.Linear(cfg.width, 1, rngs=rngs) if head == "linear"
                      else MLP(cfg.width, cfg.width, 1, rngs=rngs))
 
-    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None) -> Context:
-        return self.policy.encode(points, groups, num_timesteps=num_timesteps)
+    def encode(self, points: jax.Array, groups=None, **conditioning) -> Context:
+        return self.policy.encode(points, groups, **conditioning)
 
     def score(self, actions: jax.Array, ctx: Context) -> jax.Array:
         """Normalised actions (B, N, A, 3) -> rewards (B, N)."""
