@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pam_jax import diffusion, preference
 from pam_jax.config import Config, DiffusionConfig
-from pam_jax.models.policy import noise_errors, normalize, unnormalize
+from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
 MODES = ("implicit", "explicit", "first", "random", "custom")
@@ -42,6 +42,10 @@ MODES = ("implicit", "explicit", "first", "random", "custom")
 #   independent  t and eps drawn per candidate and MC sample (pam_jax before issue 11).
 REWARD_NOISE = ("shared_t", "crn", "independent")
 CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
+# "bfloat16": the networks run on bfloat16 copies of the parameters (made inside the graph; the
+# parameters passed in stay float32); geometry, rotary angles, softmax, DDIM updates, noise
+# errors and rewards stay float32
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,7 @@ class SelectConfig:
     beta: float = 100.0
     reward_noise: str = "shared_t"      # REWARD_NOISE
     unroll: int = 1                     # DDIM steps per iteration of the sampling loop
+    compute_dtype: str = "float32"      # COMPUTE_DTYPES: the networks' arithmetic (parameters stay float32)
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
@@ -134,7 +139,12 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError(f"unknown reward_noise {scfg.reward_noise!r}: expected one of {REWARD_NOISE}")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
+    if scfg.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute_dtype {scfg.compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
+    if not (isinstance(scfg.unroll, int) and scfg.unroll >= 1):
+        raise ValueError(f"unroll must be an integer >= 1, got {scfg.unroll!r}")
     schedule = diffusion.schedule_from_config(diff)
+    merge = lambda g, p: nnx.merge(g, cast_params(p, scfg.compute_dtype))  # noqa: E731
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
     T = diff.num_train_timesteps
     # the timesteps each model's conditioning table needs: the DDIM steps (reference) and the
@@ -154,7 +164,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     def select(ref_params, score_params, points, key):
         k_init, k_loop, k_score = jax.random.split(key, 3)
         pts = normalize(points, center, scale)
-        ref = nnx.merge(graphdef, ref_params)
+        ref = merge(graphdef, ref_params)
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model;
         # the timestep conditioning once per model, for every DDIM step and Monte-Carlo sample
         groups = ref.group(pts)
@@ -164,13 +174,13 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
                               clip_sample=diff.clip_sample, unroll=scfg.unroll)
         if scfg.mode == "implicit":
-            policy = nnx.merge(graphdef, score_params)
+            policy = merge(graphdef, score_params)
             ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps)
             scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score,
                                      samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta,
                                      noise=scfg.reward_noise)
         elif scfg.mode == "explicit":
-            rm = nnx.merge(score_graphdef, score_params)
+            rm = merge(score_graphdef, score_params)
             shared = rm.policy.encoder.grouping == ref.encoder.grouping
             scores = rm.score(x0, rm.encode(pts, groups if shared else None))
         elif scfg.mode == "custom":
@@ -179,6 +189,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
             scores = jnp.broadcast_to(-jnp.arange(n, dtype=x0.dtype), x0.shape[:2])
         else:
             scores = jax.random.uniform(k_score, x0.shape[:2])
+        scores = scores.astype(jnp.float32)
         idx = jnp.argmax(scores, axis=-1)
         chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
         return Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)

@@ -148,9 +148,10 @@ class ActionDenoiser(nnx.Module):
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
         """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.
         t: a scalar or broadcastable to (B, N)."""
-        cond = self.timestep_conditioning(t, x.shape, ctx.cond)
+        dtype = self.in_proj.kernel.dtype   # compute in the parameters' dtype (rotary angles: float32)
+        cond = self.timestep_conditioning(t, x.shape, ctx.cond).astype(dtype)
         layer_mods, _ = self._split(cond)
-        h = self.in_proj(x) + self.point_embed[...]
+        h = self.in_proj(x.astype(dtype)) + self.point_embed[...]
         ang = rotary_angles(x, h.shape[-1] // self.heads, self.max_freq)
         for layer, mods, kv in zip(self.layers, layer_mods, ctx.kv):
             h = layer(h, ang, mods, kv)

@@ -76,6 +76,7 @@ class PointEncoder(nnx.Module):
         share them between models), else computed here."""
         centre, rel = self.group(points) if groups is None else groups
         feats = jnp.concatenate([rel * LOCAL_SCALE, jnp.broadcast_to(centre[:, :, None], rel.shape)], -1)
+        feats = feats.astype(self.local.fc1.kernel.dtype)  # compute in the parameters' dtype; xyz stays
         h = self.local_norm(jnp.max(self.local(feats), axis=2))  # PointNet max-pool per group
         for layer in self.layers:
             h = layer(h, centre)

@@ -74,7 +74,7 @@ def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
     rot, rest = x[..., : 2 * n_ang], x[..., 2 * n_ang :]
     rot = rot.reshape(*rot.shape[:-1], 3, 2, n_ang // 3)
     ang = angles.reshape(*angles.shape[:-1], 1, 3, n_ang // 3)  # head axis broadcast
-    cos, sin = jnp.cos(ang), jnp.sin(ang)
+    cos, sin = jnp.cos(ang).astype(x.dtype), jnp.sin(ang).astype(x.dtype)  # angles stay float32
     x1, x2 = rot[..., 0, :], rot[..., 1, :]
     out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-2)
     return jnp.concatenate([out.reshape(*x.shape[:-1], 2 * n_ang), rest], axis=-1)

@@ -82,6 +82,15 @@ def init_policy(cfg: ModelConfig, seed: int = 0):
     return graphdef, params
 
 
+def cast_params(params, dtype):
+    """Floating-point leaves cast to `dtype` (a compute-dtype copy made inside a jitted graph;
+    gradients flow back to the float32 originals). A no-op for float32."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return params
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+
+
 def num_params(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))
 

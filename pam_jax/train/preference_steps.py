@@ -21,7 +21,7 @@ from flax import nnx
 
 from pam_jax import diffusion, preference
 from pam_jax.config import PreferenceConfig
-from pam_jax.models.policy import noise_errors, normalize
+from pam_jax.models.policy import cast_params, noise_errors, normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train.steps import jit_step
 from pam_jax.train.state import TrainState
@@ -64,14 +64,17 @@ def pair_errors(policy, ctx_pol, ref, ctx_ref, schedule: diffusion.Schedule, x0,
 
 
 def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, key, *,
-             pcfg: PreferenceConfig, norm: NormStats):
+             pcfg: PreferenceConfig, norm: NormStats, compute_dtype: str = "float32"):
+    """`compute_dtype` "bfloat16": both networks run on bfloat16 copies of their (float32)
+    parameters; errors, loss and gradients stay float32."""
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
     points = normalize(batch["points"], center, scale)
     x0 = normalize(batch["candidates"], center, scale)
     k_t, k_eps = jax.random.split(key)
     t_max = diffusion.timestep_limit(pcfg.train_timestep_frac, schedule.num_train_timesteps)
     t = jax.random.randint(k_t, (x0.shape[0], 1), 0, t_max)
-    policy, ref = nnx.merge(graphdef, params), nnx.merge(graphdef, ref_params)
+    policy = nnx.merge(graphdef, cast_params(params, compute_dtype))
+    ref = nnx.merge(graphdef, cast_params(ref_params, compute_dtype))
     groups = policy.group(points)   # FPS + kNN: once per cloud, shared by the policy and the reference
     pp1, pp2, pr1, pr2 = pair_errors(policy, policy.encode(points, groups), ref, ref.encode(points, groups),
                                      schedule, x0, batch["pairs"], t, k_eps, pair_noise=pcfg.pair_noise,
@@ -93,14 +96,16 @@ def reward_loss(params, graphdef, batch, *, norm: NormStats):
 
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
-                  pcfg: PreferenceConfig, norm: NormStats, seed: int, ema_decay: float):
+                  pcfg: PreferenceConfig, norm: NormStats, seed: int, ema_decay: float,
+                  compute_dtype: str = "float32"):
     """-> jitted step(state, batch, ref_params) -> (state, metrics); the reference is frozen."""
     base_key = jax.random.key(seed)
 
     def step(state: TrainState, batch, ref_params):
         key = jax.random.fold_in(base_key, state.step)
         (loss, aux), grads = jax.value_and_grad(dpo_loss, has_aux=True)(
-            state.params, ref_params, graphdef, schedule, batch, key, pcfg=pcfg, norm=norm)
+            state.params, ref_params, graphdef, schedule, batch, key, pcfg=pcfg, norm=norm,
+            compute_dtype=compute_dtype)
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 

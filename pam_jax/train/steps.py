@@ -8,7 +8,7 @@ from flax import nnx
 
 from pam_jax import diffusion
 from pam_jax.batches import SupervisedBatch
-from pam_jax.models.policy import normalize
+from pam_jax.models.policy import cast_params, normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.state import TrainState
@@ -22,14 +22,15 @@ def draw_pose(key, actions, action_valid):
 
 
 def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, *,
-                    replicas: int, norm: NormStats):
+                    replicas: int, norm: NormStats, compute_dtype: str = "float32"):
     """Epsilon-prediction MSE; each drawn pose is replicated `replicas` times with independent noise.
 
     The encoder runs once per observation: the K noisy replicas are the candidate axis of the
     denoiser. `action_mask` (B, A) removes action points that the primitive does not use.
+    `compute_dtype` "bfloat16" runs the network on a bfloat16 copy of the float32 parameters.
     """
     batch = SupervisedBatch.from_dict(batch)
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, cast_params(params, compute_dtype))
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
     points = normalize(batch.points, center, scale)
     actions = normalize(batch.actions, center, scale)
@@ -46,14 +47,16 @@ def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, 
 
 
 def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
-                         replicas: int, norm: NormStats, seed: int, ema_decay: float):
+                         replicas: int, norm: NormStats, seed: int, ema_decay: float,
+                         compute_dtype: str = "float32"):
     """-> jitted step(state, batch) -> (state, metrics); state replicated and donated, batch sharded."""
     base_key = jax.random.key(seed)
 
     def step(state: TrainState, batch):
         key = jax.random.fold_in(base_key, state.step)  # resumable: the key depends on the step only
         loss, grads = jax.value_and_grad(supervised_loss)(
-            state.params, graphdef, schedule, batch, key, replicas=replicas, norm=norm)
+            state.params, graphdef, schedule, batch, key, replicas=replicas, norm=norm,
+            compute_dtype=compute_dtype)
         new_state = state.apply_gradients(grads, tx, ema_decay)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
