@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=0, help="supervised steps (default: the experiment's)")
     d.add_argument("--fresh", action="store_true", help="delete the run folder first")
     d.add_argument("--episodes", type=int, default=20, help="expert episodes")
-    d.add_argument("--states", type=int, default=96, help="preference states")
+    d.add_argument("--states", type=int, default=48, help="preference states (about 10 per SL rollout)")
     d.add_argument("--pref-steps", type=int, default=0,
                    help="steps of each preference stage, DPO and reward head (default: the experiment's)")
     d.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 preference labels")
