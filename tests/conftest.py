@@ -4,3 +4,4 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PAM_JAX_COMPILE_CACHE", "off")  # the CLI's cache stays out of the tests' home

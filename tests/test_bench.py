@@ -8,12 +8,39 @@ TINY = {k: v for k, v in dataclasses.asdict(TINY_MODEL).items()}
 
 
 def test_sampler_bench_reports_fused_staged_and_flops():
-    r = bench.bench_sampler(num_points=64, sweep=[{}], staged_at=[{}], budget_s=0.05, model_overrides=TINY)
+    r = bench.bench_sampler(num_points=64, rows="sweep", sweep=[{}], staged_at=[{}], budget_s=0.05,
+                            model_overrides=TINY)
     row = r["rows"][0]
+    assert row["name"] == "base" and row["compile_s"] > 0
     assert row["median_s"] > 0 and row["p90_s"] >= row["median_s"] and row["staged_median_s"] > 0
     assert row["speedup"] == row["staged_median_s"] / row["median_s"]
     assert row["flops"] > 0 and 0 < row["fraction_of_peak"]
     assert "speed-up" in bench.format_sampler(r)
+
+
+def test_sampler_rows_name_the_papers_setting():
+    paper = bench.sampler_rows("paper")
+    assert [(r["name"], r["N"], r["B"], r["steps"], r["M"], r["staged"]) for r in paper] == [
+        ("paper 100/100", 8, 1, 100, 100, True), ("paper 10/10", 8, 1, 10, 10, True)]
+    every = bench.sampler_rows("all")
+    assert every[:2] == paper and len(every) == 2 + len(bench.SAMPLER_SWEEP)
+    assert [r["staged"] for r in bench.sampler_rows("sweep")] == [d in bench.STAGED_AT for d in bench.SAMPLER_SWEEP]
+    import pytest
+
+    with pytest.raises(ValueError, match="sampler rows"):
+        bench.sampler_rows("fast")
+
+
+def test_torch_reference_decides_when_torch_is_there():
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("torch")
+    from pam_jax.apps.torch_reference import make_reference
+
+    pts = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 40, 3)).astype(np.float32)
+    a = make_reference()(pts, num_candidates=3, steps=2, samples=2, chunk=1)
+    assert a.shape == (2, 2, 3) and np.isfinite(a).all() and np.abs(a).max() <= 1.0
 
 
 def test_train_bench_reports_flops_and_peak():

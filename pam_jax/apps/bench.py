@@ -1,8 +1,11 @@
-"""Benchmarks: `pam-jax bench train`.
+"""Benchmarks: `pam-jax bench train` and `pam-jax bench sampler`.
 
 Every figure is a median over repeated calls after compilation, and FLOP/s are compared with
-this machine's own float32 matmul peak measured in the same run (so noisy shared machines still
-give a meaningful ratio).
+this machine's own matmul peak measured in the same run (so noisy shared machines still give a
+meaningful ratio): on an accelerator a large bfloat16 matmul (its real peak) and a float32 one,
+on CPU a float32 one. The sampler's baselines run in the same process: the staged JAX baseline
+(the reference code's way of calling the same networks) and, with torch installed, an eager
+PyTorch re-statement of the reference's decision path (apps.torch_reference).
 """
 from __future__ import annotations
 
@@ -26,13 +29,21 @@ def _median_time(fn, *args, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def matmul_peak(size: int = 1024, repeats: int = 10) -> float:
-    """Measured float32 matmul FLOP/s on the default device (median of `repeats`)."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+def matmul_peak(size: int = 1024, repeats: int = 10, dtype=jnp.float32) -> float:
+    """Measured matmul FLOP/s on the default device (median of `repeats`)."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
     f = jax.jit(lambda x: x @ x)
     jax.block_until_ready(f(a))
     med, _ = _median_time(f, a, repeats=repeats)
     return 2 * size**3 / med
+
+
+def device_peaks() -> dict:
+    """The device's matmul peak, measured honestly: on an accelerator a large (8192^2) float32
+    and bfloat16 matmul (its real peak is the bfloat16 one); on CPU a 1024^2 float32 matmul."""
+    if jax.default_backend() == "cpu":
+        return {"float32": matmul_peak()}
+    return {"float32": matmul_peak(8192, 5), "bfloat16": matmul_peak(8192, 5, jnp.bfloat16)}
 
 
 def compiled_flops(compiled) -> float | None:
@@ -83,14 +94,15 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    peak = matmul_peak()
+    peaks = device_peaks()
+    peak = max(peaks.values())
     return {
         "benchmark": "train", "model": dataclasses.asdict(cfg.model), "num_points": num_points,
         "batch_size": batch_size, "noise_replicas": replicas, "compile_s": compile_s,
         "step_s_median": med, "step_s_all": times, "steps_per_s": 1 / med,
         "samples_per_s": batch_size / med, "flops_per_step": flops,
         "achieved_flops_per_s": flops / med if flops else None, "matmul_peak_flops_per_s": peak,
-        "fraction_of_peak": (flops / med) / peak if flops else None, "machine": machine(),
+        "peaks": peaks, "fraction_of_peak": (flops / med) / peak if flops else None, "machine": machine(),
     }
 
 
@@ -108,9 +120,13 @@ def format_train(r: dict) -> str:
             f"  FLOPs/step (XLA)   {r['flops_per_step'] / 1e9:.2f} GFLOP",
             f"  achieved           {r['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s = "
             f"{100 * r['fraction_of_peak']:.1f}% of the measured matmul peak "
-            f"({r['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s)",
+            f"({_peaks_text(r)})",
         ]
     return "\n".join(lines)
+
+
+def _peaks_text(r: dict) -> str:
+    return ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in r.get("peaks", {"float32": r["matmul_peak_flops_per_s"]}).items())
 
 
 def print_result(r: dict, as_json: bool, formatter) -> None:
@@ -125,6 +141,24 @@ def print_result(r: dict, as_json: bool, formatter) -> None:
 SAMPLER_BASE = {"N": 32, "B": 1, "steps": 10, "M": 10}
 SAMPLER_SWEEP = [{}, {"N": 8}, {"N": 128}, {"B": 8}, {"steps": 100}, {"M": 100}]
 STAGED_AT = [{}, {"steps": 100}, {"M": 100}]
+# the paper's test setting: K = 8 candidates, one observation, 100 DDIM steps and M = 100 samples,
+# and the cheap 10 / 10 setting; both also run the staged baseline
+SAMPLER_PAPER = [{"name": "paper 100/100", "N": 8, "B": 1, "steps": 100, "M": 100, "staged": True},
+                 {"name": "paper 10/10", "N": 8, "B": 1, "steps": 10, "M": 10, "staged": True}]
+ROW_SETS = ("paper", "sweep", "all")
+
+
+def sampler_rows(which: str = "all", sweep=None, staged_at=None) -> list[dict]:
+    """Named rows: the paper's setting ("paper"), the sweep around SAMPLER_BASE ("sweep"), or both."""
+    if which not in ROW_SETS:
+        raise ValueError(f"unknown sampler rows {which!r}: expected one of {ROW_SETS}")
+    rows = [dict(r) for r in SAMPLER_PAPER] if which in ("paper", "all") else []
+    if which in ("sweep", "all"):
+        staged_at = STAGED_AT if staged_at is None else staged_at
+        for delta in (SAMPLER_SWEEP if sweep is None else sweep):
+            name = "base" if not delta else " ".join(f"{k}={v}" for k, v in delta.items())
+            rows.append({"name": name, **SAMPLER_BASE, **delta, "staged": delta in staged_at})
+    return rows
 
 
 def _reference_models(model_cfg):
@@ -222,9 +256,14 @@ def _timed(fn, *, budget_s: float, min_repeats: int = 3, max_repeats: int = 20) 
     return times
 
 
-def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_s: float = 8.0,
-                  model_overrides: dict | None = None) -> dict:
-    """Fused selector vs staged baseline at the reference size (implicit reward, both models)."""
+def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=None, staged_at=None,
+                  budget_s: float = 8.0, model_overrides: dict | None = None, compute_dtype: str = "float32",
+                  torch_reference: bool = False) -> dict:
+    """Fused selector vs staged baseline at the reference size (implicit reward, both models).
+
+    `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). With
+    `torch_reference`, the paper rows also time the eager PyTorch re-statement of the reference
+    path (apps.torch_reference; needs torch) in the same process."""
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
@@ -236,13 +275,20 @@ def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_
     schedule = diffusion.schedule_from_config(diff)
     norm = NormStats.identity()
     graphdef, ref, pol = _reference_models(model_cfg)
-    peak = matmul_peak()
-    rows = []
-    for delta in (SAMPLER_SWEEP if sweep is None else sweep):
-        c = {**SAMPLER_BASE, **delta}
+    peaks = device_peaks()
+    peak = peaks.get(compute_dtype, max(peaks.values()))
+    reference = None
+    if torch_reference:
+        try:
+            from pam_jax.apps.torch_reference import make_reference
+        except ImportError:
+            raise ImportError("--torch-reference needs torch (pip install torch)") from None
+        reference = make_reference()
+    out_rows = []
+    for c in (sampler_rows(rows, sweep, staged_at) if isinstance(rows, str) else rows):
         pts = np.random.default_rng(0).uniform(-0.5, 0.5, (c["B"], num_points, 3)).astype(np.float32)
         scfg = SelectConfig(mode="implicit", num_candidates=c["N"], num_inference_steps=c["steps"],
-                            eta=1.0, reward_samples=c["M"])
+                            eta=1.0, reward_samples=c["M"], compute_dtype=compute_dtype)
         sel = make_selector(graphdef, diff, norm, scfg)
         args = jax.device_put((ref, pol, pts, jax.random.key(0)))
         t = time.perf_counter()
@@ -256,7 +302,12 @@ def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_
         row = {**c, "compile_s": compile_s, "median_s": med, "p90_s": float(np.percentile(times, 90)),
                "repeats": len(times), "flops": flops,
                "fraction_of_peak": (flops / med) / peak if flops else None}
-        if delta in (STAGED_AT if staged_at is None else staged_at):
+        if reference is not None and c.get("name", "").startswith("paper"):
+            kw = dict(num_candidates=c["N"], steps=c["steps"], samples=c["M"])
+            rt = _timed(lambda: reference(pts, **kw), budget_s=budget_s, min_repeats=1, max_repeats=3)
+            row.update(torch_median_s=statistics.median(rt), torch_repeats=len(rt),
+                       torch_speedup=statistics.median(rt) / med)
+        if c.get("staged"):
             staged = make_staged(graphdef, diff, norm, num_candidates=c["N"], num_inference_steps=c["steps"],
                                  eta=1.0, reward_samples=c["M"], beta=scfg.beta,
                                  t_max=diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps))
@@ -264,23 +315,30 @@ def bench_sampler(*, num_points: int = 3000, sweep=None, staged_at=None, budget_
             st = _timed(lambda: staged(ref, pol, pts, 1), budget_s=budget_s, min_repeats=2, max_repeats=5)
             row.update(staged_median_s=statistics.median(st), staged_repeats=len(st),
                        speedup=statistics.median(st) / med)
-        rows.append(row)
+        out_rows.append(row)
     return {"benchmark": "sampler", "num_points": num_points, "model": dataclasses.asdict(model_cfg),
-            "diffusion": dataclasses.asdict(diff), "mode": "implicit", "matmul_peak_flops_per_s": peak,
-            "rows": rows, "machine": machine()}
+            "diffusion": dataclasses.asdict(diff), "mode": "implicit", "compute_dtype": compute_dtype,
+            "matmul_peak_flops_per_s": peak, "peaks": peaks, "rows": out_rows, "machine": machine()}
 
 
 def format_sampler(r: dict) -> str:
     m = r["model"]
     head = (f"best-of-N selection, implicit reward, {r['num_points']} points, width {m['width']}, "
-            f"{m['layers']} layers, {m['num_tokens']} tokens; {r['machine']['device']} x1; "
-            f"matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
-    lines = [head, f"{'N':>4} {'B':>2} {'steps':>5} {'M':>4} {'compile s':>9} {'median ms':>10} {'p90 ms':>8} "
-                   f"{'GFLOP':>7} {'%peak':>6} {'staged ms':>10} {'speed-up':>8}"]
+            f"{m['layers']} layers, {m['num_tokens']} tokens, {r.get('compute_dtype', 'float32')}; "
+            f"{r['machine']['device']} x1; matmul peak {_peaks_text(r)}")
+    torch_col = any("torch_speedup" in x for x in r["rows"])
+    lines = [head, f"{'row':<14} {'N':>4} {'B':>3} {'steps':>5} {'M':>4} {'compile s':>9} {'median ms':>10} "
+                   f"{'p90 ms':>8} {'GFLOP':>7} {'%peak':>6} {'staged ms':>10} {'speed-up':>8}"
+                   + (f" {'torch ms':>10} {'speed-up':>8}" if torch_col else "")]
     for x in r["rows"]:
         staged = f"{x['staged_median_s'] * 1e3:10.0f} {x['speedup']:7.1f}x" if "speedup" in x else f"{'':>10} {'':>8}"
         gf = f"{x['flops'] / 1e9:7.1f}" if x["flops"] else f"{'?':>7}"
         pk = f"{100 * x['fraction_of_peak']:5.1f}%" if x["fraction_of_peak"] else f"{'?':>6}"
-        lines.append(f"{x['N']:>4} {x['B']:>2} {x['steps']:>5} {x['M']:>4} {x['compile_s']:9.1f} "
-                     f"{x['median_s'] * 1e3:10.1f} {x['p90_s'] * 1e3:8.1f} {gf} {pk} {staged}")
+        tc = ""
+        if torch_col:
+            tc = (f" {x['torch_median_s'] * 1e3:10.0f} {x['torch_speedup']:7.1f}x" if "torch_speedup" in x
+                  else f" {'':>10} {'':>8}")
+        lines.append(f"{x.get('name', ''):<14} {x['N']:>4} {x['B']:>3} {x['steps']:>5} {x['M']:>4} "
+                     f"{x['compile_s']:9.1f} {x['median_s'] * 1e3:10.1f} {x['p90_s'] * 1e3:8.1f} {gf} {pk} "
+                     f"{staged}{tc}")
     return "\n".join(lines)

@@ -178,7 +178,8 @@ def cmd_bench(args) -> int:
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
-        r = bench.bench_sampler(num_points=args.points)
+        r = bench.bench_sampler(num_points=args.points, rows=args.rows, compute_dtype=args.dtype,
+                                torch_reference=args.torch_reference)
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "data":
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim_tasks = list(sim_task_names())
     p = argparse.ArgumentParser(prog="pam-jax", description=__doc__.splitlines()[0])
+    p.add_argument("--compile-cache", metavar="DIR",
+                   help="persistent XLA compilation cache folder, or 'off' (default: $PAM_JAX_COMPILE_CACHE, "
+                        "else ~/.cache/pam_jax/xla): a second run loads its compiled programs from disk")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an experiment", description="Train the stage of an experiment "
@@ -362,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--replicas", type=int, default=8)
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--rows", choices=["paper", "sweep", "all"], default="all",
+                   help="sampler: the paper's setting (K=8, B=1, 100/100 and 10/10 steps/samples), the sweep, "
+                        "or both")
+    b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="sampler: the networks' compute dtype (parameters stay float32)")
+    b.add_argument("--torch-reference", action="store_true",
+                   help="sampler: also time an eager PyTorch re-statement of the reference decision path on "
+                        "the paper rows (needs torch; slow: minutes on CPU)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.apps import serve_cli
 
@@ -416,6 +428,9 @@ def main(argv=None) -> int:
 
     try:
         check_counts(args)
+        from pam_jax.apps import compile_cache
+
+        compile_cache.enable(args.compile_cache)
         return args.func(args)
     except KeyboardInterrupt as e:  # train.interrupts.Interrupted: 128 + the signal number
         print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
