@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from pam_jax import config as config_lib
+from pam_jax.batches import batch_type
 from pam_jax.data.train_data import make_train_data
 from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
@@ -154,7 +155,7 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
                                   f"saved in {ckpt.directory}; run the same command again to resume",
                                   signals.received)
-            batch = sharding.to_global(data.batch(step), mesh)
+            batch = sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(step)), mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
             if done % cfg.train.log_every == 0 or done == total:

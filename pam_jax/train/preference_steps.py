@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from pam_jax import diffusion, preference
+from pam_jax.batches import PreferenceBatch
 from pam_jax.config import PreferenceConfig
 from pam_jax.models.policy import cast_params, noise_errors, normalize
 from pam_jax.normalize import NormStats
@@ -67,9 +68,10 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
              pcfg: PreferenceConfig, norm: NormStats, compute_dtype: str = "float32"):
     """`compute_dtype` "bfloat16": both networks run on bfloat16 copies of their (float32)
     parameters; errors, loss and gradients stay float32."""
+    batch = PreferenceBatch.from_dict(batch)
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
-    points = normalize(batch["points"], center, scale)
-    x0 = normalize(batch["candidates"], center, scale)
+    points = normalize(batch.points, center, scale)
+    x0 = normalize(batch.candidates, center, scale)
     k_t, k_eps = jax.random.split(key)
     t_max = diffusion.timestep_limit(pcfg.train_timestep_frac, schedule.num_train_timesteps)
     t = jax.random.randint(k_t, (x0.shape[0], 1), 0, t_max)
@@ -77,22 +79,23 @@ def dpo_loss(params, ref_params, graphdef, schedule: diffusion.Schedule, batch, 
     ref = nnx.merge(graphdef, cast_params(ref_params, compute_dtype))
     groups = policy.group(points)   # FPS + kNN: once per cloud, shared by the policy and the reference
     pp1, pp2, pr1, pr2 = pair_errors(policy, policy.encode(points, groups), ref, ref.encode(points, groups),
-                                     schedule, x0, batch["pairs"], t, k_eps, pair_noise=pcfg.pair_noise,
-                                     mask=batch["action_mask"])
+                                     schedule, x0, batch.pairs, t, k_eps, pair_noise=pcfg.pair_noise,
+                                     mask=batch.action_mask)
     weight = (preference.min_snr_weight(diffusion.snr(schedule, t[:, 0]), pcfg.min_snr_gamma)
               if pcfg.min_snr_gamma > 0 else None)
-    loss = preference.preference_loss(pcfg.loss, pp1, pr1, pp2, pr2, batch["rankings"], pcfg.beta,
+    loss = preference.preference_loss(pcfg.loss, pp1, pr1, pp2, pr2, batch.rankings, pcfg.beta,
                                       weight=weight, sft_weight=pcfg.sft_weight)
     # the winner should have the lower error relative to the reference
-    return loss, _pair_stats(pr1 - pp1, pr2 - pp2, batch["rankings"])
+    return loss, _pair_stats(pr1 - pp1, pr2 - pp2, batch.rankings)
 
 
 def reward_loss(params, graphdef, batch, *, norm: NormStats):
+    batch = PreferenceBatch.from_dict(batch)
     center, scale = jnp.asarray(norm.center), jnp.asarray(norm.scale)
     model = nnx.merge(graphdef, params)
-    r = model(normalize(batch["points"], center, scale), normalize(batch["candidates"], center, scale))
-    r1, r2 = _pair_values(r, batch["pairs"])
-    return preference.bradley_terry_loss(r1, r2, batch["rankings"]), _pair_stats(r1, r2, batch["rankings"])
+    r = model(normalize(batch.points, center, scale), normalize(batch.candidates, center, scale))
+    r1, r2 = _pair_values(r, batch.pairs)
+    return preference.bradley_terry_loss(r1, r2, batch.rankings), _pair_stats(r1, r2, batch.rankings)
 
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
