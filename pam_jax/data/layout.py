@@ -158,15 +158,23 @@ def read_metadata(sample_dir, *, namespace: str | None = None, sid: str | None =
     return str(namespace), body
 
 
+def none_to_nan(x):
+    """Nested YAML lists with None (a NaN written by YAML as null) -> the same lists with NaN."""
+    if x is None:
+        return float("nan")
+    if isinstance(x, (list, tuple)):
+        return [none_to_nan(v) for v in x]
+    return x
+
+
+def dump_yaml(data) -> str:
+    """The YAML text every writer of the layout uses (key order kept)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
 def _float_array(value, sid: str, name: str, ndim: int, tail: tuple) -> np.ndarray:
     """Parse nested lists (None -> NaN) into float64 with ``ndim`` axes whose trailing sizes
     match ``tail``: None = any size, an int k = exactly k, ``("ge", k)`` = at least k."""
-    def none_to_nan(x):
-        if x is None:
-            return float("nan")
-        if isinstance(x, (list, tuple)):
-            return [none_to_nan(v) for v in x]
-        return x
 
     def dim(t):
         return 0 if t is None else (t if isinstance(t, int) else t[1])
@@ -438,8 +446,7 @@ def _write_npz(path: pathlib.Path, points, dtype) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def _dump_yaml(data) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+_dump_yaml = dump_yaml
 
 
 def _write_text_atomic(path: pathlib.Path, text: str, *, fsync: bool = False) -> None:

@@ -103,19 +103,11 @@ def _utc_now() -> str:
         .replace("+00:00", "Z")
 
 
-def _dump_yaml(data) -> str:
-    # the options layout's writer uses
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+_dump_yaml = layout.dump_yaml
 
 
 def _floats(value) -> np.ndarray:
-    def none_to_nan(x):
-        if x is None:
-            return float("nan")
-        if isinstance(x, (list, tuple)):
-            return [none_to_nan(v) for v in x]
-        return x
-    return np.asarray(none_to_nan(value), dtype=np.float64)
+    return np.asarray(layout.none_to_nan(value), dtype=np.float64)
 
 
 def _dig(d, keys):
