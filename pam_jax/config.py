@@ -107,6 +107,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     run_dir: str = "runs/default"
     num_devices: int = 0            # 0 = all local devices
+    compute_dtype: str = "float32"  # float32 | bfloat16: the networks' arithmetic (parameters stay float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +341,7 @@ def choices() -> dict[str, tuple[str, ...]]:
         "preference.reward_init": ("fresh", "sl"),                       # models.reward.INITS
         "preference.reward_head": ("linear", "mlp"),                     # models.reward.HEADS
         "train.stage": TRAIN_STAGES,
+        "train.compute_dtype": ("float32", "bfloat16"),                # select.COMPUTE_DTYPES
     }
 
 

@@ -47,3 +47,35 @@ def test_train_bench_reports_flops_and_peak():
     r = bench.bench_train(num_points=64, batch_size=4, replicas=2, steps=1, model_overrides=TINY)
     assert r["flops_per_step"] > 0 and r["matmul_peak_flops_per_s"] > 0 and r["samples_per_s"] > 0
     assert "of the measured matmul peak" in bench.format_train(r)
+
+
+def test_train_bench_takes_the_bf16_compute_option():
+    r = bench.bench_train(num_points=64, batch_size=2, replicas=2, steps=1, model_overrides=TINY,
+                          compute_dtype="bfloat16")
+    assert r["compute_dtype"] == "bfloat16" and r["step_s_median"] > 0
+    assert "bfloat16" in bench.format_train(r)
+
+
+def test_fps_bench_times_both_exact_forms_and_they_agree():
+    from pam_jax.models.geometry import FPS_METHODS
+
+    r = bench.bench_fps(num_points=100, num_samples=16, batch_sizes=(2,), budget_s=0.02)
+    assert [x["method"] for x in r["rows"]] == list(FPS_METHODS)
+    assert r["rows"][-1]["agree"] is True and all(x["median_s"] > 0 for x in r["rows"])
+    assert "farthest-point sampling" in bench.format_fps(r)
+
+
+def test_torch_reference_train_step_updates_the_network():
+    import numpy as np
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from pam_jax.apps.torch_reference import make_train_step
+
+    step, to_device = make_train_step(replicas=2, device="cpu")
+    rng = np.random.default_rng(0)
+    batch = to_device(rng.uniform(-0.5, 0.5, (2, 40, 3)).astype(np.float32),
+                      rng.uniform(-0.5, 0.5, (2, 2, 3)).astype(np.float32))
+    losses = [step(*batch) for _ in range(3)]
+    assert all(np.isfinite(losses)) and isinstance(losses[0], float)
+    assert torch.get_default_device().type == "cpu"

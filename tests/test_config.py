@@ -121,7 +121,7 @@ def test_every_field_has_a_range_or_choices():
 def test_enum_choices_agree_with_the_modules_that_use_them():
     from pam_jax.data.train_data import SOURCES
     from pam_jax.models.reward import HEADS, INITS
-    from pam_jax.select import REWARD_NOISE
+    from pam_jax.select import COMPUTE_DTYPES, REWARD_NOISE
     from pam_jax.train.preference_steps import PAIR_NOISE
     from pam_jax.train.stages import STAGES
 
@@ -129,6 +129,7 @@ def test_enum_choices_agree_with_the_modules_that_use_them():
     assert ch["preference.reward_noise"] == REWARD_NOISE and ch["preference.pair_noise"] == PAIR_NOISE
     assert ch["preference.reward_init"] == INITS and ch["preference.reward_head"] == HEADS
     assert ch["data.source"] == SOURCES and ch["train.stage"] == STAGES
+    assert ch["train.compute_dtype"] == COMPUTE_DTYPES
 
 
 def test_a_wrong_type_in_an_experiment_file_names_the_file(tmp_path):

@@ -50,3 +50,16 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     # changed settings of a finished stage: a one-line error through the CLI
     assert cli.main(["study", "--task", "rope", "--run-dir", str(tmp_path), "--train-seeds", "2",
                      "--expert-episodes", "3", "--no-progress"]) == 2
+
+
+def test_a_config_field_added_later_at_its_default_keeps_finished_stages():
+    from pam_jax.apps.study import _without_added_defaults
+
+    default = {"name": "x", "train": {"steps": 1000, "compute_dtype": "float32"}}
+    old = {"name": "y", "train": {"steps": 5}}                      # recorded before compute_dtype existed
+    same = {"name": "y", "train": {"steps": 5, "compute_dtype": "float32"}}
+    assert _without_added_defaults(old, same, default) == old
+    changed = {"name": "y", "train": {"steps": 5, "compute_dtype": "bfloat16"}}
+    assert _without_added_defaults(old, changed, default) != old    # not at its default: other settings
+    extra = {"name": "y", "train": {"steps": 5}, "episodes": 3}     # not a config field: never dropped
+    assert _without_added_defaults(old, extra, default) != old

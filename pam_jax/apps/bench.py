@@ -61,8 +61,11 @@ def machine() -> dict:
 
 
 def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int = 8,
-                steps: int = 5, model_overrides: dict | None = None) -> dict:
-    """Supervised train-step throughput at the reference size on 1 device."""
+                steps: int = 5, model_overrides: dict | None = None, compute_dtype: str = "float32",
+                torch_reference: bool = False) -> dict:
+    """Supervised train-step throughput at the reference size on 1 device. With
+    `torch_reference`, the eager PyTorch re-statement of the reference's step (full-cloud feature
+    network, AdamW) is timed in the same process on the same batch size."""
     from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
     from pam_jax.data.toy import ToyBimodalData
     from pam_jax.train import sharding
@@ -72,7 +75,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         name="bench_train",
         model=dataclasses.replace(ModelConfig(), **(model_overrides or {})),
         data=DataConfig(num_points=num_points, batch_size=batch_size),
-        train=TrainConfig(noise_replicas=replicas, steps=1000, num_devices=1),
+        train=TrainConfig(noise_replicas=replicas, steps=1000, num_devices=1, compute_dtype=compute_dtype),
     )
     mesh = sharding.make_mesh(1)
     data = ToyBimodalData(batch_size=batch_size, num_points=num_points)
@@ -95,10 +98,21 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
     peaks = device_peaks()
-    peak = max(peaks.values())
+    peak = peaks.get(compute_dtype, max(peaks.values()))
+    torch_row = {}
+    if torch_reference:
+        step, to_device = _torch_reference("make_train_step")(replicas=replicas)
+        rng = np.random.default_rng(0)
+        tb = to_device(rng.uniform(-0.5, 0.5, (batch_size, num_points, 3)).astype(np.float32),
+                       rng.uniform(-0.5, 0.5, (batch_size, 2, 3)).astype(np.float32))
+        step(*tb)   # warm-up
+        rt = _timed(lambda: step(*tb), budget_s=10.0, min_repeats=2, max_repeats=10)
+        torch_row = {"torch_step_s_median": statistics.median(rt), "torch_repeats": len(rt),
+                     "torch_speedup": statistics.median(rt) / med}
     return {
         "benchmark": "train", "model": dataclasses.asdict(cfg.model), "num_points": num_points,
-        "batch_size": batch_size, "noise_replicas": replicas, "compile_s": compile_s,
+        "batch_size": batch_size, "noise_replicas": replicas, "compute_dtype": compute_dtype, **torch_row,
+        "compile_s": compile_s,
         "step_s_median": med, "step_s_all": times, "steps_per_s": 1 / med,
         "samples_per_s": batch_size / med, "flops_per_step": flops,
         "achieved_flops_per_s": flops / med if flops else None, "matmul_peak_flops_per_s": peak,
@@ -109,8 +123,8 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
 def format_train(r: dict) -> str:
     lines = [
         f"train step, reference size ({r['num_points']} points, batch {r['batch_size']}, "
-        f"K={r['noise_replicas']}, width {r['model']['width']}, {r['model']['layers']} layers), "
-        f"{r['machine']['device']} x1",
+        f"K={r['noise_replicas']}, width {r['model']['width']}, {r['model']['layers']} layers, "
+        f"{r.get('compute_dtype', 'float32')}), {r['machine']['device']} x1",
         f"  compile            {r['compile_s']:.1f} s",
         f"  step (median)      {r['step_s_median'] * 1e3:.0f} ms  ({r['steps_per_s']:.2f} steps/s, "
         f"{r['samples_per_s']:.1f} samples/s)",
@@ -122,6 +136,50 @@ def format_train(r: dict) -> str:
             f"{100 * r['fraction_of_peak']:.1f}% of the measured matmul peak "
             f"({_peaks_text(r)})",
         ]
+    if "torch_step_s_median" in r:
+        lines.append(f"  PyTorch reference  {r['torch_step_s_median'] * 1e3:.0f} ms per step "
+                     f"(eager, full-cloud features): pam_jax is {r['torch_speedup']:.1f}x faster")
+    return "\n".join(lines)
+
+
+def _torch_reference(name: str):
+    """A maker from apps.torch_reference, or one line saying that torch is needed."""
+    try:
+        from pam_jax.apps import torch_reference
+    except ImportError:
+        raise ImportError("--torch-reference needs torch (pip install torch)") from None
+    return getattr(torch_reference, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Farthest-point sampling: the two exact forms of models.geometry on this device
+
+def bench_fps(*, num_points: int = 3000, num_samples: int = 256, batch_sizes=(1, 32),
+              budget_s: float = 3.0) -> dict:
+    """Median time of one FPS call (vmapped over B clouds) for each method of
+    models.geometry.FPS_METHODS, and whether they agree (they must: both are exact)."""
+    from pam_jax.models import geometry
+
+    rows = []
+    for b in batch_sizes:
+        pts = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (b, num_points, 3)).astype(np.float32))
+        idx = {}
+        for method in geometry.FPS_METHODS:
+            f = jax.jit(jax.vmap(lambda p, m=method: geometry.farthest_point_sample(p, num_samples, m)))
+            idx[method] = np.asarray(f(pts))
+            times = _timed(lambda: f(pts), budget_s=budget_s)
+            rows.append({"method": method, "B": b, "median_s": statistics.median(times), "repeats": len(times)})
+        rows[-1]["agree"] = bool(all(np.array_equal(v, idx[geometry.FPS_METHODS[0]]) for v in idx.values()))
+    return {"benchmark": "fps", "num_points": num_points, "num_samples": num_samples,
+            "default_method": geometry.default_fps_method(), "rows": rows, "machine": machine()}
+
+
+def format_fps(r: dict) -> str:
+    lines = [f"farthest-point sampling, {r['num_points']} -> {r['num_samples']} points, "
+             f"{r['machine']['device']} (default here: {r['default_method']})",
+             f"  {'method':<8} {'B':>4} {'ms/call':>9}"]
+    lines += [f"  {x['method']:<8} {x['B']:>4} {x['median_s'] * 1e3:9.3f}" + ("" if x.get("agree", True) else "  DISAGREE")
+              for x in r["rows"]]
     return "\n".join(lines)
 
 
@@ -258,7 +316,7 @@ def _timed(fn, *, budget_s: float, min_repeats: int = 3, max_repeats: int = 20) 
 
 def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=None, staged_at=None,
                   budget_s: float = 8.0, model_overrides: dict | None = None, compute_dtype: str = "float32",
-                  torch_reference: bool = False) -> dict:
+                  torch_reference: bool = False, unroll: int = 1) -> dict:
     """Fused selector vs staged baseline at the reference size (implicit reward, both models).
 
     `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). With
@@ -277,18 +335,12 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
     graphdef, ref, pol = _reference_models(model_cfg)
     peaks = device_peaks()
     peak = peaks.get(compute_dtype, max(peaks.values()))
-    reference = None
-    if torch_reference:
-        try:
-            from pam_jax.apps.torch_reference import make_reference
-        except ImportError:
-            raise ImportError("--torch-reference needs torch (pip install torch)") from None
-        reference = make_reference()
+    reference = _torch_reference("make_reference")() if torch_reference else None
     out_rows = []
     for c in (sampler_rows(rows, sweep, staged_at) if isinstance(rows, str) else rows):
         pts = np.random.default_rng(0).uniform(-0.5, 0.5, (c["B"], num_points, 3)).astype(np.float32)
         scfg = SelectConfig(mode="implicit", num_candidates=c["N"], num_inference_steps=c["steps"],
-                            eta=1.0, reward_samples=c["M"], compute_dtype=compute_dtype)
+                            eta=1.0, reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll)
         sel = make_selector(graphdef, diff, norm, scfg)
         args = jax.device_put((ref, pol, pts, jax.random.key(0)))
         t = time.perf_counter()
@@ -317,7 +369,7 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
                        speedup=statistics.median(st) / med)
         out_rows.append(row)
     return {"benchmark": "sampler", "num_points": num_points, "model": dataclasses.asdict(model_cfg),
-            "diffusion": dataclasses.asdict(diff), "mode": "implicit", "compute_dtype": compute_dtype,
+            "diffusion": dataclasses.asdict(diff), "mode": "implicit", "compute_dtype": compute_dtype, "unroll": unroll,
             "matmul_peak_flops_per_s": peak, "peaks": peaks, "rows": out_rows, "machine": machine()}
 
 

@@ -174,13 +174,17 @@ def cmd_bench(args) -> int:
 
     if args.what == "train":
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
-                              steps=args.repeats)
+                              steps=args.repeats, compute_dtype=args.dtype, torch_reference=args.torch_reference)
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
         r = bench.bench_sampler(num_points=args.points, rows=args.rows, compute_dtype=args.dtype,
-                                torch_reference=args.torch_reference)
+                                torch_reference=args.torch_reference, unroll=args.unroll)
         bench.print_result(r, args.json, bench.format_sampler)
+        return 0
+    if args.what == "fps":
+        r = bench.bench_fps(num_points=args.points)
+        bench.print_result(r, args.json, bench.format_fps)
         return 0
     if args.what == "data":
         from pam_jax.apps import data_bench
@@ -358,10 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_study)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
-    b.add_argument("what", choices=["train", "sampler", "data", "serve"],
+    b.add_argument("what", choices=["train", "sampler", "fps", "data", "serve"],
                    help="train: supervised step at the reference size; sampler: fused best-of-N selection "
-                        "against a staged baseline; data: input-pipeline throughput; serve: the policy server "
-                        "under concurrent loopback clients against the in-process selector")
+                        "against a staged baseline; fps: the exact farthest-point-sampling forms; data: "
+                        "input-pipeline throughput; serve: the policy server under concurrent loopback clients "
+                        "against the in-process selector")
     b.add_argument("--points", type=int, default=3000)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--replicas", type=int, default=8)
@@ -370,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampler: the paper's setting (K=8, B=1, 100/100 and 10/10 steps/samples), the sweep, "
                         "or both")
     b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="sampler: the networks' compute dtype (parameters stay float32)")
+                   help="sampler, train: the networks' compute dtype (parameters stay float32)")
     b.add_argument("--torch-reference", action="store_true",
-                   help="sampler: also time an eager PyTorch re-statement of the reference decision path on "
-                        "the paper rows (needs torch; slow: minutes on CPU)")
+                   help="sampler, train: also time an eager PyTorch re-statement of the reference decision path "
+                        "on the paper rows, or of its train step (needs torch; slow: minutes on CPU)")
+    b.add_argument("--unroll", type=int, default=1, help="sampler: DDIM steps per iteration of the sampling loop")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.apps import serve_cli
 

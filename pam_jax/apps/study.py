@@ -107,6 +107,20 @@ def _jsonable(x):
     return json.loads(json.dumps(report.strict_json(x)))
 
 
+_CONFIG_DEFAULTS = _jsonable(config_lib.to_dict(config_lib.Config()))
+
+
+def _without_added_defaults(old, new, default):
+    """`new` less the config fields that `old` (a stage recorded by an earlier version) lacks
+    and that hold their default value: a field added to the config later does not void the
+    finished stages that ran without it."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    default = default if isinstance(default, dict) else {}
+    return {k: _without_added_defaults(old.get(k), v, default.get(k)) for k, v in new.items()
+            if k in old or k not in default or default[k] != v}
+
+
 class Study:
     def __init__(self, settings: Settings, *, progress: bool = True, log=print):
         self.s, self.progress, self.log = settings, progress, log
@@ -123,7 +137,7 @@ class Study:
         params = _jsonable(params)
         if marker.exists():
             done = json.loads(marker.read_text())
-            if done["params"] != params:
+            if done["params"] != _without_added_defaults(done["params"], params, _CONFIG_DEFAULTS):
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]

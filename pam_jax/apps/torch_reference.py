@@ -15,7 +15,8 @@ max-pooled 1024-d global feature. A real sparse ResUNet has more layers, so this
 if anything faster than the reference, and the speed-ups measured against it are conservative.
 
 `torch` is optional (not a dependency of pam_jax): `pam-jax bench sampler --torch-reference`
-uses this module when torch is importable.
+and `pam-jax bench train --torch-reference` use this module when torch is importable; it runs on
+the GPU when PyTorch sees one.
 """
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def decide(ref: Policy, pol: Policy, points: np.ndarray, *, num_candidates=8, st
            eta=1.0, beta=100.0, t_max=10, chunk=10, T=100) -> np.ndarray:
     """One decision per cloud (B, Np, 3) -> the chosen actions (B, 2, 3), on the host."""
     ac = cosine_alphas_cumprod(T)
-    xyz = torch.as_tensor(points)
+    xyz = torch.as_tensor(points, device=_device(ref))
     b = xyz.shape[0]
     feats = ref.backbone(xyz)
     x = torch.randn(b, num_candidates, 2, 3)
@@ -213,8 +214,53 @@ def decide(ref: Policy, pol: Policy, points: np.ndarray, *, num_candidates=8, st
     return x[torch.arange(b), idx].cpu().numpy()
 
 
-def make_reference(seed: int = 0):
-    """-> decide(points, steps, samples, num_candidates) with two random-weight models."""
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def default_device() -> str:
+    """"cuda" when PyTorch sees a GPU, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_reference(seed: int = 0, device: str | None = None):
+    """-> decide(points, steps, samples, num_candidates) with two random-weight models on `device`
+    (None: :func:`default_device`). Tensors made inside the networks follow the default device,
+    which this sets for the process (the reference is for timing runs only)."""
+    device = device or default_device()
+    torch.set_default_device(device)
     torch.manual_seed(seed)
     ref, pol = Policy().eval(), Policy().eval()
     return lambda points, **kw: decide(ref, pol, points, **kw)
+
+
+def make_train_step(seed: int = 0, device: str | None = None, *, replicas: int = 8, lr: float = 1e-4, T: int = 100):
+    """-> (step, to_device): the reference's supervised step in eager PyTorch, for timing.
+
+    step(points, actions) on tensors from to_device(points (B, Np, 3), actions (B, 2, 3)): the
+    feature network on the full clouds, each action replicated `replicas` times with its own t and
+    noise, the epsilon MSE, backward and an AdamW update; it returns the loss as a float (which
+    waits for the device)."""
+    device = device or default_device()
+    torch.set_default_device(device)
+    torch.manual_seed(seed)
+    pol = Policy().train()
+    opt = torch.optim.AdamW(pol.parameters(), lr=lr)
+    ac = cosine_alphas_cumprod(T)
+
+    def to_device(points, actions):
+        return torch.as_tensor(points, device=device), torch.as_tensor(actions, device=device)
+
+    def step(xyz, x0):
+        b = xyz.shape[0]
+        x0 = x0[:, None].expand(-1, replicas, -1, -1)
+        t = torch.randint(0, T, (b, replicas))
+        eps = torch.randn_like(x0)
+        a = ac[t][..., None, None]
+        loss = ((pol.denoise(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, pol.backbone(xyz), xyz) - eps) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step, to_device

@@ -67,7 +67,8 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         def make_step(tx, norm, mesh):
             return make_supervised_step(graphdef, tx, diffusion.schedule_from_config(d), mesh,
                                         replicas=cfg.train.noise_replicas, norm=norm,
-                                        seed=cfg.train.seed, ema_decay=o.ema_decay)
+                                        seed=cfg.train.seed, ema_decay=o.ema_decay,
+                                        compute_dtype=cfg.train.compute_dtype)
 
         return Stage(name, graphdef, params, None, make_step)
 
@@ -82,7 +83,8 @@ def build_stage(cfg: config_lib.Config) -> Stage:
 
         def make_step(tx, norm, mesh):
             jitted = make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, pcfg=cfg.preference,
-                                   norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay)
+                                   norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay,
+                                   compute_dtype=cfg.train.compute_dtype)
             ref = jax.device_put(parent.params, sharding.replicated(mesh))
             return lambda state, batch: jitted(state, batch, ref)
 
