@@ -108,6 +108,9 @@ class TrainConfig:
     run_dir: str = "runs/default"
     num_devices: int = 0            # 0 = all local devices
     compute_dtype: str = "float32"  # float32 | bfloat16: the networks' arithmetic (parameters stay float32)
+    tracker: str = "jsonl"          # jsonl | tensorboard | wandb (metrics.jsonl is always written)
+    eval_every: int = 0             # validation loss every N steps on the validation split; 0 = off
+    eval_batches: int = 4           # batches of each validation pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +322,7 @@ RANGES: dict[str, Range] = {
     "preference.reward_samples": Range(1), "preference.num_candidates": Range(1),
     "train.steps": Range(1), "train.epochs": Range(0), "train.noise_replicas": Range(1), "train.seed": Range(0),
     "train.log_every": Range(1), "train.checkpoint_every": Range(1), "train.keep_checkpoints": Range(1),
-    "train.num_devices": Range(0),
+    "train.num_devices": Range(0), "train.eval_every": Range(0), "train.eval_batches": Range(1),
 }
 
 # free-text fields: paths and names (must not be empty where marked True)
@@ -342,6 +345,7 @@ def choices() -> dict[str, tuple[str, ...]]:
         "preference.reward_head": ("linear", "mlp"),                     # models.reward.HEADS
         "train.stage": TRAIN_STAGES,
         "train.compute_dtype": ("float32", "bfloat16"),                # select.COMPUTE_DTYPES
+        "train.tracker": ("jsonl", "tensorboard", "wandb"),            # train.tracking.TRACKERS
     }
 
 

@@ -130,6 +130,9 @@ def test_enum_choices_agree_with_the_modules_that_use_them():
     assert ch["preference.reward_init"] == INITS and ch["preference.reward_head"] == HEADS
     assert ch["data.source"] == SOURCES and ch["train.stage"] == STAGES
     assert ch["train.compute_dtype"] == COMPUTE_DTYPES
+    from pam_jax.train.tracking import TRACKERS
+
+    assert ch["train.tracker"] == TRACKERS
 
 
 def test_a_wrong_type_in_an_experiment_file_names_the_file(tmp_path):

@@ -35,7 +35,7 @@ def _pref_cfg(sl_run, run_dir, stage, *extra):
 
 
 def test_dpo_stage_starts_from_the_parent_and_records_it(sl_run, tmp_path):
-    cfg = _pref_cfg(sl_run, tmp_path / "dpo", "dpo", "optim.lr=0")
+    cfg = _pref_cfg(sl_run, tmp_path / "dpo", "dpo", "optim.lr=0", "train.eval_every=2", "train.eval_batches=2")
     res = _run(cfg)
     sl_params = load_policy(sl_run).params
     for a, b in zip(jax.tree.leaves(res.state.params), jax.tree.leaves(sl_params)):
@@ -46,6 +46,10 @@ def test_dpo_stage_starts_from_the_parent_and_records_it(sl_run, tmp_path):
     assert all(-1.0 <= r["loss"] <= 0.0 for r in rows)   # -sigmoid lies in [-1, 0]
     # equal weights: e_theta == e_ref for every pair, so Delta = 0 and the loss is -sigmoid(0)
     assert rows[0]["loss"] == pytest.approx(-0.5, abs=1e-5)
+    # validation on held-out draws: the same closed form, and the pair accuracy of the preference stage
+    assert [r["step"] for r in rows if "val_loss" in r] == [2, 4]
+    assert all(r["val_loss"] == pytest.approx(-0.5, abs=1e-5) and 0 <= r["val_pair_accuracy"] <= 1
+               for r in rows if "val_loss" in r)
 
 
 def test_dpo_resume_and_wrong_parent(sl_run, tmp_path):

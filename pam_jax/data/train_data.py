@@ -6,6 +6,8 @@ A preference stage starts from a supervised policy (``parent``, a
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from pam_jax import config as config_lib
@@ -36,3 +38,21 @@ def make_train_data(cfg: config_lib.Config, parent: Policy | None = None):
         data = pipeline.from_config(cfg, process_index=pi, process_count=pc)
         return PairBatches(data) if cfg.train.stage in ("dpo", "reward") else data
     raise ValueError(f"unknown data.source {d.source!r}: expected one of {', '.join(map(repr, SOURCES))}")
+
+
+VALIDATION_SEED_OFFSET = 1_000_003   # generated sources: the validation draws use data.seed + this
+
+
+def make_validation_data(cfg: config_lib.Config, parent: Policy | None = None):
+    """The held-out data of `cfg` (for `train.eval_every`): the dataset's "validation" split for
+    `tfds`, or the same generator under another seed for the generated sources."""
+    d = cfg.data
+    if d.source == "tfds":
+        held_out = dataclasses.replace(d, split="validation")
+    else:
+        held_out = dataclasses.replace(d, seed=d.seed + VALIDATION_SEED_OFFSET)
+    try:
+        return make_train_data(dataclasses.replace(cfg, data=held_out), parent)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise ValueError(f"train.eval_every={cfg.train.eval_every} needs validation data, but it could not be "
+                         f"opened: {e}") from None

@@ -1,6 +1,11 @@
 """The training loop: data -> jitted step on the mesh -> metrics, progress, checkpoints.
 
-A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/` and `loss.png`. Starting a run
+A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/` and `loss.png` (and
+`tracker.json`, plus `tensorboard/` or `wandb/` with another `train.tracker`). Each metrics record
+holds the means over the steps since the previous one, the learning rate, steps/s, samples/s and
+the mean wait for data per step; with `train.eval_every` it also holds the validation metrics
+(``val_*``: the stage's loss on the validation split, and pair accuracy in the preference stages).
+Starting a run
 whose folder already has checkpoints resumes from the newest one and continues the same step
 count; Ctrl-C or SIGTERM stops at the next step boundary and saves a checkpoint there first
 (`interrupts.DeferredSignals`). One trainer at a time holds the folder (`runlock.RunLock`). With train.epochs > 0
@@ -19,17 +24,18 @@ import numpy as np
 
 from pam_jax import config as config_lib
 from pam_jax.batches import batch_type
-from pam_jax.data.train_data import make_train_data
+from pam_jax.data.train_data import make_train_data, make_validation_data
 from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import Checkpointer, abstract_like
 from pam_jax.train.interrupts import DeferredSignals, Interrupted, signal_name
-from pam_jax.train.logging import MetricsWriter, plot_curve, progress
+from pam_jax.train.logging import plot_curve, progress
 from pam_jax.train.runlock import RunLock
 from pam_jax.train.stages import build_stage
-from pam_jax.train.state import TrainState, make_optimizer
+from pam_jax.train.state import TrainState, learning_rate, make_optimizer
+from pam_jax.train.tracking import IntervalMeans, Tracker
 
 
 @dataclasses.dataclass
@@ -76,6 +82,25 @@ def step_for(cfg: config_lib.Config, tx, mesh, norm: NormStats):
     return build_stage(cfg).make_step(tx, norm, mesh)
 
 
+def _validator(cfg: config_lib.Config, stage, norm: NormStats, mesh):
+    """-> validate(state) -> {"val_<metric>": mean over cfg.train.eval_batches batches of the
+    validation data}, with the EMA parameters when the run keeps them (what inference uses) and
+    the same noise key on every pass, so the curve compares like with like."""
+    data = make_validation_data(cfg, stage.parent)
+    evaluate = stage.make_eval(norm, mesh)
+    batches = [sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(i)), mesh)
+               for i in range(cfg.train.eval_batches)]
+    key = jax.random.key(cfg.train.seed)
+
+    def validate(state: TrainState) -> dict:
+        params = state.ema_params if state.ema_params is not None else state.params
+        means = IntervalMeans()
+        means.add(jax.device_get([evaluate(params, b, jax.random.fold_in(key, i)) for i, b in enumerate(batches)]))
+        return {f"val_{k}": v for k, v in means.means().items()}
+
+    return validate
+
+
 def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, **extra) -> dict:
     return {"config": config_lib.to_dict(cfg), "model": config_lib.to_dict(cfg.model),
             "diffusion": config_lib.to_dict(cfg.diffusion), "stage": cfg.train.stage,
@@ -113,6 +138,7 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     repl = sharding.replicated(mesh)
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
+    interval = IntervalMeans()
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(abstract_like(state, repl),
                                    expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
@@ -120,6 +146,7 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                                            **({"parent": stage.meta()["parent"]} if stage.parent else {})})
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
+        interval = IntervalMeans(meta.get("log_interval"))
         log(f"resuming from {ckpt.directory} at step {int(state.step)}")
         before = (meta.get("config") or {}).get("train", {}).get("steps")
         if before is not None and before != cfg.train.steps:
@@ -138,14 +165,24 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
             f"{mesh.devices.size} device(s), {jax.process_count()} process(es), run folder {run_dir}{origin}")
 
     step_fn = stage.make_step(tx, norm, mesh)
-    writer = MetricsWriter(run_dir / "metrics.jsonl") if is_chief else None
+    validate = _validator(cfg, stage, norm, mesh) if cfg.train.eval_every else None
+    lr = learning_rate(cfg.optim, cfg.train.steps)
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log) if is_chief else None
+    pending = []                      # this interval's device metrics, fetched at the next log or save
+
+    def flush():
+        interval.add(jax.device_get(pending))
+        pending.clear()
 
     def save(step, force=False):
-        ckpt.save(step, state, checkpoint_meta(cfg, norm, data.get_state(), **stage.meta()), force=force)
+        flush()
+        ckpt.save(step, state, checkpoint_meta(cfg, norm, data.get_state(), **stage.meta(),
+                                               log_interval=interval.state()), force=force)
 
     start, total = int(state.step), cfg.train.steps
     bar = progress(total, start, f"{cfg.name} [{cfg.train.stage}]", enabled=progress_bar and is_chief)
     t_first, t_last, n_timed = None, None, 0
+    t_interval, n_interval, data_wait = time.perf_counter(), 0, 0.0
     try:
         for step in range(start, total):
             if signals.received:  # a step boundary: the state is whole, save it
@@ -155,17 +192,31 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
                                   f"saved in {ckpt.directory}; run the same command again to resume",
                                   signals.received)
+            t_data = time.perf_counter()
             batch = sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(step)), mesh)
+            data_wait += time.perf_counter() - t_data
             state, metrics = step_fn(state, batch)
+            pending.append(metrics)
+            n_interval += 1
             done = step + 1
+            record = {}
             if done % cfg.train.log_every == 0 or done == total:
-                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not np.isfinite(host["loss"]):
-                    raise FloatingPointError(f"loss is {host['loss']} at step {done}: lower optim.lr "
+                flush()
+                record = interval.means()
+                interval.reset()
+                if not np.isfinite(record["loss"]):
+                    raise FloatingPointError(f"loss is {record['loss']} at step {done}: lower optim.lr "
                                              "or check the data for outliers")
-                if writer:
-                    writer.write(done, host)
-                bar.set_postfix(loss=f"{host['loss']:.4f}")
+                now = time.perf_counter()
+                record.update(lr=float(lr(done - 1)), steps_per_s=n_interval / (now - t_interval),
+                              samples_per_s=n_interval * cfg.data.batch_size / (now - t_interval),
+                              data_wait_s=data_wait / n_interval)
+                t_interval, n_interval, data_wait = now, 0, 0.0
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if validate and (done % cfg.train.eval_every == 0 or done == total):
+                record.update(validate(state))
+            if record and tracker:
+                tracker.write(done, record)
             if t_first is None:
                 jax.block_until_ready(state.step)
                 t_first = time.perf_counter()
@@ -189,6 +240,8 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     finally:
         bar.close()
         ckpt.close()  # waits for pending asynchronous saves, also when the run crashed
+        if tracker:
+            tracker.close()
     rate = n_timed / (t_last - t_first) if n_timed else None  # the last step logs, so it has synced
     if is_chief:
         png = plot_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

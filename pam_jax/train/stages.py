@@ -20,9 +20,9 @@ from pam_jax import diffusion
 from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
-from pam_jax.train.preference_steps import PAIR_NOISE, make_dpo_step, make_reward_step
+from pam_jax.train.preference_steps import PAIR_NOISE, dpo_loss, make_dpo_step, make_reward_step, reward_loss
 from pam_jax.train.restore import load_policy
-from pam_jax.train.steps import make_supervised_step
+from pam_jax.train.steps import make_supervised_step, supervised_loss
 
 STAGES = config_lib.TRAIN_STAGES
 
@@ -34,6 +34,7 @@ class Stage:
     params: object
     parent: Policy | None   # the supervised run a preference stage starts from
     make_step: Callable  # (tx, norm, mesh) -> step(state, batch) -> (state, metrics)
+    make_eval: Callable  # (norm, mesh) -> evaluate(params, batch, key) -> metrics (no update)
 
     def meta(self) -> dict:
         if self.parent is None:
@@ -70,7 +71,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                                         seed=cfg.train.seed, ema_decay=o.ema_decay,
                                         compute_dtype=cfg.train.compute_dtype)
 
-        return Stage(name, graphdef, params, None, make_step)
+        def make_eval(norm, mesh):
+            schedule = diffusion.schedule_from_config(d)
+            return jax.jit(lambda p, batch, key: {"loss": supervised_loss(
+                p, graphdef, schedule, batch, key, replicas=cfg.train.noise_replicas, norm=norm,
+                compute_dtype=cfg.train.compute_dtype)})
+
+        return Stage(name, graphdef, params, None, make_step, make_eval)
 
     if name == "dpo":
         if not 0.0 < cfg.preference.train_timestep_frac <= 1.0:
@@ -88,7 +95,19 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             ref = jax.device_put(parent.params, sharding.replicated(mesh))
             return lambda state, batch: jitted(state, batch, ref)
 
-        return Stage(name, parent.graphdef, params, parent, make_step)
+        def make_eval(norm, mesh):
+            schedule = diffusion.schedule_from_config(d)
+            ref = jax.device_put(parent.params, sharding.replicated(mesh))
+
+            def evaluate(p, batch, key, ref):
+                loss, aux = dpo_loss(p, ref, parent.graphdef, schedule, batch, key, pcfg=cfg.preference,
+                                     norm=norm, compute_dtype=cfg.train.compute_dtype)
+                return {"loss": loss, **aux}
+
+            jitted = jax.jit(evaluate)
+            return lambda p, batch, key: jitted(p, batch, key, ref)
+
+        return Stage(name, parent.graphdef, params, parent, make_step, make_eval)
 
     if name == "reward":
         p = cfg.preference
@@ -103,6 +122,12 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         def make_step(tx, norm, mesh):
             return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay)
 
-        return Stage(name, graphdef, params, parent, make_step)
+        def make_eval(norm, mesh):
+            def evaluate(p, batch, key):
+                loss, aux = reward_loss(p, graphdef, batch, norm=norm)
+                return {"loss": loss, **aux}
+            return jax.jit(evaluate)
+
+        return Stage(name, graphdef, params, parent, make_step, make_eval)
 
     raise ValueError(f"unknown train.stage {name!r}: expected one of {STAGES}")
