@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench studies install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pam-jax bench train
 	$(BIN)/pam-jax bench sampler
+
+# issue 11: the full study of each task (hours on 2 cores). Resumable: run it again to continue,
+# on this machine or another; the small results land in docs/results/study_TASK (commit them).
+STUDY_TASKS ?= granular rope cloth
+studies: $(STAMP)
+	for t in $(STUDY_TASKS); do \
+	  $(BIN)/pam-jax study --task $$t --scale full --run-dir runs/study_$$t --results docs/results/study_$$t --no-progress || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

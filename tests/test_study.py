@@ -18,8 +18,9 @@ SIZES = dict(train_seeds=2, expert_episodes=2, sl_steps=2, states=3, steps_per_e
 @pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     lines = []
-    summary = study.run("rope", root=tmp_path, progress=False, log=lines.append, **SIZES)
-    root = tmp_path
+    kept = tmp_path / "kept"                    # the committed copy of the small result files
+    root = tmp_path / "run"
+    summary = study.run("rope", root=root, progress=False, log=lines.append, results=kept, **SIZES)
     for name in ("expert", "sl_s0", "sl_s1", "preferences", "dpo_s0", "dpo_s1", "offline"):
         assert (root / "stages" / f"{name}.json").exists(), name
         assert summary["stage_wall_s"][name] >= 0.0
@@ -44,12 +45,39 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "train", no_training)
     monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
     lines.clear()
-    again = study.run("rope", root=tmp_path, progress=False, log=lines.append, **SIZES)
+    again = study.run("rope", root=root, progress=False, log=lines.append, **SIZES)
     assert sum("skipped" in ln for ln in lines) == 7                          # every stage above
     assert strict_json(again["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])   # NaN -> null
     # changed settings of a finished stage: a one-line error through the CLI
-    assert cli.main(["study", "--task", "rope", "--run-dir", str(tmp_path), "--train-seeds", "2",
+    assert cli.main(["study", "--task", "rope", "--run-dir", str(root), "--train-seeds", "2",
                      "--expert-episodes", "3", "--no-progress"]) == 2
+
+    # another machine: only the kept files; --report-only rebuilds the same tables, computing nothing
+    assert (kept / "stages" / "dpo_s1.json").exists() and (kept / "study.md").exists()
+    assert len(list((kept / "eval" / "report" / "deformpam" / "s1").glob("*.json"))) == 2
+    elsewhere = study.run("rope", root=tmp_path / "elsewhere", progress=False, log=lines.append, results=kept,
+                          report_only=True, **SIZES)
+    assert strict_json(elsewhere["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])
+    # a (method, seed) group with an episode missing is left out, and named
+    (kept / "eval" / "report" / "deformpam" / "s1" / "2001.json").unlink()
+    partial = study.run("rope", root=tmp_path / "partial", progress=False, log=lines.append, results=kept,
+                        report_only=True, **SIZES)
+    assert partial["incomplete"] == ["report/deformpam/s1 (1/2)"]
+    assert partial["closed_loop"]["report"]["methods"]["deformpam"]["train_seeds"] == 1
+    assert "**Partial**" in (tmp_path / "partial" / "study.md").read_text()
+    # a finished stage whose checkpoint is not on this machine is trained again
+    import shutil
+
+    shutil.rmtree(root / "dpo_s1" / "checkpoints")
+    trained = []
+
+    def record(cfg, **k):
+        trained.append(cfg.train.run_dir)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(study, "train", record)
+    with pytest.raises(RuntimeError, match="stop here"):
+        study.run("rope", root=root, progress=False, log=lines.append, **SIZES)
+    assert trained == [str(root / "dpo_s1")]
 
 
 def test_a_config_field_added_later_at_its_default_keeps_finished_stages():

@@ -165,7 +165,7 @@ def cmd_study(args) -> int:
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ())}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
-              **sizes)
+              results=args.results, report_only=args.report_only, **sizes)
     return 0
 
 
@@ -358,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="%(choices)s (default: every method)")
     st.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for every training stage")
+    st.add_argument("--results", metavar="DIR",
+                    help="mirror the small result files (stage records, episodes, tables) to DIR, e.g. a committed "
+                         "folder, and restore them from it into a run folder that lacks them; missing datasets and "
+                         "checkpoints are then recomputed")
+    st.add_argument("--report-only", action="store_true",
+                    help="write the tables from the cached episodes (complete method/seed groups only); compute nothing")
     st.add_argument("--no-progress", action="store_true", help="no progress bars")
     st.set_defaults(func=cmd_study)
 

@@ -25,6 +25,13 @@ settings changed is an error: start a new ``--run-dir`` or pass ``--fresh``):
 
 Training resumes from its checkpoints. Sizes: :data:`SCALES` (``small``: a smoke test that
 finishes in minutes; ``full``: the sizes of issue 11's goal), each overridable.
+
+Across machines: with ``results=DIR`` (``--results``) every small file (stage records, cached
+episodes, the tables) is also copied to DIR, meant to be committed, and copied back into a run
+folder that lacks it; a stage whose record is there but whose output (dataset, checkpoint) is not
+is recomputed (each stage is seeded, so it gives the same output). ``report_only``
+(``--report-only``) writes the tables from what is cached, with the (method, seed) groups whose
+episodes are all there, and computes nothing.
 """
 from __future__ import annotations
 
@@ -122,34 +129,48 @@ def _without_added_defaults(old, new, default):
 
 
 class Study:
-    def __init__(self, settings: Settings, *, progress: bool = True, log=print):
+    def __init__(self, settings: Settings, *, progress: bool = True, log=print, results=None,
+                 report_only: bool = False):
         self.s, self.progress, self.log = settings, progress, log
         self.root = pathlib.Path(settings.root)
+        self.results = pathlib.Path(results) if results else None
+        self.report_only = report_only
+        self.missing: list[str] = []     # (set, method, seed) groups left out of a report-only table
         self.exp = tasks_lib.get_task(settings.task).experiment
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
         self.times: dict[str, float] = {}
 
     # ------------------------------------------------------------------ stage bookkeeping
-    def stage(self, name: str, params, fn):
-        """Run `fn` once: its result and wall time are kept in stages/<name>.json."""
+    def stage(self, name: str, params, fn, present=None):
+        """Run `fn` once: its result and wall time are kept in stages/<name>.json. `present`
+        (result -> bool) says whether a finished stage's output is on this machine; if not, the
+        stage runs again."""
         marker = self.root / "stages" / f"{name}.json"
-        params = _jsonable(params)
+        params = _rooted(_jsonable(params), self.root)
         if marker.exists():
             done = json.loads(marker.read_text())
+            done["params"] = _rooted(done["params"], self.root)
+            done["result"] = _unrooted(done["result"], self.root)
             if done["params"] != _without_added_defaults(done["params"], params, _CONFIG_DEFAULTS):
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]
-            self.log(f"[{name}] done earlier ({done['wall_s']:.1f} s): skipped")
-            return done["result"]
+            if self.report_only or present is None or present(done["result"]):
+                self.log(f"[{name}] done earlier ({done['wall_s']:.1f} s): skipped")
+                self.keep(marker, missing_only=True)
+                return done["result"]
+            self.log(f"[{name}] done earlier, but its output is not in {self.root}: recomputing")
+        elif self.report_only:
+            raise ValueError(f"--report-only: stage {name!r} has not finished in {self.root}; nothing to report yet")
         self.log(f"[{name}] ...")
         t0 = time.perf_counter()
         result = _jsonable(fn())
         wall = time.perf_counter() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(marker, {"params": params, "result": result, "wall_s": wall,
+        write_json_atomic(marker, {"params": params, "result": _rooted(result, self.root), "wall_s": wall,
                                    "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+        self.keep(marker)
         self.times[name] = wall
         self.log(f"[{name}] done in {wall:.1f} s")
         return result
@@ -177,12 +198,49 @@ class Study:
         def fn():
             r = train(cfg, progress_bar=self.progress, log=self.log)
             return {"steps": int(r.state.step), "run_dir": str(cfg.train.run_dir)}
-        return self.stage(name, config_lib.to_dict(cfg), fn)
+        ckpts = pathlib.Path(cfg.train.run_dir) / "checkpoints"
+        return self.stage(name, config_lib.to_dict(cfg), fn,
+                          present=lambda r: (ckpts / str(r["steps"])).is_dir())
+
+    # ------------------------------------------------------------------ results that travel
+    def keep(self, path: pathlib.Path, missing_only: bool = False, drop_frames: bool = False) -> None:
+        """Copy a small result file (JSON, Markdown) under `self.results`, at the same relative
+        path (with `missing_only`, only when it is not there yet; with `drop_frames`, an episode
+        without its filmstrip frames, which only the report set's seed-0 episodes need)."""
+        if self.results is None or path.suffix not in (".json", ".md") or not path.exists():
+            return
+        dest = self.results / path.relative_to(self.root)
+        if missing_only and dest.exists():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if drop_frames:
+            ep = json.loads(path.read_text())
+            if "frames" in ep:
+                ep.pop("frames")
+                write_json_atomic(dest, ep)
+                return
+        shutil.copyfile(path, dest)
+
+    def restore_results(self) -> int:
+        """Copy into the run folder every kept file it lacks; -> how many."""
+        if self.results is None or not self.results.is_dir():
+            return 0
+        n = 0
+        for src in self.results.rglob("*"):
+            dest = self.root / src.relative_to(self.results)
+            if src.is_file() and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+                n += 1
+        if n:
+            self.log(f"restored {n} result files from {self.results}")
+        return n
 
     # ------------------------------------------------------------------ the pipeline
     def run(self) -> dict:
         s, root = self.s, self.root
         root.mkdir(parents=True, exist_ok=True)
+        self.restore_results()
         methods = [m for m in closed_loop.METHODS if not s.methods or m in s.methods]
         sl_cfg0 = self.config("supervised", "sl_s0", seed=0, data_dir=root / "tfds")
         n_points = sl_cfg0.data.num_points * 2
@@ -197,7 +255,8 @@ class Study:
             return {"episodes": s.expert_episodes, "samples": r["samples"] + r["skipped_existing"],
                     "success_rate": r["success_rate"], "num_examples": b.get("num_examples")}
         data = {"expert": self.stage("expert", {"episodes": s.expert_episodes, "points": n_points,
-                                                 "max_steps": max_steps}, expert)}
+                                                 "max_steps": max_steps}, expert,
+                                     present=lambda r: (root / "tfds").is_dir())}
 
         for k in self.seeds:
             self.train_stage(f"sl_s{k}", self.config("supervised", f"sl_s{k}", seed=k, data_dir=root / "tfds"))
@@ -222,7 +281,8 @@ class Study:
                         "data_dir": str(tfds_dir)}
             finetune[k] = self.stage(name, {"sl": f"sl_s{k}", "states": s.states, "candidates": k_cand,
                                             "per_episode": s.steps_per_episode, "max_steps": max_steps,
-                                            "label_noise": s.label_noise}, prefs)
+                                            "label_noise": s.label_noise}, prefs,
+                                 present=lambda r: pathlib.Path(r["dataset_dir"]).is_dir())
         data["preferences"] = finetune
 
         def pref_data(k):
@@ -240,13 +300,15 @@ class Study:
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
 
-        sets = {"tune": list(range(TUNE_START, TUNE_START + s.tune_episodes)),
-                "report": list(range(REPORT_START, REPORT_START + s.report_episodes))}
+        sets = {"report": list(range(REPORT_START, REPORT_START + s.report_episodes)),
+                "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
         t0 = time.perf_counter()
         results = self.evaluate(methods, explicit, sets)
         for name, r in results.items():
             self.times[f"eval_{name}"] = sum(e.get("wall_s") or 0.0 for x in r["methods"].values()
                                              for e in x["episodes"])
+            if not r["methods"]:
+                raise ValueError(f"--report-only: no method has all its {name} episodes cached in {root} yet")
             self.log(f"[eval_{name}] {len(sets[name])} start states x {len(methods)} methods: "
                      f"{self.times[f'eval_{name}']:.1f} s of episodes")
         self.log(f"[eval] {time.perf_counter() - t0:.1f} s this call")
@@ -278,38 +340,51 @@ class Study:
 
     # ------------------------------------------------------------------ closed loop, cached per episode
     def evaluate(self, methods, explicit, sets: dict) -> dict:
-        """{set name: start seeds} -> {set name: result}; one agent per (method, training seed)
-        serves every set, and is built only when an episode is not cached."""
+        """{set name: start seeds} -> {set name: result}. The sets run in order (the report set
+        first), and within a set SL and DeformPAM first, so the main comparison is complete
+        earliest; an agent per (method, training seed) is built only when an episode is not
+        cached, and serves every set. With report_only, a (set, method, seed) group enters the
+        tables only when all its episodes are cached."""
         s, root = self.s, self.root
         task = make_task(s.task)
         n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=root / "tfds").preference.num_candidates
         settings = {"max_steps": s.max_steps or None, "num_candidates": n_cand}
+        first = [m for m in ("sl", "deformpam") if m in methods]
+        order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
-        for m in methods:
-            for k in (self.seeds if m in SEEDED else [0]):
-                agent = None
-                for name, starts in sets.items():
+        agents = {}
+        for name, starts in sets.items():
+            for m in order:
+                for k in (self.seeds if m in SEEDED else [0]):
                     folder = root / "eval" / name / m / f"s{k}"
                     cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
                     todo = [st for st in starts if cached[st] is None]
+                    filmstrip = name == "report" and k == 0
+                    for st in starts:
+                        if cached[st] is not None:
+                            self.keep(folder / f"{st}.json", missing_only=True, drop_frames=not filmstrip)
                     self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
                              f"({len(starts) - len(todo)} cached)")
-                    if todo and agent is None:
+                    if todo and self.report_only:
+                        self.missing.append(f"{name}/{m}/s{k} ({len(starts) - len(todo)}/{len(starts)})")
+                        continue
+                    if todo and (m, k) not in agents:
                         runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
                                                 **{st: str(root / st) for st in explicit})
-                        agent = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand)
+                        agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand)
                     folder.mkdir(parents=True, exist_ok=True)
                     for st in todo:
                         t0 = time.perf_counter()
-                        ep = closed_loop.run_episode(task, agent, st, max_steps=settings["max_steps"])
+                        ep = closed_loop.run_episode(task, agents[(m, k)], st, max_steps=settings["max_steps"])
                         ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
                         if st != starts[0]:
                             ep.pop("frames", None)               # the filmstrip needs one episode's
                         write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
+                        self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
                         cached[st] = _load_episode(folder / f"{st}.json", settings)
                     episodes[name][m] += [cached[st] for st in starts]
         return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
-                       "methods": {m: method_entry(eps) for m, eps in episodes[name].items()}}
+                       "methods": {m: method_entry(eps) for m, eps in episodes[name].items() if eps}}
                 for name, starts in sets.items()}
 
     # ------------------------------------------------------------------ the report
@@ -328,9 +403,14 @@ class Study:
                             for name, r in results.items()},
             "files": paths,
         }
+        if self.missing:
+            summary["incomplete"] = self.missing
         write_json_atomic(root / "study.json", report.strict_json(summary))
         md = self.markdown(results, offline, data)
         (root / "study.md").write_text(md + "\n")
+        for path in [root / "study.json", root / "study.md",
+                     *(f for name in results for f in (root / name).glob("*") if f.is_file())]:
+            self.keep(path)
         self.log(md)
         self.log(f"study: {root / 'study.md'}, {root / 'study.json'}; plots in {root / 'report'}")
         return summary
@@ -373,6 +453,8 @@ class Study:
                              for v in data["preferences"].values())
                  + f"; preference stages: {s.pref_steps or 'the experiment budget'} "
                  + ("steps" if s.pref_steps else "") + f"; episode cap {s.max_steps or 'none'}.", "",
+                 *([f"**Partial** (written with --report-only): not yet complete, so left out: "
+                    f"{', '.join(self.missing)}.", ""] if self.missing else []),
                  f"## Closed loop, report set ({s.report_episodes} start states from {REPORT_START})", "",
                  report.table_markdown(results["report"], extra=self.regret_column(offline)), "",
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
@@ -386,6 +468,34 @@ class Study:
         lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {n} | {t:.1f} |" for n, t in self.times.items()]
         return "\n".join(lines)
+
+
+ROOT = "{root}"
+
+
+def _rooted(x, root: pathlib.Path):
+    """`x` with every string path under the run folder written from ROOT, so that stage records
+    hold no machine's folder and compare equal under another --run-dir."""
+    if isinstance(x, dict):
+        return {k: _rooted(v, root) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rooted(v, root) for v in x]
+    if isinstance(x, str):
+        for prefix in (str(root.absolute()), str(root)):
+            if x == prefix or x.startswith(prefix + "/"):
+                return ROOT + x[len(prefix):]
+    return x
+
+
+def _unrooted(x, root: pathlib.Path):
+    """The inverse of :func:`_rooted`: ROOT back to this run folder."""
+    if isinstance(x, dict):
+        return {k: _unrooted(v, root) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_unrooted(v, root) for v in x]
+    if isinstance(x, str) and (x == ROOT or x.startswith(ROOT + "/")):
+        return str(root) + x[len(ROOT):]
+    return x
 
 
 def _nan_for_none(x):
@@ -410,11 +520,13 @@ def _load_episode(path: pathlib.Path, settings: dict) -> dict | None:
 
 
 def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, progress: bool = True,
-        log=print, **sizes) -> dict:
-    """The whole study (see the module docstring); `sizes` override the scale's (Settings fields)."""
+        log=print, results=None, report_only: bool = False, **sizes) -> dict:
+    """The whole study (see the module docstring); `sizes` override the scale's (Settings fields);
+    `results`: the folder the small result files are mirrored to (and restored from);
+    `report_only`: the tables from what is cached, nothing computed."""
     root = pathlib.Path(root or f"runs/study_{tasks_lib.sim_task_name(task)}")
     settings = Settings.from_scale(task, root, scale, **sizes)
     if fresh and root.exists():
         shutil.rmtree(root)
     log(f"study of {settings.task} ({scale} scale) in {root}")
-    return Study(settings, progress=progress, log=log).run()
+    return Study(settings, progress=progress, log=log, results=results, report_only=report_only).run()
