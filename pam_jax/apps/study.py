@@ -408,9 +408,8 @@ class Study:
         write_json_atomic(root / "study.json", report.strict_json(summary))
         md = self.markdown(results, offline, data)
         (root / "study.md").write_text(md + "\n")
-        for path in [root / "study.json", root / "study.md",
-                     *(f for name in results for f in (root / name).glob("*") if f.is_file())]:
-            self.keep(path)
+        for path in [root / "study.json", root / "study.md", *(root / name / "eval.md" for name in results)]:
+            self.keep(path)            # the per-set eval.json repeats the kept episodes: rebuilt, not kept
         self.log(md)
         self.log(f"study: {root / 'study.md'}, {root / 'study.json'}; plots in {root / 'report'}")
         return summary
