@@ -12,7 +12,7 @@ TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.w
         "preference.num_candidates=3", "preference.reward_samples=2"]
 SIZES = dict(train_seeds=2, expert_episodes=2, sl_steps=2, states=3, steps_per_episode=2, pref_steps=2,
              tune_episodes=1, report_episodes=2, max_steps=1, methods=("sl", "deformpam"),
-             overrides=tuple(TINY))
+             estimator_samples=(2,), overrides=tuple(TINY))
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     kept = tmp_path / "kept"                    # the committed copy of the small result files
     root = tmp_path / "run"
     summary = study.run("rope", root=root, progress=False, log=lines.append, results=kept, **SIZES)
-    for name in ("expert", "sl_s0", "sl_s1", "preferences", "dpo_s0", "dpo_s1", "offline"):
+    for name in ("expert", "sl_s0", "sl_s1", "preferences", "dpo_s0", "dpo_s1", "offline", "estimators"):
         assert (root / "stages" / f"{name}.json").exists(), name
         assert summary["stage_wall_s"][name] >= 0.0
     rep = summary["closed_loop"]["report"]
@@ -31,6 +31,9 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert summary["closed_loop"]["tune"]["start_seeds"] == [1000]            # disjoint from the report set
     assert rep["vs_sl"]["deformpam"]["interval"] == "hierarchical bootstrap"
     assert set(summary["offline"]["pair_accuracy"]) == {"implicit_s0", "implicit_s1"}
+    est = summary["offline"]["estimators"]      # every Monte-Carlo estimator at each M, per seed
+    assert set(est) == {"shared_t M=2", "crn M=2", "independent M=2"}
+    assert all(len(e["seeds"]) == 2 for e in est.values()) and "Implicit-reward estimators" in (root / "study.md").read_text()
     assert len(list((root / "eval" / "report" / "deformpam" / "s1").glob("*.json"))) == 2
     md = (root / "study.md").read_text()
     assert "DeformPAM" in md and "Wall time per stage" in md and "sl_s1" in md
@@ -46,7 +49,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
     lines.clear()
     again = study.run("rope", root=root, progress=False, log=lines.append, **SIZES)
-    assert sum("skipped" in ln for ln in lines) == 7                          # every stage above
+    assert sum("skipped" in ln for ln in lines) == 8                          # every stage above
     assert strict_json(again["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])   # NaN -> null
     # changed settings of a finished stage: a one-line error through the CLI
     assert cli.main(["study", "--task", "rope", "--run-dir", str(root), "--train-seeds", "2",

@@ -13,7 +13,9 @@ settings changed is an error: start a new ``--run-dir`` or pass ``--fresh``):
 5. ``reward``, ``reward_sl``  the explicit baselines from SL seed 0 (each skipped with a message
                      when the experiment has no such stage or closed_loop.Runs no such run);
 6. ``offline``       held-out pair accuracy of every scorer, and the top-1 selection regret
-                     (:mod:`pam_jax.eval.regret`, when present);
+                     (:mod:`pam_jax.eval.regret`, when present); ``estimators``: the same
+                     for the implicit reward under each Monte-Carlo estimator
+                     (``select.REWARD_NOISE``) and M in ``Settings.estimator_samples``, per seed;
 7. ``eval_tune``, ``eval_report``  closed-loop episodes of every method on the tuning start
                      states and on a disjoint report set. SL, DPO alone and DeformPAM run for
                      every training seed, the other methods for seed 0. Each episode is cached
@@ -52,6 +54,7 @@ from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop, report
 from pam_jax.eval import pairs as pair_eval
 from pam_jax.eval.summary import method_entry, paired_difference
+from pam_jax.select import REWARD_NOISE
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
@@ -88,6 +91,7 @@ class Settings:
     report_episodes: int = 30
     max_steps: int = 0               # cap on every episode's steps; 0 = the task's limit
     methods: tuple = ()              # () = every method closed_loop knows
+    estimator_samples: tuple = (10, 30, 100)   # the M curve of the estimators stage
     overrides: tuple = ()
 
     @classmethod
@@ -96,6 +100,8 @@ class Settings:
             raise ValueError(f"--scale: expected one of {tuple(SCALES)}, got {scale!r}")
         values = {**SCALES[scale], **{k: v for k, v in given.items() if v is not None}}
         values.update(methods=tuple(values.get("methods", ())), overrides=tuple(values.get("overrides", ())))
+        if "estimator_samples" in values:
+            values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
         for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes",
                      "report_episodes"):
@@ -299,6 +305,10 @@ class Study:
 
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
+        if regret_eval is not None:
+            offline = {**offline, "estimators": self.stage(
+                "estimators", {"seeds": self.seeds, "noise": list(REWARD_NOISE), "M": list(self.s.estimator_samples)},
+                lambda: self.estimators(pref_data))}
 
         sets = {"report": list(range(REPORT_START, REPORT_START + s.report_episodes)),
                 "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
@@ -337,6 +347,30 @@ class Study:
         except (ValueError, FileNotFoundError) as e:
             self.log(f"[offline] top-1 regret skipped: {e}")
         return out
+
+    def estimators(self, pref_data) -> dict:
+        """Top-1 regret and pair accuracy of the implicit reward on the held-out preference
+        states for every Monte-Carlo estimator and M (issue 11, item 1): {"<noise> M=<M>":
+        {"seeds": [per-seed regret summaries], "regret", "norm_gain", "top1", "pair_accuracy"
+        (means over the seeds)}}."""
+        root, per = self.root, {}
+        for k in self.seeds:
+            ds = pref_data(k)["dataset_dir"]
+            scorers = {}
+            for noise in REWARD_NOISE:
+                for m in self.s.estimator_samples:
+                    f, cfg = pair_eval.make_scorer("implicit", root / f"sl_s{k}", root / f"dpo_s{k}",
+                                                   samples=m, noise=noise)
+                    acc = pair_eval.pair_accuracy(root / f"sl_s{k}", root / f"dpo_s{k}", ds, mode="implicit",
+                                                  scorer=(f, cfg))
+                    scorers[f"{noise} M={m}"] = (f, acc["candidates"])
+            r = regret_eval.selection_regret(ds, {n: f for n, (f, _) in scorers.items()},
+                                             num_points=cfg.data.num_points)
+            for n, (_, acc) in scorers.items():
+                per.setdefault(n, []).append({**r["scorers"][n], "pair_accuracy": acc})
+        return {n: {"seeds": v, **{key: _mean_of([x[key] for x in v])
+                                   for key in ("regret", "norm_gain", "top1", "pair_accuracy")}}
+                for n, v in per.items()}
 
     # ------------------------------------------------------------------ closed loop, cached per episode
     def evaluate(self, methods, explicit, sets: dict) -> dict:
@@ -464,6 +498,16 @@ class Study:
                          f"{report.percent(a['vs_annotator'])} ({a['pairs']['vs_annotator']} pairs) | {a['states']} |")
         if offline.get("regret") and regret_eval is not None:
             lines += ["", regret_eval.format_regret(_nan_for_none(offline["regret"]))]
+        if offline.get("estimators"):
+            lines += ["", f"Implicit-reward estimators on the same states (means over {len(self.seeds)} training seeds; "
+                      "shared_t: one t per Monte-Carlo sample shared by the candidates, the paper's; crn: t and "
+                      "eps shared; independent: t per candidate):", "",
+                      "| estimator | regret | normalised gain | top-1 | pair accuracy |", "|---|---|---|---|---|"]
+            def cell(x, fmt):
+                return "n/a" if x is None else format(x, fmt)
+            lines += [f"| {n} | {cell(e['regret'], '.4f')} | {cell(e['norm_gain'], '+.3f')} | "
+                      f"{report.percent(e['top1'])} | {report.percent(e['pair_accuracy'])} |"
+                      for n, e in offline["estimators"].items()]
         lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {n} | {t:.1f} |" for n, t in self.times.items()]
         return "\n".join(lines)
@@ -495,6 +539,12 @@ def _unrooted(x, root: pathlib.Path):
     if isinstance(x, str) and (x == ROOT or x.startswith(ROOT + "/")):
         return str(root) + x[len(ROOT):]
     return x
+
+
+def _mean_of(values) -> float | None:
+    """The mean of the finite values, None when there is none."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def _nan_for_none(x):
