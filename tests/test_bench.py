@@ -60,7 +60,7 @@ def test_fps_bench_times_both_exact_forms_and_they_agree():
     from pam_jax.models.geometry import FPS_METHODS
 
     r = bench.bench_fps(num_points=100, num_samples=16, batch_sizes=(2,), budget_s=0.02)
-    assert [x["method"] for x in r["rows"]] == list(FPS_METHODS)
+    assert [x["method"] for x in r["rows"]] == [m for m in FPS_METHODS if m != "pallas"]   # CPU: no Pallas timing
     assert r["rows"][-1]["agree"] is True and all(x["median_s"] > 0 for x in r["rows"])
     assert "farthest-point sampling" in bench.format_fps(r)
 

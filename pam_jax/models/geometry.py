@@ -4,17 +4,25 @@ Both are static-shape and jit/vmap friendly, so the encoder stays one XLA graph.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
 
-FPS_METHODS = ("rows", "argmax")
+FPS_METHODS = ("rows", "argmax", "pallas")
+FPS_ENV = "PAM_JAX_FPS"          # overrides the device's default method (all give the same indices)
 
 
 def default_fps_method() -> str:
-    """"rows" on CPU (measured about 6x faster there, see BUILD_NOTES); "argmax", the plain form,
-    on accelerators until a device measurement says otherwise (each reduction is a kernel there,
-    and "rows" has one more per iteration)."""
+    """$PAM_JAX_FPS when set; else "rows" on CPU (measured about 6x faster there, see
+    BUILD_NOTES) and "argmax", the plain form, on accelerators (on an H200 the two tie; "pallas"
+    is not measured on a GPU yet)."""
+    chosen = os.environ.get(FPS_ENV)
+    if chosen:
+        if chosen not in FPS_METHODS:
+            raise ValueError(f"${FPS_ENV}={chosen!r}: expected one of {FPS_METHODS}")
+        return chosen
     return "rows" if jax.default_backend() == "cpu" else "argmax"
 
 
@@ -25,6 +33,9 @@ def farthest_point_sample(points: jax.Array, num_samples: int, method: str | Non
       "rows"    the coordinates laid out as three rows (the distance update is three contiguous
                 vector ops, no reduction over xyz) and the argmax as a max then the first index
                 equal to it (two plain reductions instead of one over (value, index) pairs).
+      "pallas"  the "rows" iteration inside one Pallas kernel (:func:`_fps_pallas`), so a GPU runs
+                the whole loop in one launch instead of one launch per iteration; interpreted
+                (slowly) on CPU, where it exists for tests.
     `method` None: :func:`default_fps_method`."""
     n = points.shape[0]
     if num_samples > n:
@@ -32,6 +43,8 @@ def farthest_point_sample(points: jax.Array, num_samples: int, method: str | Non
     method = default_fps_method() if method is None else method
     if method not in FPS_METHODS:
         raise ValueError(f"farthest_point_sample: unknown method {method!r}: expected one of {FPS_METHODS}")
+    if method == "pallas":
+        return _fps_pallas(points, num_samples)
     rows = points.T  # (3, N)
     index = jnp.arange(n, dtype=jnp.int32)
 
@@ -54,6 +67,40 @@ def farthest_point_sample(points: jax.Array, num_samples: int, method: str | Non
     init = (first, jnp.full((n,), jnp.inf, points.dtype))
     _, rest = jax.lax.scan(body, init, None, length=num_samples - 1)
     return jnp.concatenate([first[None], rest])
+
+
+def _fps_pallas(points: jax.Array, num_samples: int) -> jax.Array:
+    """Greedy FPS of one cloud in one Pallas kernel (vmap adds a grid axis over clouds). The
+    cloud is padded to a power of two with copies of point 0, which is always chosen first, so
+    a pad is never farther than 0 and never chosen; indices are accumulated in a vector and
+    stored once. Same indices and tie-breaking as the scan forms."""
+    from jax.experimental import pallas as pl
+
+    n = points.shape[0]
+    npad = max(16, 1 << (n - 1).bit_length())
+    spad = max(16, 1 << (num_samples - 1).bit_length())
+    padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (npad - n, 3))]).astype(jnp.float32)
+    xs, ys, zs = padded[:, 0], padded[:, 1], padded[:, 2]
+
+    def kernel(x_ref, y_ref, z_ref, o_ref):
+        x, y, z = x_ref[...], y_ref[...], z_ref[...]
+        index = jax.lax.broadcasted_iota(jnp.int32, (npad,), 0)
+        slot = jax.lax.broadcasted_iota(jnp.int32, (spad,), 0)
+
+        def body(i, carry):
+            last, min_d2, out = carry
+            at = index == last
+            qx, qy, qz = (jnp.sum(jnp.where(at, c, 0.0)) for c in (x, y, z))
+            min_d2 = jnp.minimum(min_d2, (x - qx) ** 2 + (y - qy) ** 2 + (z - qz) ** 2)
+            nxt = jnp.min(jnp.where(min_d2 == jnp.max(min_d2), index, npad)).astype(jnp.int32)
+            return nxt, min_d2, jnp.where(slot == i, nxt, out)
+
+        init = (jnp.int32(0), jnp.full((npad,), jnp.inf, jnp.float32), jnp.zeros((spad,), jnp.int32))
+        o_ref[...] = jax.lax.fori_loop(1, num_samples, body, init)[2]
+
+    out = pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((spad,), jnp.int32),
+                         interpret=jax.default_backend() == "cpu")(xs, ys, zs)
+    return out[:num_samples]
 
 
 def knn(queries: jax.Array, points: jax.Array, k: int) -> jax.Array:
