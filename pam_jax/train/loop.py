@@ -5,9 +5,9 @@ A run folder holds `config.json`, `metrics.jsonl`, `checkpoints/` and `loss.png`
 holds the means over the steps since the previous one, the learning rate, steps/s, samples/s and
 the mean wait for data per step; with `train.eval_every` it also holds the validation metrics
 (``val_*``: the stage's loss on the validation split, and pair accuracy in the preference stages).
-Starting a run
-whose folder already has checkpoints resumes from the newest one and continues the same step
-count; Ctrl-C or SIGTERM stops at the next step boundary and saves a checkpoint there first
+
+Starting a run whose folder already has checkpoints resumes from the newest one and continues the
+same step count; Ctrl-C or SIGTERM stops at the next step boundary and saves a checkpoint there first
 (`interrupts.DeferredSignals`). One trainer at a time holds the folder (`runlock.RunLock`). With train.epochs > 0
 the step budget is computed from the data's size when the data opens (`resolve_steps`).
 """
