@@ -317,11 +317,12 @@ class Study:
         for name, r in results.items():
             self.times[f"eval_{name}"] = sum(e.get("wall_s") or 0.0 for x in r["methods"].values()
                                              for e in x["episodes"])
-            if not r["methods"]:
-                raise ValueError(f"--report-only: no method has all its {name} episodes cached in {root} yet")
             self.log(f"[eval_{name}] {len(sets[name])} start states x {len(methods)} methods: "
                      f"{self.times[f'eval_{name}']:.1f} s of episodes")
         self.log(f"[eval] {time.perf_counter() - t0:.1f} s this call")
+        results = {name: r for name, r in results.items() if r["methods"]}   # report-only: complete groups
+        if not results:
+            raise ValueError(f"--report-only: no method has all its episodes of a set cached in {root} yet")
         return self.write(results, offline, data)
 
     # ------------------------------------------------------------------ offline metrics
@@ -489,9 +490,11 @@ class Study:
                  *([f"**Partial** (written with --report-only): not yet complete, so left out: "
                     f"{', '.join(self.missing)}.", ""] if self.missing else []),
                  f"## Closed loop, report set ({s.report_episodes} start states from {REPORT_START})", "",
-                 report.table_markdown(results["report"], extra=self.regret_column(offline)), "",
+                 (report.table_markdown(results["report"], extra=self.regret_column(offline))
+                  if "report" in results else "(no complete method yet)"), "",
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
-                 report.table_markdown(results["tune"]), "", "## Offline (held-out preference states)", "",
+                 report.table_markdown(results["tune"]) if "tune" in results else "(no complete method yet)", "",
+                 "## Offline (held-out preference states)", "",
                  "| scorer | pair accuracy (candidates) | pair accuracy (vs annotator) | states |", "|---|---|---|---|"]
         for n, a in offline["pair_accuracy"].items():
             lines.append(f"| {n} | {report.percent(a['candidates'])} ({a['pairs']['candidates']} pairs) | "
@@ -507,7 +510,7 @@ class Study:
                 return "n/a" if x is None else format(x, fmt)
             lines += [f"| {n} | {cell(e['regret'], '.4f')} | {cell(e['norm_gain'], '+.3f')} | "
                       f"{report.percent(e['top1'])} | {report.percent(e['pair_accuracy'])} |"
-                      for n, e in offline["estimators"].items()]
+                      for n, e in sorted(offline["estimators"].items(), key=_estimator_order)]
         lines += ["", "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {n} | {t:.1f} |" for n, t in self.times.items()]
         return "\n".join(lines)
@@ -539,6 +542,12 @@ def _unrooted(x, root: pathlib.Path):
     if isinstance(x, str) and (x == ROOT or x.startswith(ROOT + "/")):
         return str(root) + x[len(ROOT):]
     return x
+
+
+def _estimator_order(item) -> tuple:
+    """Sort key of an estimators entry "<noise> M=<M>": REWARD_NOISE's order, then M."""
+    noise, m = item[0].split(" M=")
+    return (REWARD_NOISE.index(noise) if noise in REWARD_NOISE else len(REWARD_NOISE), int(m))
 
 
 def _mean_of(values) -> float | None:
