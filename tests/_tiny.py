@@ -47,3 +47,23 @@ def checksum(tree) -> float:
     import numpy as np
 
     return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(tree)))
+
+
+def perturbed_policy(seed: int):
+    """A tiny policy (graphdef, params) whose initial weights carry N(0, 0.1) noise, so two seeds
+    give clearly different networks."""
+    import jax
+
+    from pam_jax.models.policy import init_policy
+
+    g, p = init_policy(TINY_MODEL, seed)
+    leaves, tree = jax.tree.flatten(p)
+    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+    return g, jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def random_clouds(b: int = 2, n: int = 64, seed: int = 0):
+    """(b, n, 3) float32 points uniform in [-1, 1]."""
+    import numpy as np
+
+    return np.random.default_rng(seed).uniform(-1, 1, (b, n, 3)).astype(np.float32)

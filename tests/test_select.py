@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _tiny import TINY_MODEL
+from _tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
 from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig
-from pam_jax.models.policy import init_policy
 from pam_jax.models.reward import init_reward_model
 from pam_jax.normalize import NormStats
 from pam_jax.select import (SelectConfig, check_points, implicit_scores, make_selector,
@@ -19,13 +18,6 @@ DIFF = DiffusionConfig(num_train_timesteps=20, num_inference_steps=5, eta=1.0)
 NORM = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def _perturbed(seed):
-    g, p = init_policy(TINY_MODEL, seed)
-    leaves, tree = jax.tree.flatten(p)
-    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-    return g, jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 @pytest.fixture(scope="module")
 def models():
     g, ref = _perturbed(0)
@@ -33,8 +25,6 @@ def models():
     return g, ref, pol
 
 
-def _points(b=2, n=64, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (b, n, 3)).astype(np.float32)
 
 
 def _cfg(**kw):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _tiny import TINY_MODEL
+from _tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
 from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig, PreferenceConfig
 from pam_jax.models import geometry
@@ -22,13 +22,6 @@ NORM = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 FPS_LEN = TINY_MODEL.num_tokens - 1      # an FPS scan runs num_tokens - 1 iterations
 
 
-def _perturbed(seed):
-    g, p = init_policy(TINY_MODEL, seed)
-    leaves, tree = jax.tree.flatten(p)
-    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-    return g, jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 @pytest.fixture(scope="module")
 def models():
     g, ref = _perturbed(0)
@@ -36,8 +29,6 @@ def models():
     return g, ref, pol
 
 
-def _points(b=2, n=64, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (b, n, 3)).astype(np.float32)
 
 
 def _scans(jaxpr, length: int) -> int:
