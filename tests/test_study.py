@@ -18,6 +18,7 @@ SIZES = dict(train_seeds=2, expert_episodes=2, sl_steps=2, states=3, steps_per_e
 @pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     lines = []
+    real_train, real_episode = study.train, study.closed_loop.run_episode
     kept = tmp_path / "kept"                    # the committed copy of the small result files
     root = tmp_path / "run"
     summary = study.run("rope", root=root, progress=False, log=lines.append, results=kept, **SIZES)
@@ -54,6 +55,25 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     # changed settings of a finished stage: a one-line error through the CLI
     assert cli.main(["study", "--task", "rope", "--run-dir", str(root), "--train-seeds", "2",
                      "--expert-episodes", "3", "--no-progress"]) == 2
+
+
+    # a DPO variant against the same SL (--reuse --dpo-set): only its DPO stages train, only the
+    # methods that use the DPO model run episodes; the DPO-independent stages are reused
+    trained, ran = [], []
+    monkeypatch.setattr(study, "train", lambda cfg, **k: trained.append(cfg) or real_train(cfg, **k))
+    monkeypatch.setattr(study.closed_loop, "run_episode",
+                        lambda task, agent, *a, **k: ran.append(agent.method) or real_episode(task, agent, *a, **k))
+    variant = study.run("rope", root=tmp_path / "variant", progress=False, log=lines.append, reuse=root,
+                        dpo_overrides=("optim.lr=0.002",), **SIZES)
+    assert [c.train.run_dir for c in trained] == [str(tmp_path / "variant" / f"dpo_s{k}") for k in (0, 1)]
+    assert all(c.optim.lr == 0.002 and c.train.stage == "dpo" for c in trained)
+    assert set(ran) == {"deformpam"} and len(ran) == 2 * 3                # 2 seeds x (2 report + 1 tune)
+    assert strict_json(variant["closed_loop"]["report"]["methods"]["sl"]) == strict_json(rep["methods"]["sl"])
+    assert "--dpo-set optim.lr=0.002" in variant["command"]
+    with pytest.raises(ValueError, match="holds no study"):
+        study.reuse_study(tmp_path / "nothing", tmp_path / "x")
+    monkeypatch.setattr(study, "train", no_training)
+    monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
 
     # another machine: only the kept files; --report-only rebuilds the same tables, computing nothing
     assert (kept / "stages" / "dpo_s1.json").exists() and (kept / "study.md").exists()

@@ -163,9 +163,10 @@ def cmd_study(args) -> int:
              "label_noise": args.label_noise, "tune_episodes": args.tune_episodes,
              "report_episodes": args.report_episodes, "max_steps": args.max_steps,
              "per_seed_preferences": args.per_seed_preferences or None,
-             "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ())}
+             "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
+             "dpo_overrides": tuple(args.dpo_set or ())}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
-              results=args.results, report_only=args.report_only, **sizes)
+              results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
     return 0
 
 
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="%(choices)s (default: every method)")
     st.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for every training stage")
+    st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",
+                    help="config overrides for the DPO stages only: a DeformPAM variant (use with --reuse)")
+    st.add_argument("--reuse", metavar="RUN_DIR",
+                    help="copy another study's stages and episodes that do not depend on its DPO stages (expert "
+                         "data, SL, preferences, explicit baselines, their episodes) into this run folder first")
     st.add_argument("--results", metavar="DIR",
                     help="mirror the small result files (stage records, episodes, tables) to DIR, e.g. a committed "
                          "folder, and restore them from it into a run folder that lacks them; missing datasets and "

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fnmatch
 import json
 import pathlib
 import shutil
@@ -92,14 +93,15 @@ class Settings:
     max_steps: int = 0               # cap on every episode's steps; 0 = the task's limit
     methods: tuple = ()              # () = every method closed_loop knows
     estimator_samples: tuple = (10, 30, 100)   # the M curve of the estimators stage
-    overrides: tuple = ()
+    overrides: tuple = ()            # config overrides of every training stage
+    dpo_overrides: tuple = ()        # ... of the DPO stages only (a DeformPAM variant)
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
         if scale not in SCALES:
             raise ValueError(f"--scale: expected one of {tuple(SCALES)}, got {scale!r}")
         values = {**SCALES[scale], **{k: v for k, v in given.items() if v is not None}}
-        values.update(methods=tuple(values.get("methods", ())), overrides=tuple(values.get("overrides", ())))
+        values.update({k: tuple(values.get(k, ())) for k in ("methods", "overrides", "dpo_overrides")})
         if "estimator_samples" in values:
             values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
@@ -186,7 +188,7 @@ class Study:
         sets = [f"data.data_dir={data_dir}", f"train.run_dir={self.root / run}", f"train.seed={seed}",
                 f"data.seed={seed}", *([f"preference.init_from={self.root / parent}"] if parent else []),
                 *([f"train.steps={steps}"] + (["train.epochs=0"] if stage != "supervised" else []) if steps else []),
-                *self.s.overrides]
+                *self.s.overrides, *(self.s.dpo_overrides if stage == "dpo" else ())]
         return config_lib.override(config_lib.load_experiment(f"{self.exp}:{stage}"), sets)
 
     def has_stage(self, stage: str) -> bool:
@@ -475,7 +477,8 @@ class Study:
                  f"--report-episodes {s.report_episodes}", f"--max-steps {s.max_steps}",
                  *(["--per-seed-preferences"] if s.per_seed_preferences else []),
                  *([f"--methods {' '.join(s.methods)}"] if s.methods else []),
-                 *([f"--set {' '.join(s.overrides)}"] if s.overrides else [])]
+                 *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
+                 *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else [])]
         return "pam-jax study " + " ".join(flags)
 
     def markdown(self, results, offline, data) -> str:
@@ -577,14 +580,53 @@ def _load_episode(path: pathlib.Path, settings: dict) -> dict | None:
     return ep
 
 
+def _depends_on_dpo(rel: pathlib.Path) -> bool:
+    """Whether a file of a study's run folder (relative path) is an output of, or depends on, its
+    DPO stages: those runs, their stage records, the offline metrics, the episodes of the
+    methods that use the DPO model, and the tables."""
+    top = rel.parts[0]
+    return (fnmatch.fnmatch(top, "dpo_s*") or top in ("report", "tune", "study.json", "study.md")
+            or (top == "stages" and (fnmatch.fnmatch(rel.name, "dpo_s*.json")
+                                     or rel.name in ("offline.json", "estimators.json")))
+            or (top == "eval" and len(rel.parts) > 2 and rel.parts[2] in ("dpo", "deformpam")))
+
+
+def reuse_study(base, root, log=print) -> int:
+    """Copy into `root` what a study in `base` computed that does not depend on its DPO stages
+    (expert data, SL runs, preference data, explicit baselines, the episodes of the methods
+    without the implicit reward), so that a DPO variant (`dpo_overrides`) is trained and
+    evaluated against the same SL. Files already in `root` are kept. Every copied stage is still
+    checked against this study's settings: one run with other settings is an error. -> files copied."""
+    base, root = pathlib.Path(base), pathlib.Path(root)
+    if not (base / "stages").is_dir():
+        raise ValueError(f"--reuse: {base} holds no study (no stages/ folder)")
+    if base.resolve() == root.resolve():
+        raise ValueError("--reuse: the base study is this run folder")
+    n = 0
+    for src in sorted(base.rglob("*")):
+        rel = src.relative_to(base)
+        if not src.is_file() or _depends_on_dpo(rel):
+            continue
+        dest = root / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+            n += 1
+    log(f"reused {n} files from {base}")
+    return n
+
+
 def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, progress: bool = True,
-        log=print, results=None, report_only: bool = False, **sizes) -> dict:
+        log=print, results=None, report_only: bool = False, reuse=None, **sizes) -> dict:
     """The whole study (see the module docstring); `sizes` override the scale's (Settings fields);
     `results`: the folder the small result files are mirrored to (and restored from);
-    `report_only`: the tables from what is cached, nothing computed."""
+    `report_only`: the tables from what is cached, nothing computed; `reuse`: another study's
+    run folder whose DPO-independent stages and episodes are copied first (:func:`reuse_study`)."""
     root = pathlib.Path(root or f"runs/study_{tasks_lib.sim_task_name(task)}")
     settings = Settings.from_scale(task, root, scale, **sizes)
     if fresh and root.exists():
         shutil.rmtree(root)
+    if reuse is not None:
+        reuse_study(reuse, root, log=log)
     log(f"study of {settings.task} ({scale} scale) in {root}")
     return Study(settings, progress=progress, log=log, results=results, report_only=report_only).run()
