@@ -88,6 +88,9 @@ class PreferenceConfig:
     # DPO noise: per_pair (paper: fresh eps for each action of each pair) | per_candidate (one eps
     # per candidate, reused by every pair it is in); the reference always gets the same t and eps
     pair_noise: str = "per_pair"
+    # train on the pairs that name the annotator's own action (True, the paper's) or only on
+    # the comparisons among the sampled candidates, which is all that selection uses (False)
+    annotator_pairs: bool = True
     # explicit reward model (train.stage=reward): backbone "fresh" (the paper's baseline) or "sl"
     # (the supervised policy's weights); head "linear" (the paper's) or "mlp". The defaults are
     # those of runs made before these options existed; the experiments name the paper's.

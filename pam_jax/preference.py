@@ -141,12 +141,14 @@ def implicit_reward(err_policy, err_ref, beta):
 # ---------------------------------------------------------------------------------------------
 # Finetune batches -> DPO batches (host side)
 
-def dpo_batch(batch: dict) -> dict:
+def dpo_batch(batch: dict, *, annotator_pairs: bool = True) -> dict:
     """A finetune batch of the data pipeline -> the DPO batch of `train/preference_steps.py`.
 
     candidate_points (B, Kp, 3) hold K = Kp/2 candidates; the annotator's own action
     (`actions[:, 0]`) is appended as candidate K, i.e. points 2K and 2K+1, which is how the
-    expert-vs-candidate comparisons name it. Pairs naming padded or invalid points become code 3.
+    expert-vs-candidate comparisons name it. Pairs naming padded or invalid points become code 3,
+    and so do the pairs naming the annotator's action when `annotator_pairs` is False (only the
+    comparisons among the sampled candidates are trained on).
     """
     cp = np.asarray(batch["candidate_points"], np.float32)
     b, kp, _ = cp.shape
@@ -155,7 +157,7 @@ def dpo_batch(batch: dict) -> dict:
     k = kp // 2
     cands = np.concatenate([cp.reshape(b, k, 2, 3), np.asarray(batch["actions"])[:, :1]], axis=1)
     valid_pts = np.asarray(batch.get("candidate_valid", np.ones((b, kp), bool)), bool)
-    valid_cand = np.concatenate([valid_pts.reshape(b, k, 2).all(-1), np.ones((b, 1), bool)], axis=1)
+    valid_cand = np.concatenate([valid_pts.reshape(b, k, 2).all(-1), np.full((b, 1), bool(annotator_pairs))], axis=1)
     pairs, codes = [], []
     for i in range(b):
         pr, cd = pairs_from_rankings(batch["pair_indices"][i], batch["rankings"][i], k + 1)
@@ -170,11 +172,11 @@ def dpo_batch(batch: dict) -> dict:
 class PairBatches:
     """Wraps a finetune data source (TrainData) so that it yields DPO batches."""
 
-    def __init__(self, data):
-        self.data = data
+    def __init__(self, data, *, annotator_pairs: bool = True):
+        self.data, self.annotator_pairs = data, annotator_pairs
 
     def batch(self, step: int) -> dict:
-        return dpo_batch(self.data.batch(step))
+        return dpo_batch(self.data.batch(step), annotator_pairs=self.annotator_pairs)
 
     def get_state(self) -> dict:
         return self.data.get_state()

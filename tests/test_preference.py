@@ -137,6 +137,10 @@ def test_dpo_batch_appends_the_annotator_action():
     np.testing.assert_array_equal(out["pairs"][0], [[0, 1], [2, 0], [2, 1]])
     # candidate 1 has an invalid (padded) point: its pairs are not comparable
     np.testing.assert_array_equal(out["rankings"][0], [3, 0, 3])
+    # without the annotator's pairs, the row naming it (candidate 2) is not comparable either
+    batch["candidate_valid"] = np.ones((1, 4), bool)
+    np.testing.assert_array_equal(pf.dpo_batch(batch)["rankings"][0], [1, 0, 0])
+    np.testing.assert_array_equal(pf.dpo_batch(batch, annotator_pairs=False)["rankings"][0], [1, 3, 3])
 
 
 def test_dpo_noise_fresh_for_each_action_of_each_pair_or_one_per_candidate():

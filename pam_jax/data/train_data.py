@@ -30,13 +30,17 @@ def make_train_data(cfg: config_lib.Config, parent: Policy | None = None):
 
         if parent is None:
             raise ValueError("data.source='toy_preference' needs a supervised parent (train.stage dpo or reward)")
+        if not cfg.preference.annotator_pairs:
+            raise ValueError("preference.annotator_pairs=false: only the tfds source can drop the annotator's pairs")
         return ToyPreferenceData.from_parent(cfg, parent, process_index=pi, process_count=pc)
     if d.source == "tfds":
         from pam_jax.data import pipeline
         from pam_jax.preference import PairBatches
 
         data = pipeline.from_config(cfg, process_index=pi, process_count=pc)
-        return PairBatches(data) if cfg.train.stage in ("dpo", "reward") else data
+        if cfg.train.stage in ("dpo", "reward"):
+            return PairBatches(data, annotator_pairs=cfg.preference.annotator_pairs)
+        return data
     raise ValueError(f"unknown data.source {d.source!r}: expected one of {', '.join(map(repr, SOURCES))}")
 
 
