@@ -60,6 +60,10 @@ class SelectConfig:
     reward_noise: str = "shared_t"      # REWARD_NOISE
     unroll: int = 1                     # DDIM steps per iteration of the sampling loop
     compute_dtype: str = "float32"      # COMPUTE_DTYPES: the networks' arithmetic (parameters stay float32)
+    # action rows moved onto the observed cloud (the point nearest in xy) after sampling, before
+    # scoring: the grasp points of a task whose gripper must close on the object (sim tasks'
+    # `pick_rows`); () = the actions as sampled
+    snap_rows: tuple = ()
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
@@ -80,6 +84,19 @@ class Selection(NamedTuple):
     index: jax.Array        # (B,) its candidate index
     candidates: jax.Array   # (B, N, A, 3) raw frame
     scores: jax.Array       # (B, N)
+
+
+def snap_to_cloud(actions, points, rows) -> jax.Array:
+    """actions (B, N, A, 3), points (B, Np, 3), both in the same frame -> actions with each row in
+    `rows` replaced by the cloud point nearest to it in xy (the first such point on ties)."""
+    if not rows:
+        return actions
+    rows = jnp.asarray(tuple(rows))
+    picks = actions[:, :, rows]                                             # (B, N, R, 3)
+    d2 = jnp.sum((picks[..., None, :2] - points[:, None, None, :, :2]) ** 2, axis=-1)   # (B, N, R, Np)
+    nearest = jnp.argmin(d2, axis=-1)
+    snapped = jax.vmap(lambda p, i: p[i])(points, nearest)                  # (B, N, R, 3)
+    return actions.at[:, :, rows].set(snapped.astype(actions.dtype))
 
 
 def _chunk(m: int, per_sample: int) -> int:
@@ -173,6 +190,8 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
                               clip_sample=diff.clip_sample, unroll=scfg.unroll)
+        if scfg.snap_rows:
+            x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
         if scfg.mode == "implicit":
             policy = merge(graphdef, score_params)
             ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps)

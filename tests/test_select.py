@@ -71,6 +71,24 @@ def test_custom_scorer_is_traced_into_the_graph(models):
         make_selector(g, DIFF, NORM, _cfg(mode="custom"))
 
 
+def test_snapped_grasp_rows_are_the_nearest_cloud_points_in_xy(models):
+    """Row 0 of every candidate becomes the cloud point nearest in xy to the row as sampled (the
+    same key without snapping gives the sampled rows); row 1 is unchanged; the scores see the
+    snapped candidates."""
+    g, ref, _ = models
+    pts = _points()
+    key = jax.random.key(3)
+    free = make_selector(g, DIFF, NORM, _cfg(mode="first"))(ref, None, pts, key).candidates
+    snapped = make_selector(g, DIFF, NORM, _cfg(mode="custom", snap_rows=(0,)),
+                            scorer=lambda _, p, c: c[:, :, 0, 0])(ref, None, pts, key)
+    free, cands = np.asarray(free), np.asarray(snapped.candidates)
+    d2 = ((free[:, :, 0, None, :2] - np.asarray(pts)[:, None, :, :2]) ** 2).sum(-1)   # (B, N, Np)
+    want = np.take_along_axis(np.asarray(pts), d2.argmin(-1)[..., None], axis=1)    # (B, N, 3)
+    np.testing.assert_allclose(cands[:, :, 0], want, atol=1e-6)
+    np.testing.assert_allclose(cands[:, :, 1], free[:, :, 1], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(snapped.index), cands[:, :, 0, 0].argmax(-1))
+
+
 def test_deterministic_for_a_fixed_key(models):
     g, ref, pol = models
     sel = make_selector(g, DIFF, NORM, _cfg())

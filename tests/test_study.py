@@ -114,3 +114,31 @@ def test_a_config_field_added_later_at_its_default_keeps_finished_stages():
     assert _without_added_defaults(old, changed, default) != old    # not at its default: other settings
     extra = {"name": "y", "train": {"steps": 5}, "episodes": 3}     # not a config field: never dropped
     assert _without_added_defaults(old, extra, default) != old
+
+
+def test_reuse_copies_what_does_not_depend_on_the_dpo_stages_or_only_the_supervised_part(tmp_path):
+    base = tmp_path / "base"
+    files = ["stages/expert.json", "stages/sl_s0.json", "stages/preferences.json", "stages/dpo_s0.json",
+             "stages/offline.json", "stages/reward.json", "sl_s0/checkpoints/4/x", "dpo_s0/checkpoints/4/x",
+             "reward/checkpoints/4/x", "src/supervised/a/metadata.yaml", "src/finetune/a/metadata.yaml",
+             "tfds/deformpam/rope_supervised/1.0.0/x", "tfds/deformpam/rope_finetune/1.0.0/x",
+             "eval/report/sl/s0/2000.json", "eval/report/deformpam/s0/2000.json", "eval/tune/dpo/s1/1000.json",
+             "eval/report/oracle/s0/2000.json", "report/eval.md", "study.md", "study.json"]
+    for f in files:
+        (base / f).parent.mkdir(parents=True, exist_ok=True)
+        (base / f).write_text(f)
+
+    def copied(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    kept = ["stages/expert.json", "stages/sl_s0.json", "stages/preferences.json", "stages/reward.json",
+            "sl_s0/checkpoints/4/x", "reward/checkpoints/4/x", "src/supervised/a/metadata.yaml",
+            "src/finetune/a/metadata.yaml", "tfds/deformpam/rope_supervised/1.0.0/x",
+            "tfds/deformpam/rope_finetune/1.0.0/x", "eval/report/sl/s0/2000.json", "eval/report/oracle/s0/2000.json"]
+    assert study.reuse_study(base, tmp_path / "a", log=lambda *_: None) == len(kept)
+    assert copied(tmp_path / "a") == sorted(kept)
+    study.reuse_study(base, tmp_path / "b", log=lambda *_: None, supervised_only=True)
+    assert copied(tmp_path / "b") == sorted(["stages/expert.json", "stages/sl_s0.json", "sl_s0/checkpoints/4/x",
+                                             "src/supervised/a/metadata.yaml",
+                                             "tfds/deformpam/rope_supervised/1.0.0/x"])
+    with pytest.raises(ValueError, match="this run folder"):
+        study.reuse_study(base, base)

@@ -63,6 +63,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _pick_rows(task: str) -> tuple:
+    from pam_jax.sim import make_task
+
+    return tuple(make_task(task).pick_rows)
+
+
 def _eval_sim(args) -> int:
     from pam_jax.eval import closed_loop as evaluate
     from pam_jax.eval import report
@@ -72,8 +78,8 @@ def _eval_sim(args) -> int:
     runs = evaluate.Runs(sl=args.sl, dpo=args.dpo or "", reward=args.reward or "", reward_sl=args.reward_sl or "")
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
-                               reward_noise=args.reward_noise,
-                               max_steps=args.max_steps or None)
+                               reward_noise=args.reward_noise, max_steps=args.max_steps or None,
+                               snap_rows=_pick_rows(args.task) if args.snap_pick else ())
     paths = report.write_report(result, args.out or f"runs/eval_{args.task}")
     print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -164,7 +170,7 @@ def cmd_study(args) -> int:
              "report_episodes": args.report_episodes, "max_steps": args.max_steps,
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
-             "dpo_overrides": tuple(args.dpo_set or ())}
+             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick or None}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
               results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
     return 0
@@ -272,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the candidates share in each Monte-Carlo sample of the implicit reward: the timestep "
                         "(shared_t, the paper's), timestep and noise (crn), nothing (independent); default: the DPO run's")
     e.add_argument("--max-steps", type=int, default=0, help="cap on steps per episode (0 = the task's limit)")
+    e.add_argument("--snap-pick", action="store_true",
+                   help="simulated task: move the candidates' grasp points onto the observed cloud before scoring")
     e.add_argument("--out", help="report folder (default runs/eval_TASK)")
     e.add_argument("--pairs", metavar="DATASET_DIR",
                    help="instead: held-out pair accuracy of --dpo (implicit), --reward and --reward-sl (explicit) "
@@ -361,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="config overrides for every training stage")
     st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for the DPO stages only: a DeformPAM variant (use with --reuse)")
+    st.add_argument("--snap-pick", action="store_true",
+                    help="move every candidate's grasp points onto the observed cloud (the nearest point in xy) "
+                         "before scoring and executing: no candidate misses the object (rope, cloth)")
     st.add_argument("--reuse", metavar="RUN_DIR",
                     help="copy another study's stages and episodes that do not depend on its DPO stages (expert "
                          "data, SL, preferences, explicit baselines, their episodes) into this run folder first")

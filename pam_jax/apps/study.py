@@ -95,6 +95,7 @@ class Settings:
     estimator_samples: tuple = (10, 30, 100)   # the M curve of the estimators stage
     overrides: tuple = ()            # config overrides of every training stage
     dpo_overrides: tuple = ()        # ... of the DPO stages only (a DeformPAM variant)
+    snap_pick: bool = False          # candidates' grasp points moved onto the cloud (the task's pick_rows)
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
@@ -148,6 +149,10 @@ class Study:
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
         self.times: dict[str, float] = {}
+        self.snap_rows = tuple(make_task(settings.task).pick_rows) if settings.snap_pick else ()
+        # recorded with the preference stage and every episode only when set, so that the records
+        # made before the option existed stay valid
+        self.snap_setting = {"snap_rows": list(self.snap_rows)} if settings.snap_pick else {}
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, params, fn, present=None):
@@ -280,7 +285,7 @@ class Study:
             def prefs(k=k, src=src, tfds_dir=tfds_dir, k_cand=k_cand):
                 r = collect(s.task, root / f"sl_s{k}", src, states=s.states, num_candidates=k_cand,
                             num_points=n_points, steps_per_episode=s.steps_per_episode, max_steps=max_steps,
-                            label_noise=s.label_noise, progress=self.progress)
+                            label_noise=s.label_noise, snap_rows=self.snap_rows, progress=self.progress)
                 b = build_dataset(src, task=self.data_task, kind="finetune", data_dir=tfds_dir,
                                   overwrite=True, progress=False)
                 return {"states": r["states"], "episodes": r["episodes"], "stride": r["stride"],
@@ -289,7 +294,7 @@ class Study:
                         "data_dir": str(tfds_dir)}
             finetune[k] = self.stage(name, {"sl": f"sl_s{k}", "states": s.states, "candidates": k_cand,
                                             "per_episode": s.steps_per_episode, "max_steps": max_steps,
-                                            "label_noise": s.label_noise}, prefs,
+                                            "label_noise": s.label_noise, **self.snap_setting}, prefs,
                                  present=lambda r: pathlib.Path(r["dataset_dir"]).is_dir())
         data["preferences"] = finetune
 
@@ -385,7 +390,7 @@ class Study:
         s, root = self.s, self.root
         task = make_task(s.task)
         n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=root / "tfds").preference.num_candidates
-        settings = {"max_steps": s.max_steps or None, "num_candidates": n_cand}
+        settings = {"max_steps": s.max_steps or None, "num_candidates": n_cand, **self.snap_setting}
         first = [m for m in ("sl", "deformpam") if m in methods]
         order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
@@ -408,7 +413,8 @@ class Study:
                     if todo and (m, k) not in agents:
                         runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
                                                 **{st: str(root / st) for st in explicit})
-                        agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand)
+                        agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
+                                                           snap_rows=self.snap_rows)
                     folder.mkdir(parents=True, exist_ok=True)
                     for st in todo:
                         t0 = time.perf_counter()
@@ -478,7 +484,8 @@ class Study:
                  *(["--per-seed-preferences"] if s.per_seed_preferences else []),
                  *([f"--methods {' '.join(s.methods)}"] if s.methods else []),
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
-                 *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else [])]
+                 *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
+                 *(["--snap-pick"] if s.snap_pick else [])]
         return "pam-jax study " + " ".join(flags)
 
     def markdown(self, results, offline, data) -> str:
@@ -591,12 +598,22 @@ def _depends_on_dpo(rel: pathlib.Path) -> bool:
             or (top == "eval" and len(rel.parts) > 2 and rel.parts[2] in ("dpo", "deformpam")))
 
 
-def reuse_study(base, root, log=print) -> int:
+def _supervised_only(rel: pathlib.Path) -> bool:
+    """Whether a file of a study's run folder is part of its expert data or SL runs."""
+    top = rel.parts[0]
+    return (fnmatch.fnmatch(top, "sl_s*") or rel.parts[:2] == ("src", "supervised")
+            or (top == "tfds" and len(rel.parts) > 2 and rel.parts[2].endswith("_supervised"))
+            or (top == "stages" and (rel.name == "expert.json" or fnmatch.fnmatch(rel.name, "sl_s*.json"))))
+
+
+def reuse_study(base, root, log=print, *, supervised_only: bool = False) -> int:
     """Copy into `root` what a study in `base` computed that does not depend on its DPO stages
     (expert data, SL runs, preference data, explicit baselines, the episodes of the methods
     without the implicit reward), so that a DPO variant (`dpo_overrides`) is trained and
-    evaluated against the same SL. Files already in `root` are kept. Every copied stage is still
-    checked against this study's settings: one run with other settings is an error. -> files copied."""
+    evaluated against the same SL; with `supervised_only`, only the expert data and SL runs (a
+    study that collects its preferences and runs its episodes otherwise, e.g. `snap_pick`).
+    Files already in `root` are kept. Every copied stage is still checked against this study's
+    settings: one run with other settings is an error. -> files copied."""
     base, root = pathlib.Path(base), pathlib.Path(root)
     if not (base / "stages").is_dir():
         raise ValueError(f"--reuse: {base} holds no study (no stages/ folder)")
@@ -605,7 +622,7 @@ def reuse_study(base, root, log=print) -> int:
     n = 0
     for src in sorted(base.rglob("*")):
         rel = src.relative_to(base)
-        if not src.is_file() or _depends_on_dpo(rel):
+        if not src.is_file() or _depends_on_dpo(rel) or (supervised_only and not _supervised_only(rel)):
             continue
         dest = root / rel
         if not dest.exists():
@@ -627,6 +644,8 @@ def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, prog
     if fresh and root.exists():
         shutil.rmtree(root)
     if reuse is not None:
-        reuse_study(reuse, root, log=log)
+        base_prefs = pathlib.Path(reuse) / "stages" / "preferences.json"
+        base_snap = base_prefs.exists() and "snap_rows" in json.loads(base_prefs.read_text())["params"]
+        reuse_study(reuse, root, log=log, supervised_only=bool(settings.snap_pick) != base_snap)
     log(f"study of {settings.task} ({scale} scale) in {root}")
     return Study(settings, progress=progress, log=log, results=results, report_only=report_only).run()

@@ -46,11 +46,12 @@ class Runs:
 class Agent:
     """World-frame cloud -> world-frame action by one method. `reward_samples` (M) and
     `reward_noise` (select.REWARD_NOISE) of the implicit reward default (None) to the DPO run's
-    preference config."""
+    preference config. `snap_rows`: action rows moved onto the observed cloud before scoring
+    (`SelectConfig.snap_rows`; the sim task's `pick_rows` snaps its grasp points)."""
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
                  reward_samples: int | None = None, num_inference_steps: int | None = None,
-                 eta: float | None = None, reward_noise: str | None = None):
+                 eta: float | None = None, reward_noise: str | None = None, snap_rows: tuple = ()):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if method in _NEEDS and not getattr(runs, _NEEDS[method][0]):
@@ -72,7 +73,7 @@ class Agent:
         n = 1 if method in ("sl", "dpo") else num_candidates
         scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
                                         num_inference_steps=num_inference_steps, reward_samples=reward_samples,
-                                        reward_noise=reward_noise)
+                                        reward_noise=reward_noise, snap_rows=tuple(snap_rows))
         self.select = checked_selector(make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
                                                      score_graphdef=scorer.graphdef if mode == "explicit" else None),
                                        sl.norm)   # clouds checked (shape, finite, range) before the graph
@@ -128,7 +129,7 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
 
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
              num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
-             progress: bool = True, reward_noise: str | None = None) -> dict:
+             progress: bool = True, reward_noise: str | None = None, snap_rows: tuple = ()) -> dict:
     from tqdm.auto import tqdm
 
     seeds = list(seeds)
@@ -142,7 +143,7 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
     for method in methods:
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
-                      reward_samples=reward_samples, reward_noise=reward_noise)
+                      reward_samples=reward_samples, reward_noise=reward_noise, snap_rows=snap_rows)
         eps = [run_episode(task, agent, s, max_steps=max_steps)
                for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}

@@ -87,6 +87,7 @@ class Task:
     action_type: str = ""
     step_limit: int = 0
     pose_rows: tuple[int, int] = (0, 2)     # rows of the published 4x6 action_poses
+    pick_rows: tuple[int, ...] = ()          # action rows the gripper closes on the object at (grasps)
     success_threshold: float = 1.0          # success() <=> score() >= this
     tie_tol: float = 0.01                   # oracle: score gains closer than this are "equal"
     workspace_lo = np.array([-0.45, -0.45, 0.0])

@@ -73,6 +73,7 @@ class ClothTask(Task):
     action_type = "fling"
     step_limit = 10
     pose_rows = (0, 1)
+    pick_rows = (0, 1)
     success_threshold = 0.75
     tie_tol = 0.01
     workspace_lo = np.array([-0.45, -0.45, 0.0])

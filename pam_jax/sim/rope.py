@@ -32,6 +32,7 @@ class RopeTask(Task):
     action_type = "single_pick_and_place"
     step_limit = 20
     pose_rows = (0, 2)
+    pick_rows = (0,)
     success_threshold = 0.55
     tie_tol = 0.01
     workspace_lo = np.array([-0.4, -0.4, 0.0])
