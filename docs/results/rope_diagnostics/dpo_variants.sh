@@ -20,3 +20,5 @@ run lowt preference.train_timestep_frac=0.1
 run lr1e4_lowt optim.lr=1e-4 preference.train_timestep_frac=0.1
 run lr1e4_lowt_ddpo optim.lr=1e-4 preference.train_timestep_frac=0.1 preference.loss=diffusion_dpo
 run noann preference.annotator_pairs=false
+# 5x the epochs of the best variant (runs/rope_var/run3.sh in the session that made results.json)
+run long_lr1e4_lowt_ddpo train.epochs=1000 optim.lr=1e-4 preference.train_timestep_frac=0.1 preference.loss=diffusion_dpo
