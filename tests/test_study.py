@@ -81,6 +81,12 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     elsewhere = study.run("rope", root=tmp_path / "elsewhere", progress=False, log=lines.append, results=kept,
                           report_only=True, **SIZES)
     assert strict_json(elsewhere["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])
+    # ... and a full run there trains nothing either: every episode and offline record is there,
+    # so the checkpoints and datasets that are not are left uncomputed
+    lines.clear()
+    full = study.run("rope", root=tmp_path / "elsewhere2", progress=False, log=lines.append, results=kept, **SIZES)
+    assert strict_json(full["closed_loop"]["report"]["methods"]) == strict_json(rep["methods"])
+    assert any("not recomputed" in ln for ln in lines)
     # a (method, seed) group with an episode missing is left out, and named
     (kept / "eval" / "report" / "deformpam" / "s1" / "2001.json").unlink()
     partial = study.run("rope", root=tmp_path / "partial", progress=False, log=lines.append, results=kept,
@@ -88,10 +94,12 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert partial["incomplete"] == ["report/deformpam/s1 (1/2)"]
     assert partial["closed_loop"]["report"]["methods"]["deformpam"]["train_seeds"] == 1
     assert "**Partial**" in (tmp_path / "partial" / "study.md").read_text()
-    # a finished stage whose checkpoint is not on this machine is trained again
+    # a finished stage whose checkpoint is not on this machine is trained again when an episode
+    # still needs it
     import shutil
 
     shutil.rmtree(root / "dpo_s1" / "checkpoints")
+    (root / "eval" / "report" / "deformpam" / "s1" / "2001.json").unlink()   # so a model is needed
     trained = []
 
     def record(cfg, **k):

@@ -145,6 +145,7 @@ class Study:
         self.results = pathlib.Path(results) if results else None
         self.report_only = report_only
         self.missing: list[str] = []     # (set, method, seed) groups left out of a report-only table
+        self.outputs_unneeded = False    # set by run(): every result downstream of the outputs is recorded
         self.exp = tasks_lib.get_task(settings.task).experiment
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
@@ -169,7 +170,7 @@ class Study:
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]
-            if self.report_only or present is None or present(done["result"]):
+            if self.report_only or self.outputs_unneeded or present is None or present(done["result"]):
                 self.log(f"[{name}] done earlier ({done['wall_s']:.1f} s): skipped")
                 self.keep(marker, missing_only=True)
                 return done["result"]
@@ -255,6 +256,15 @@ class Study:
         root.mkdir(parents=True, exist_ok=True)
         self.restore_results()
         methods = [m for m in closed_loop.METHODS if not s.methods or m in s.methods]
+        explicit = [st for st, m in EXPLICIT.items() if m in methods and self.has_stage(st)]
+        methods = [m for m in methods if m not in EXPLICIT.values() or any(EXPLICIT[st] == m for st in explicit)]
+        sets = {"report": list(range(REPORT_START, REPORT_START + s.report_episodes)),
+                "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
+        # every result that needs the trained outputs is recorded: a dataset or checkpoint that
+        # is not on this machine is then not recomputed (nothing would read it)
+        self.outputs_unneeded = self.all_recorded(methods, sets)
+        if self.outputs_unneeded:
+            self.log("every episode and offline record is here: missing datasets and checkpoints are not recomputed")
         sl_cfg0 = self.config("supervised", "sl_s0", seed=0, data_dir=root / "tfds")
         n_points = sl_cfg0.data.num_points * 2
         max_steps = s.max_steps or None
@@ -304,11 +314,8 @@ class Study:
         for k in self.seeds:
             self.train_stage(f"dpo_s{k}", self.config("dpo", f"dpo_s{k}", seed=k, parent=f"sl_s{k}",
                                                       data_dir=pref_data(k)["data_dir"]))
-        explicit = [st for st, m in EXPLICIT.items() if m in methods and self.has_stage(st)]
         for st in explicit:
             self.train_stage(st, self.config(st, st, seed=0, parent="sl_s0", data_dir=pref_data(0)["data_dir"]))
-        methods = [m for m in methods if m not in EXPLICIT.values() or
-                   any(EXPLICIT[st] == m for st in explicit)]
 
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
@@ -317,8 +324,6 @@ class Study:
                 "estimators", {"seeds": self.seeds, "noise": list(REWARD_NOISE), "M": list(self.s.estimator_samples)},
                 lambda: self.estimators(pref_data))}
 
-        sets = {"report": list(range(REPORT_START, REPORT_START + s.report_episodes)),
-                "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
         t0 = time.perf_counter()
         results = self.evaluate(methods, explicit, sets)
         for name, r in results.items():
@@ -381,6 +386,28 @@ class Study:
                 for n, v in per.items()}
 
     # ------------------------------------------------------------------ closed loop, cached per episode
+    def episode_settings(self) -> dict:
+        """What a cached episode must have been run with to count."""
+        n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=self.root / "tfds").preference.num_candidates
+        return {"max_steps": self.s.max_steps or None, "num_candidates": n_cand, **self.snap_setting}
+
+    def all_recorded(self, methods, sets: dict) -> bool:
+        """Whether the offline stages and every episode of every (set, method, seed) are here,
+        with this study's settings (restored result files count)."""
+        stages = ["offline"] + (["estimators"] if regret_eval is not None else [])
+        if not all((self.root / "stages" / f"{n}.json").exists() for n in stages):
+            return False
+        settings = self.episode_settings()
+        for name, starts in sets.items():
+            for m in methods:
+                for k in (self.seeds if m in SEEDED else [0]):
+                    folder = self.root / "eval" / name / m / f"s{k}"
+                    for st in starts:
+                        path = folder / f"{st}.json"
+                        if not path.exists() or json.loads(path.read_text()).get("settings") != settings:
+                            return False
+        return True
+
     def evaluate(self, methods, explicit, sets: dict) -> dict:
         """{set name: start seeds} -> {set name: result}. The sets run in order (the report set
         first), and within a set SL and DeformPAM first, so the main comparison is complete
@@ -389,8 +416,8 @@ class Study:
         tables only when all its episodes are cached."""
         s, root = self.s, self.root
         task = make_task(s.task)
-        n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=root / "tfds").preference.num_candidates
-        settings = {"max_steps": s.max_steps or None, "num_candidates": n_cand, **self.snap_setting}
+        settings = self.episode_settings()
+        n_cand = settings["num_candidates"]
         first = [m for m in ("sl", "deformpam") if m in methods]
         order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
