@@ -63,15 +63,10 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _pick_rows(task: str) -> tuple:
-    from pam_jax.sim import make_task
-
-    return tuple(make_task(task).pick_rows)
-
-
 def _eval_sim(args) -> int:
     from pam_jax.eval import closed_loop as evaluate
     from pam_jax.eval import report
+    from pam_jax.sim import task_class
 
     if not args.sl:
         raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
@@ -79,7 +74,7 @@ def _eval_sim(args) -> int:
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
                                reward_noise=args.reward_noise, max_steps=args.max_steps or None,
-                               snap_rows=_pick_rows(args.task) if args.snap_pick else ())
+                               snap_rows=task_class(args.task).pick_rows if args.snap_pick else ())
     paths = report.write_report(result, args.out or f"runs/eval_{args.task}")
     print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))

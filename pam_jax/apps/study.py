@@ -56,7 +56,7 @@ from pam_jax.eval import closed_loop, report
 from pam_jax.eval import pairs as pair_eval
 from pam_jax.eval.summary import method_entry, paired_difference
 from pam_jax.select import REWARD_NOISE
-from pam_jax.sim import make_task
+from pam_jax.sim import make_task, task_class
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
 
@@ -150,7 +150,7 @@ class Study:
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
         self.times: dict[str, float] = {}
-        self.snap_rows = tuple(make_task(settings.task).pick_rows) if settings.snap_pick else ()
+        self.snap_rows = tuple(task_class(settings.task).pick_rows) if settings.snap_pick else ()
         # recorded with the preference stage and every episode only when set, so that the records
         # made before the option existed stay valid
         self.snap_setting = {"snap_rows": list(self.snap_rows)} if settings.snap_pick else {}
@@ -391,22 +391,23 @@ class Study:
         n_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=self.root / "tfds").preference.num_candidates
         return {"max_steps": self.s.max_steps or None, "num_candidates": n_cand, **self.snap_setting}
 
+    def groups(self, methods, sets: dict):
+        """-> (set name, its start seeds, method, training seed, episode folder) of every group
+        the evaluation runs: SL, DPO alone and DeformPAM for every training seed, the others for 0."""
+        for name, starts in sets.items():
+            for m in methods:
+                for k in (self.seeds if m in SEEDED else [0]):
+                    yield name, starts, m, k, self.root / "eval" / name / m / f"s{k}"
+
     def all_recorded(self, methods, sets: dict) -> bool:
-        """Whether the offline stages and every episode of every (set, method, seed) are here,
-        with this study's settings (restored result files count)."""
+        """Whether the offline stages and every episode of every group are here, with this
+        study's settings (restored result files count)."""
         stages = ["offline"] + (["estimators"] if regret_eval is not None else [])
         if not all((self.root / "stages" / f"{n}.json").exists() for n in stages):
             return False
         settings = self.episode_settings()
-        for name, starts in sets.items():
-            for m in methods:
-                for k in (self.seeds if m in SEEDED else [0]):
-                    folder = self.root / "eval" / name / m / f"s{k}"
-                    for st in starts:
-                        path = folder / f"{st}.json"
-                        if not path.exists() or json.loads(path.read_text()).get("settings") != settings:
-                            return False
-        return True
+        return all(_load_episode(folder / f"{st}.json", settings) is not None
+                   for _, starts, _, _, folder in self.groups(methods, sets) for st in starts)
 
     def evaluate(self, methods, explicit, sets: dict) -> dict:
         """{set name: start seeds} -> {set name: result}. The sets run in order (the report set
@@ -422,37 +423,34 @@ class Study:
         order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
         agents = {}
-        for name, starts in sets.items():
-            for m in order:
-                for k in (self.seeds if m in SEEDED else [0]):
-                    folder = root / "eval" / name / m / f"s{k}"
-                    cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
-                    todo = [st for st in starts if cached[st] is None]
-                    filmstrip = name == "report" and k == 0
-                    for st in starts:
-                        if cached[st] is not None:
-                            self.keep(folder / f"{st}.json", missing_only=True, drop_frames=not filmstrip)
-                    self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
-                             f"({len(starts) - len(todo)} cached)")
-                    if todo and self.report_only:
-                        self.missing.append(f"{name}/{m}/s{k} ({len(starts) - len(todo)}/{len(starts)})")
-                        continue
-                    if todo and (m, k) not in agents:
-                        runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
-                                                **{st: str(root / st) for st in explicit})
-                        agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
-                                                           snap_rows=self.snap_rows)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for st in todo:
-                        t0 = time.perf_counter()
-                        ep = closed_loop.run_episode(task, agents[(m, k)], st, max_steps=settings["max_steps"])
-                        ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
-                        if st != starts[0]:
-                            ep.pop("frames", None)               # the filmstrip needs one episode's
-                        write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
-                        self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
-                        cached[st] = _load_episode(folder / f"{st}.json", settings)
-                    episodes[name][m] += [cached[st] for st in starts]
+        for name, starts, m, k, folder in self.groups(order, sets):
+            cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
+            todo = [st for st in starts if cached[st] is None]
+            filmstrip = name == "report" and k == 0
+            for st in starts:
+                if cached[st] is not None:
+                    self.keep(folder / f"{st}.json", missing_only=True, drop_frames=not filmstrip)
+            self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
+                     f"({len(starts) - len(todo)} cached)")
+            if todo and self.report_only:
+                self.missing.append(f"{name}/{m}/s{k} ({len(starts) - len(todo)}/{len(starts)})")
+                continue
+            if todo and (m, k) not in agents:
+                runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
+                                        **{st: str(root / st) for st in explicit})
+                agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
+                                                   snap_rows=self.snap_rows)
+            folder.mkdir(parents=True, exist_ok=True)
+            for st in todo:
+                t0 = time.perf_counter()
+                ep = closed_loop.run_episode(task, agents[(m, k)], st, max_steps=settings["max_steps"])
+                ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
+                if st != starts[0]:
+                    ep.pop("frames", None)               # the filmstrip needs one episode's
+                write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
+                self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
+                cached[st] = _load_episode(folder / f"{st}.json", settings)
+            episodes[name][m] += [cached[st] for st in starts]
         return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
                        "methods": {m: method_entry(eps) for m, eps in episodes[name].items() if eps}}
                 for name, starts in sets.items()}

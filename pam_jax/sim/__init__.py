@@ -23,17 +23,23 @@ import importlib
 from pam_jax import tasks as tasks_lib
 from pam_jax.sim.base import ActionCheck, StepInfo, Task, TaskState
 
-__all__ = ["make_task", "Task", "StepInfo", "ActionCheck", "TaskState",
+__all__ = ["make_task", "task_class", "Task", "StepInfo", "ActionCheck", "TaskState",
            "expert_actions", "annotate", "candidate_gains"]
+
+
+def task_class(name: str) -> type[Task]:
+    """The task class by name (the simulator's or the data name), for its class attributes
+    (``pick_rows``, ``step_limit``, ...) without building a simulator."""
+    spec = tasks_lib.get_task(tasks_lib.sim_task_name(name))
+    module, _, cls = spec.sim_class.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_task(name: str, **kwargs) -> Task:
     """A new task instance by name (the simulator's or the data name, see :mod:`pam_jax.tasks`);
     kwargs go to its constructor (``obs_points``, ``obs_noise``; the cloth's ``shape``: "tshirt"
     (default) or "square"). Call ``reset(seed)`` before use."""
-    spec = tasks_lib.get_task(tasks_lib.sim_task_name(name))
-    module, _, cls = spec.sim_class.partition(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return task_class(name)(**kwargs)
 
 
 def expert_actions(task, rng, max_alternatives: int = 10):
