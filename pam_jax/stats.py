@@ -267,13 +267,21 @@ def hierarchical_bootstrap(values, n_boot: int = 10000, level: float = 0.95, see
 
 
 def hierarchical_bootstrap_diff(a, b, n_boot: int = 10000, level: float = 0.95,
-                                seed=0) -> BootstrapCI:
+                                seed=0, paired_seeds: bool = False) -> BootstrapCI:
     """Paired two-level bootstrap of ``mean(a) - mean(b)``, ``a`` (seeds_a, n) and ``b``
     (seeds_b, n) over the same n start states (1-D = one seed): each draw resamples the
-    start states once, shared by both methods, and each method's seeds independently."""
+    start states once, shared by both methods, and each method's seeds independently.
+
+    ``paired_seeds``: row i of ``a`` and of ``b`` come from the same training seed (e.g. a
+    policy fine-tuned from, or selecting over, the baseline's seed-i policy), so each draw
+    resamples the seeds once, shared by both methods, as it does the start states: the
+    interval then counts how the method's gain varies from seed to seed, not how much the
+    seeds' absolute levels differ. Needs as many seeds on each side."""
     x, y = _matrix(a, "a"), _matrix(b, "b")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"a, b: expected the same start states, got {x.shape[1]} and {y.shape[1]}")
+    if paired_seeds and x.shape[0] != y.shape[0]:
+        raise ValueError(f"a, b: paired_seeds needs the same training seeds, got {x.shape[0]} and {y.shape[0]}")
     nb = _positive_int(n_boot, "n_boot")
     lv = _level(level)
     rng = _generator(seed)
@@ -283,6 +291,6 @@ def hierarchical_bootstrap_diff(a, b, n_boot: int = 10000, level: float = 0.95,
     for c in _chunks(nb, (sa + sb) * n):
         states = rng.integers(0, n, size=(c, 1, n))
         seeds_a = rng.integers(0, sa, size=(c, sa, 1))
-        seeds_b = rng.integers(0, sb, size=(c, sb, 1))
+        seeds_b = seeds_a if paired_seeds else rng.integers(0, sb, size=(c, sb, 1))
         out.append(x[seeds_a, states].mean(axis=(1, 2)) - y[seeds_b, states].mean(axis=(1, 2)))
     return BootstrapCI(estimate, *_percentiles(np.concatenate(out), lv))

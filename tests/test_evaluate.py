@@ -85,8 +85,18 @@ def test_several_training_seeds():
     # every seed of the method is the baseline + 0.1: the seed-and-state bootstrap is exactly 0.1
     same = [e for s in range(3) for e in _eps(list(base + 0.1), train_seed=s)]
     d = evaluate.paired_difference(same, sl)
-    assert d["interval"] == "hierarchical bootstrap" and d["seeds"] == (3, 3)
+    assert d["interval"] == "hierarchical bootstrap, seeds paired" and d["seeds"] == (3, 3)
     assert (d["lo"], d["mean"], d["hi"]) == pytest.approx((0.1, 0.1, 0.1))
+    # SL seeds at different levels (-0.2, 0, +0.2), each fine-tune +0.1 above its own SL seed:
+    # paired by seed the gain is exactly 0.1; resampling each method's seeds apart, the SL seeds'
+    # level spread enters and the interval holds 0
+    levels = (-0.2, 0.0, 0.2)
+    sl_lv = [e for s, off in enumerate(levels) for e in _eps(list(base + off), train_seed=s)]
+    up = [e for s, off in enumerate(levels) for e in _eps(list(base + off + 0.1), train_seed=s)]
+    d = evaluate.paired_difference(up, sl_lv)
+    assert (d["lo"], d["mean"], d["hi"]) == pytest.approx((0.1, 0.1, 0.1))
+    assert d["lo_unpaired"] < 0.0 < 0.2 < d["hi_unpaired"]
+    assert "seeds unpaired: [" in report._diff_cells(d)[0]
     # training seeds that disagree (+0.2, +0.1, 0.0): the mean is still 0.1, but the interval now
     # holds the seed spread, which the t interval over per-state means cannot see (it is 0 here)
     spread = [e for s, off in enumerate((0.2, 0.1, 0.0)) for e in _eps(list(base + off), train_seed=s)]

@@ -30,7 +30,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert rep["methods"]["sl"]["train_seeds"] == 2 and rep["methods"]["deformpam"]["episodes"] == 4
     assert rep["start_seeds"] == [2000, 2001] and not (root / "reward").exists()   # not asked for
     assert summary["closed_loop"]["tune"]["start_seeds"] == [1000]            # disjoint from the report set
-    assert rep["vs_sl"]["deformpam"]["interval"] == "hierarchical bootstrap"
+    assert rep["vs_sl"]["deformpam"]["interval"] == "hierarchical bootstrap, seeds paired"
     assert set(summary["offline"]["pair_accuracy"]) == {"implicit_s0", "implicit_s1"}
     est = summary["offline"]["estimators"]      # every Monte-Carlo estimator at each M, per seed
     assert set(est) == {"shared_t M=2", "crn M=2", "independent M=2"}

@@ -56,6 +56,8 @@ def _diff_cells(d: dict | None) -> tuple[str, str]:
         final = f"{d['mean']:+.3f} ± {_num(d['ci'])} (p={_num(d['p_value'], '.3g')})"
     else:
         final = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+        if "lo_unpaired" in d:
+            final += f" (seeds unpaired: [{d['lo_unpaired']:+.3f}, {d['hi_unpaired']:+.3f}])"
     success = (f"+{d['a_only']}/-{d['b_only']} (p={_num(d['mcnemar_p'], '.3g')})"
                if "mcnemar_p" in d else "")
     return final, success
@@ -77,7 +79,9 @@ def table_markdown(result: dict, baseline: str = "sl", extra: dict | None = None
                if multi else "")
             + "; success rate [95% Wilson interval]; steps to success over the successful episodes (mean ± t). "
             f"vs {bname}: final score minus {bname}'s on the same start states, paired t interval and p-value"
-            + (" (bootstrap interval [lo, hi] when either has several training seeds; a method run on fewer "
+            + (" (bootstrap interval [lo, hi] when either has several training seeds, with the training seeds "
+               f"paired when both ran the same ones (seed i fine-tuned from, or selecting over, {bname} seed i), and "
+               "then also the interval with each method's seeds resampled on their own; a method run on fewer "
                f"training seeds is compared with {bname}'s runs of the same seeds)" if multi else "")
             + f"; success: +a/-b = paired episodes (same start state and training seed) only the method / only "
             f"{bname} solved, exact McNemar p.",

@@ -15,9 +15,13 @@ they are; a multi-seed result simply holds every seed's episodes in one list
   t interval and t-test p-value (finals averaged over each method's training seeds per
   start state), the exact McNemar test of paired success (pairs matched by training seed
   and start state), and with several training seeds on either side a hierarchical bootstrap
-  interval of the difference (seeds resampled per method, start states shared). When the two
-  share training seeds, the baseline's other seeds are left out: a method run on SL seed 0
-  only (SL + random, the explicit baselines, the oracle) is compared with SL seed 0.
+  interval of the difference (start states shared). When the two share training seeds, the
+  baseline's other seeds are left out: a method run on SL seed 0 only (SL + random, the
+  explicit baselines, the oracle) is compared with SL seed 0. When both ran the same several
+  seeds, the seeds are paired too (training seed i of DPO and DeformPAM is the fine-tune of,
+  and selects over, SL seed i), so the interval measures how the gain varies over seeds and
+  not how far apart the SL seeds' own levels are; the interval with the seeds resampled per
+  method is kept as ``lo_unpaired``/``hi_unpaired``.
 
 All intervals are 95% and come from :mod:`pam_jax.stats`.
 """
@@ -78,7 +82,8 @@ def paired_difference(episodes: list[dict], baseline: list[dict]) -> dict | None
     """``episodes`` minus ``baseline`` over the start states both ran (see the module
     docstring); None when they share no start state. Keys: n (start states), mean, ci
     (t half-width), p_value (paired t-test), lo, hi (the reported interval: t for one training
-    seed on each side, else the hierarchical bootstrap), interval, seeds (method's, baseline's),
+    seed on each side, else the hierarchical bootstrap, seed-paired when both ran the same
+    seeds, with lo_unpaired, hi_unpaired), interval, seeds (method's, baseline's),
     mcnemar_p, a_only (method succeeded, baseline failed), b_only, success_pairs."""
     a_by, b_by = episodes_by_seed(episodes), episodes_by_seed(baseline)
     if set(a_by) & set(b_by):              # the baseline's runs of the same training seeds only
@@ -102,10 +107,15 @@ def paired_difference(episodes: list[dict], baseline: list[dict]) -> dict | None
     if len(a_fin) > 1 or len(b_fin) > 1:
         full = [s for s in common if all(s in d for d in a_fin.values()) and all(s in d for d in b_fin.values())]
         if full:
-            boot = stats.hierarchical_bootstrap_diff([[d[s] for s in full] for d in a_fin.values()],
-                                                     [[d[s] for s in full] for d in b_fin.values()],
-                                                     n_boot=N_BOOT, level=LEVEL, seed=0)
+            rows_a = [[d[s] for s in full] for d in a_fin.values()]
+            rows_b = [[d[s] for s in full] for d in b_fin.values()]
+            boot = stats.hierarchical_bootstrap_diff(rows_a, rows_b, n_boot=N_BOOT, level=LEVEL, seed=0)
             out.update(lo=boot.lo, hi=boot.hi, interval="hierarchical bootstrap", bootstrap_states=len(full))
+            if list(a_fin) == list(b_fin):     # seed i of the method was built on the baseline's seed i
+                paired = stats.hierarchical_bootstrap_diff(rows_a, rows_b, n_boot=N_BOOT, level=LEVEL, seed=0,
+                                                           paired_seeds=True)
+                out.update(lo=paired.lo, hi=paired.hi, interval="hierarchical bootstrap, seeds paired",
+                           lo_unpaired=boot.lo, hi_unpaired=boot.hi)
     a_ok = {(_train_seed(e), e["seed"]): bool(e["success"]) for e in episodes}
     b_ok = {(_train_seed(e), e["seed"]): bool(e["success"]) for e in baseline}
     keys = sorted(set(a_ok) & set(b_ok))
