@@ -144,9 +144,15 @@ def test_reuse_copies_what_does_not_depend_on_the_dpo_stages_or_only_the_supervi
             "tfds/deformpam/rope_finetune/1.0.0/x", "eval/report/sl/s0/2000.json", "eval/report/oracle/s0/2000.json"]
     assert study.reuse_study(base, tmp_path / "a", log=lambda *_: None) == len(kept)
     assert copied(tmp_path / "a") == sorted(kept)
-    study.reuse_study(base, tmp_path / "b", log=lambda *_: None, supervised_only=True)
-    assert copied(tmp_path / "b") == sorted(["stages/expert.json", "stages/sl_s0.json", "sl_s0/checkpoints/4/x",
-                                             "src/supervised/a/metadata.yaml",
-                                             "tfds/deformpam/rope_supervised/1.0.0/x"])
+    supervised = ["stages/expert.json", "stages/sl_s0.json", "sl_s0/checkpoints/4/x", "src/supervised/a/metadata.yaml",
+                  "tfds/deformpam/rope_supervised/1.0.0/x"]
+    study.reuse_study(base, tmp_path / "b", log=lambda *_: None, keep="supervised")
+    assert copied(tmp_path / "b") == sorted(supervised)
+    # other preference data: the SL and oracle episodes still hold, the explicit heads do not
+    study.reuse_study(base, tmp_path / "c", log=lambda *_: None, keep="preferences")
+    assert copied(tmp_path / "c") == sorted(supervised + ["eval/report/sl/s0/2000.json",
+                                                          "eval/report/oracle/s0/2000.json"])
+    with pytest.raises(ValueError, match="keep: expected one of"):
+        study.reuse_study(base, tmp_path / "d", keep="all")
     with pytest.raises(ValueError, match="this run folder"):
         study.reuse_study(base, base)

@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "before scoring and executing: no candidate misses the object (rope, cloth)")
     st.add_argument("--reuse", metavar="RUN_DIR",
                     help="copy another study's stages and episodes that do not depend on its DPO stages (expert "
-                         "data, SL, preferences, explicit baselines, their episodes) into this run folder first")
+                         "data, SL, preferences, explicit baselines, their episodes) into this run folder first; "
+                         "with another --snap-pick or --per-seed-preferences setting, only what those leave valid")
     st.add_argument("--results", metavar="DIR",
                     help="mirror the small result files (stage records, episodes, tables) to DIR, e.g. a committed "
                          "folder, and restore them from it into a run folder that lacks them; missing datasets and "

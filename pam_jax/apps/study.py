@@ -631,14 +631,31 @@ def _supervised_only(rel: pathlib.Path) -> bool:
             or (top == "stages" and (rel.name == "expert.json" or fnmatch.fnmatch(rel.name, "sl_s*.json"))))
 
 
-def reuse_study(base, root, log=print, *, supervised_only: bool = False) -> int:
-    """Copy into `root` what a study in `base` computed that does not depend on its DPO stages
-    (expert data, SL runs, preference data, explicit baselines, the episodes of the methods
-    without the implicit reward), so that a DPO variant (`dpo_overrides`) is trained and
-    evaluated against the same SL; with `supervised_only`, only the expert data and SL runs (a
-    study that collects its preferences and runs its episodes otherwise, e.g. `snap_pick`).
+REUSE_LEVELS = ("dpo", "preferences", "supervised")
+
+
+def _preference_free(rel: pathlib.Path) -> bool:
+    """Whether a file of a study's run folder depends on neither its preference data nor what
+    was trained on it: the expert data, the SL runs, and the episodes of SL, SL + random and
+    the oracle."""
+    return _supervised_only(rel) or (rel.parts[0] == "eval" and len(rel.parts) > 2
+                                     and rel.parts[2] in ("sl", "sl_random", "oracle"))
+
+
+def reuse_study(base, root, log=print, *, keep: str = "dpo") -> int:
+    """Copy into `root` what a study in `base` computed that the changed stages do not touch,
+    so that a variant is trained and evaluated against the same SL. ``keep``: ``"dpo"`` (a DPO
+    variant, `dpo_overrides`): everything that does not depend on the DPO stages (expert data,
+    SL runs, preference data, explicit baselines, the episodes of the methods without the
+    implicit reward); ``"preferences"`` (other preference data, e.g. `per_seed_preferences`):
+    the expert data, SL runs and the episodes of SL, SL + random and the oracle;
+    ``"supervised"`` (other episodes too, e.g. `snap_pick`): only the expert data and SL runs.
     Files already in `root` are kept. Every copied stage is still checked against this study's
     settings: one run with other settings is an error. -> files copied."""
+    if keep not in REUSE_LEVELS:
+        raise ValueError(f"keep: expected one of {REUSE_LEVELS}, got {keep!r}")
+    wanted = {"dpo": lambda rel: not _depends_on_dpo(rel), "preferences": _preference_free,
+              "supervised": _supervised_only}[keep]
     base, root = pathlib.Path(base), pathlib.Path(root)
     if not (base / "stages").is_dir():
         raise ValueError(f"--reuse: {base} holds no study (no stages/ folder)")
@@ -647,7 +664,7 @@ def reuse_study(base, root, log=print, *, supervised_only: bool = False) -> int:
     n = 0
     for src in sorted(base.rglob("*")):
         rel = src.relative_to(base)
-        if not src.is_file() or _depends_on_dpo(rel) or (supervised_only and not _supervised_only(rel)):
+        if not src.is_file() or not wanted(rel):
             continue
         dest = root / rel
         if not dest.exists():
@@ -669,8 +686,12 @@ def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, prog
     if fresh and root.exists():
         shutil.rmtree(root)
     if reuse is not None:
-        base_prefs = pathlib.Path(reuse) / "stages" / "preferences.json"
-        base_snap = base_prefs.exists() and "snap_rows" in json.loads(base_prefs.read_text())["params"]
-        reuse_study(reuse, root, log=log, supervised_only=bool(settings.snap_pick) != base_snap)
+        base_stages = pathlib.Path(reuse) / "stages"
+        prefs = sorted(base_stages.glob("preferences*.json"))
+        base_snap = bool(prefs) and "snap_rows" in json.loads(prefs[0].read_text())["params"]
+        base_per_seed = any(p.name != "preferences.json" for p in prefs)
+        keep = ("supervised" if bool(settings.snap_pick) != base_snap else
+                "preferences" if bool(settings.per_seed_preferences) != base_per_seed else "dpo")
+        reuse_study(reuse, root, log=log, keep=keep)
     log(f"study of {settings.task} ({scale} scale) in {root}")
     return Study(settings, progress=progress, log=log, results=results, report_only=report_only).run()
