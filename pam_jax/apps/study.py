@@ -73,6 +73,9 @@ SCALES = {
 }
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> method
 SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
+USES_DPO = ("dpo", "deformpam")          # methods that run the DPO model
+# methods trained on no preference data: SL, SL + random, the oracle
+PREFERENCE_FREE = tuple(m for m in closed_loop.METHODS if m not in USES_DPO and m not in EXPLICIT.values())
 TUNE_START, REPORT_START = 1000, 2000    # first start seed of each evaluation set
 
 
@@ -620,7 +623,7 @@ def _depends_on_dpo(rel: pathlib.Path) -> bool:
     return (fnmatch.fnmatch(top, "dpo_s*") or top in ("report", "tune", "study.json", "study.md")
             or (top == "stages" and (fnmatch.fnmatch(rel.name, "dpo_s*.json")
                                      or rel.name in ("offline.json", "estimators.json")))
-            or (top == "eval" and len(rel.parts) > 2 and rel.parts[2] in ("dpo", "deformpam")))
+            or (top == "eval" and len(rel.parts) > 2 and rel.parts[2] in USES_DPO))
 
 
 def _supervised_only(rel: pathlib.Path) -> bool:
@@ -631,15 +634,12 @@ def _supervised_only(rel: pathlib.Path) -> bool:
             or (top == "stages" and (rel.name == "expert.json" or fnmatch.fnmatch(rel.name, "sl_s*.json"))))
 
 
-REUSE_LEVELS = ("dpo", "preferences", "supervised")
-
-
 def _preference_free(rel: pathlib.Path) -> bool:
     """Whether a file of a study's run folder depends on neither its preference data nor what
     was trained on it: the expert data, the SL runs, and the episodes of SL, SL + random and
     the oracle."""
     return _supervised_only(rel) or (rel.parts[0] == "eval" and len(rel.parts) > 2
-                                     and rel.parts[2] in ("sl", "sl_random", "oracle"))
+                                     and rel.parts[2] in PREFERENCE_FREE)
 
 
 def reuse_study(base, root, log=print, *, keep: str = "dpo") -> int:
@@ -652,10 +652,11 @@ def reuse_study(base, root, log=print, *, keep: str = "dpo") -> int:
     ``"supervised"`` (other episodes too, e.g. `snap_pick`): only the expert data and SL runs.
     Files already in `root` are kept. Every copied stage is still checked against this study's
     settings: one run with other settings is an error. -> files copied."""
-    if keep not in REUSE_LEVELS:
-        raise ValueError(f"keep: expected one of {REUSE_LEVELS}, got {keep!r}")
-    wanted = {"dpo": lambda rel: not _depends_on_dpo(rel), "preferences": _preference_free,
-              "supervised": _supervised_only}[keep]
+    levels = {"dpo": lambda rel: not _depends_on_dpo(rel), "preferences": _preference_free,
+              "supervised": _supervised_only}
+    if keep not in levels:
+        raise ValueError(f"keep: expected one of {tuple(levels)}, got {keep!r}")
+    wanted = levels[keep]
     base, root = pathlib.Path(base), pathlib.Path(root)
     if not (base / "stages").is_dir():
         raise ValueError(f"--reuse: {base} holds no study (no stages/ folder)")
