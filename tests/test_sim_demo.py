@@ -52,15 +52,27 @@ def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     assert len([p for p in out.iterdir() if (p / "annotation.yaml").exists()]) == 2
 
 
-def test_the_demo_names_exactly_the_tasks_whose_committed_study_resolves_the_gain():
+def test_the_demo_names_exactly_the_committed_studies_that_resolve_the_gain():
     """The demo's closing line points at the studies whose DeformPAM - SL interval lies above 0:
-    it must agree with the committed results, whatever they say."""
+    it must agree with the committed results, whatever they say, and each command with the
+    settings its folder recorded."""
     import pathlib
+    import shlex
 
-    results = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results"
+    from pam_jax.apps import study
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
     resolved = set()
-    for task in ("granular", "rope", "cloth"):
-        vs = json.loads((results / f"study_{task}" / "study.json").read_text())["closed_loop"]["report"]["vs_sl"]
-        if vs["deformpam"]["lo"] > 0:
-            resolved.add(task)
+    for path in (repo / "docs" / "results").glob("study_*/study.json"):
+        record = json.loads(path.read_text())
+        if record["closed_loop"]["report"]["vs_sl"]["deformpam"]["lo"] > 0:
+            resolved.add(str(path.parent.relative_to(repo)))
     assert resolved == set(sim_demo.RESOLVED)
+    for folder, command in sim_demo.RESOLVED.items():
+        settings = json.loads((repo / folder / "study.json").read_text())["settings"]
+        args = shlex.split(command)
+        assert args[args.index("--task") + 1] == settings["task"]
+        assert ("--per-seed-preferences" in args) == settings["per_seed_preferences"]
+        seeds = (int(args[args.index("--train-seeds") + 1]) if "--train-seeds" in args
+                 else study.SCALES[args[args.index("--scale") + 1]]["train_seeds"])
+        assert seeds == settings["train_seeds"]
