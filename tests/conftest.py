@@ -1,7 +1,27 @@
-"""Test-wide settings: 8 forced CPU devices, set before jax is imported anywhere."""
+"""Test-wide settings: 8 forced CPU devices, set before jax is imported anywhere, and a
+compilation cache private to this test process.
+
+Many tests train or select with the same tiny models, so the same programs compile again and
+again; an in-process persistent cache in a temporary folder (one per pytest worker, removed at
+exit, so a run never reads another run's entries) serves the repeats. It is set on jax's config,
+not in the environment, so subprocesses (the CLI, multi-process runs) do not share it: the
+cache's file writes are not atomic across processes.
+"""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PAM_JAX_COMPILE_CACHE", "off")  # the CLI's cache stays out of the tests' home
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+
+_CACHE = tempfile.mkdtemp(prefix="pam_jax_tests_xla_")
+atexit.register(shutil.rmtree, _CACHE, True)
+# jax decides once per process, at the first compilation, whether the cache is used: a later
+# in-process `pam-jax --compile-cache off` does not turn it off again
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
