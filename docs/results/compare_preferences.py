@@ -32,8 +32,8 @@ def finals(root, method, seed):
     return {k: (e["final"], e["success"]) for k, e in eps.items()}
 
 
-seeds = json.loads((args.other / "study.json").read_text())["settings"]["train_seeds"]
-report = json.loads((args.own / "study.json").read_text())["settings"]["report_episodes"]
+settings = json.loads((args.other / "study.json").read_text())["settings"]   # the per-seed run may be unfinished
+seeds, report = settings["train_seeds"], settings["report_episodes"]
 out = {}
 for seed in range(seeds):
     own, seed0, sl = (finals(args.own, "deformpam", seed), finals(args.other, "deformpam", seed),
