@@ -4,11 +4,13 @@ the same report start states; optionally the seed-paired hierarchical interval o
 seeds, and a check against one-seed runs (runs/cloth_own/eval_sK/eval.json, which used the same
 data and training, so must give the same episodes). Run from the repository root:
 
-    python docs/results/compare_preferences.py docs/results/study_cloth_pp docs/results/study_cloth8 --fresh 1 2 3 4
+    python docs/results/compare_preferences.py docs/results/study_cloth_pp docs/results/study_cloth8 --fresh 1 2 3 4 \
+        --check 'runs/cloth_own/eval_s{}/eval.json'
     python docs/results/compare_preferences.py docs/results/study_rope_pp docs/results/study_rope
 
 Writes per_seed.json into the first folder."""
 import argparse
+import functools
 import glob
 import json
 import os
@@ -22,10 +24,11 @@ ap = argparse.ArgumentParser()
 ap.add_argument("own", type=pathlib.Path, help="results of the --per-seed-preferences study")
 ap.add_argument("other", type=pathlib.Path, help="results of the same study with seed 0's preferences")
 ap.add_argument("--fresh", type=int, nargs="*", default=[], help="seeds for a separate interval")
-ap.add_argument("--check", default="runs/cloth_own/eval_s{}/eval.json", help="one-seed runs to compare with")
+ap.add_argument("--check", help="one-seed runs to compare with, {} = the seed")
 args = ap.parse_args()
 
 
+@functools.cache
 def finals(root, method, seed):
     eps = {int(os.path.basename(f)[:-5]): json.load(open(f))
            for f in glob.glob(f"{root}/eval/report/{method}/s{seed}/*.json")}
@@ -49,8 +52,8 @@ for seed in range(seeds):
         row[name] = {"mean": d.mean, "half_width": d.half_width, "p": d.p_value}
     row["success"] = {n: float(np.mean([d[k][1] for k in keys])) for n, d in
                       (("sl", sl), ("seed0_prefs", seed0), ("own_prefs", own))}
-    check = pathlib.Path(args.check.format(seed))
-    if check.exists():
+    check = pathlib.Path(args.check.format(seed)) if args.check else None
+    if check is not None and check.exists():
         ep = {e["seed"]: e["final"] for e in json.load(open(check))["methods"]["deformpam"]["episodes"]}
         row["max_abs_diff_to_one_seed_check"] = float(max(abs(ep[k] - own[k][0]) for k in keys))
     out[seed] = row
