@@ -56,12 +56,15 @@ def test_train_bench_takes_the_bf16_compute_option():
     assert "bfloat16" in bench.format_train(r)
 
 
-def test_fps_bench_times_both_exact_forms_and_they_agree():
-    from pam_jax.models.geometry import FPS_METHODS
+def test_geometry_bench_times_the_exact_forms_and_they_agree():
+    from pam_jax.models.geometry import FPS_METHODS, KNN_METHODS
 
-    r = bench.bench_fps(num_points=100, num_samples=16, batch_sizes=(2,), budget_s=0.02)
-    assert [x["method"] for x in r["rows"]] == [m for m in FPS_METHODS if m != "pallas"]   # CPU: no Pallas timing
-    assert r["rows"][-1]["agree"] is True and all(x["median_s"] > 0 for x in r["rows"])
+    r = bench.bench_fps(num_points=100, num_samples=16, knn=4, batch_sizes=(2,), budget_s=0.02)
+    # CPU: no Pallas timing
+    assert [(x["op"], x["method"]) for x in r["rows"]] == (
+        [("fps", m) for m in FPS_METHODS if m != "pallas"] + [("knn", m) for m in KNN_METHODS if m != "pallas"])
+    assert all(x["agree"] is True for x in r["rows"] if "agree" in x) and sum("agree" in x for x in r["rows"]) == 2
+    assert all(x["median_s"] > 0 for x in r["rows"])
     assert "farthest-point sampling" in bench.format_fps(r)
 
 

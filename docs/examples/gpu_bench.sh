@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator benchmarks of issue 12 in one script (about 5 minutes on an H200, 8 minutes with the Pallas-FPS rows), run from the
+# The accelerator benchmarks of issue 12 in one script (about 5 minutes on an H200), run from the
 # repository root with the project on PYTHONPATH (no install needed: jax, flax, optax, orbax,
 # chex and torch must be importable; websockets, tensorflow-datasets and mujoco are not needed).
 # Results go to $OUT (default: bench_out/) as JSON, one file per benchmark; the format_* functions
@@ -22,6 +22,3 @@ run sampler_f32 200 bench sampler --rows paper --torch-reference
 run train_f32 120 bench train --torch-reference
 run sampler_bf16 120 bench sampler --rows paper --dtype bfloat16
 run train_bf16 90 bench train --dtype bfloat16
-# not measured yet (added after the 2026-11-27 run): the one-launch Pallas FPS inside the selector and the step
-PAM_JAX_FPS=pallas run sampler_pallas_fps 120 bench sampler --rows paper
-PAM_JAX_FPS=pallas run train_pallas_fps 90 bench train

@@ -152,36 +152,47 @@ def _torch_reference(name: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Farthest-point sampling: the two exact forms of models.geometry on this device
+# The geometry: the exact forms of farthest-point sampling and kNN grouping on this device
 
-def bench_fps(*, num_points: int = 3000, num_samples: int = 256, batch_sizes=(1, 32),
+def bench_fps(*, num_points: int = 3000, num_samples: int = 256, knn: int = 16, batch_sizes=(1, 32),
               budget_s: float = 3.0) -> dict:
-    """Median time of one FPS call (vmapped over B clouds) for each method of
-    models.geometry.FPS_METHODS, and whether they agree (they must: all are exact). The Pallas
-    form is timed on accelerators only (on CPU it is interpreted, for tests)."""
+    """Median time of one call (vmapped over B clouds) of each method of
+    models.geometry.FPS_METHODS (num_points -> num_samples) and KNN_METHODS (the `knn` nearest
+    points to each of those samples), and whether the methods of each agree (they must: all are
+    exact). Pallas forms are timed on accelerators only (on CPU they are interpreted, for tests)."""
     from pam_jax.models import geometry
 
-    methods = [m for m in geometry.FPS_METHODS if m != "pallas" or jax.default_backend() != "cpu"]
+    cpu = jax.default_backend() == "cpu"
     rows = []
     for b in batch_sizes:
         pts = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (b, num_points, 3)).astype(np.float32))
-        idx = {}
-        for method in methods:
-            f = jax.jit(jax.vmap(lambda p, m=method: geometry.farthest_point_sample(p, num_samples, m)))
-            idx[method] = np.asarray(f(pts))
-            times = _timed(lambda: f(pts), budget_s=budget_s)
-            rows.append({"method": method, "B": b, "median_s": statistics.median(times), "repeats": len(times)})
-        rows[-1]["agree"] = bool(all(np.array_equal(v, idx[methods[0]]) for v in idx.values()))
-    return {"benchmark": "fps", "num_points": num_points, "num_samples": num_samples,
-            "default_method": geometry.default_fps_method(), "rows": rows, "machine": machine()}
+        centres = jax.vmap(lambda p: p[geometry.farthest_point_sample(p, num_samples, "argmax")])(pts)
+        for op, methods in (("fps", geometry.FPS_METHODS), ("knn", geometry.KNN_METHODS)):
+            idx = {}
+            for method in [m for m in methods if m != "pallas" or not cpu]:
+                if op == "fps":
+                    f = jax.jit(jax.vmap(lambda p, m=method: geometry.farthest_point_sample(p, num_samples, m)))
+                    call = lambda f=f: f(pts)  # noqa: E731
+                else:
+                    f = jax.jit(jax.vmap(lambda c, p, m=method: geometry.knn(c, p, knn, m)))
+                    call = lambda f=f: f(centres, pts)  # noqa: E731
+                idx[method] = np.asarray(call())
+                times = _timed(call, budget_s=budget_s)
+                rows.append({"op": op, "method": method, "B": b, "median_s": statistics.median(times),
+                             "repeats": len(times)})
+            rows[-1]["agree"] = bool(all(np.array_equal(v, next(iter(idx.values()))) for v in idx.values()))
+    return {"benchmark": "fps", "num_points": num_points, "num_samples": num_samples, "knn": knn,
+            "default_method": geometry.default_fps_method(), "default_knn_method": geometry.default_knn_method(),
+            "rows": rows, "machine": machine()}
 
 
 def format_fps(r: dict) -> str:
-    lines = [f"farthest-point sampling, {r['num_points']} -> {r['num_samples']} points, "
-             f"{r['machine']['device']} (default here: {r['default_method']})",
-             f"  {'method':<8} {'B':>4} {'ms/call':>9}"]
-    lines += [f"  {x['method']:<8} {x['B']:>4} {x['median_s'] * 1e3:9.3f}" + ("" if x.get("agree", True) else "  DISAGREE")
-              for x in r["rows"]]
+    lines = [f"geometry: farthest-point sampling {r['num_points']} -> {r['num_samples']} points, then the "
+             f"{r.get('knn', 16)} nearest of each; {r['machine']['device']} (defaults here: "
+             f"{r['default_method']}, {r.get('default_knn_method', 'top_k')})",
+             f"  {'op':<4} {'method':<8} {'B':>4} {'ms/call':>9}"]
+    lines += [f"  {x.get('op', 'fps'):<4} {x['method']:<8} {x['B']:>4} {x['median_s'] * 1e3:9.3f}"
+              + ("" if x.get("agree", True) else "  DISAGREE") for x in r["rows"]]
     return "\n".join(lines)
 
 

@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
     b.add_argument("what", choices=["train", "sampler", "fps", "data", "serve"],
                    help="train: supervised step at the reference size; sampler: fused best-of-N selection "
-                        "against a staged baseline; fps: the exact farthest-point-sampling forms; data: "
+                        "against a staged baseline; fps: the exact forms of the geometry (farthest-point sampling, kNN); data: "
                         "input-pipeline throughput; serve: the policy server under concurrent loopback clients "
                         "against the in-process selector")
     b.add_argument("--points", type=int, default=3000)

@@ -17,6 +17,7 @@ import zipfile
 import jax
 import numpy as np
 
+from pam_jax.models import geometry
 from pam_jax.serving import protocol
 from pam_jax.serving.graph import ServedPolicy
 
@@ -47,7 +48,8 @@ def export_policy(served: ServedPolicy, out, *, platforms=("cpu",), batch: int =
             [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in score_leaves],
             jax.ShapeDtypeStruct((batch, served.num_points, 3), np.float32),
             jax.ShapeDtypeStruct((batch,), np.uint32))
-    exp = jax.export.export(jax.jit(flat), platforms=platforms)(*args)
+    with geometry.portable():   # no Pallas kernel in a serialised graph
+        exp = jax.export.export(jax.jit(flat), platforms=platforms)(*args)
     meta = {**served.metadata, "batch": batch, "platforms": list(platforms), "format": 1}
     params = protocol.pack({"type": "params", "ref": [np.asarray(x) for x in ref_leaves],
                             "score": [np.asarray(x) for x in score_leaves]})
