@@ -5,8 +5,9 @@
 in a single `jax.jit`, with no host round trips and no host callbacks:
   1. group each cloud once (FPS centroids + kNN neighbourhoods, shared by every model), encode it
      once per model (the point encoder, and the per-layer cross-attention keys with their rotary
-     encoding and values), and compute each model's timestep conditioning (embedding, MLP, every
-     AdaLN shift/scale/gate) for all timesteps once, outside the loops;
+     encoding and values, and the attention matrices in the layout the loops read), and compute
+     each model's timestep conditioning (embedding, MLP, every AdaLN shift/scale/gate) for all
+     timesteps once, outside the loops;
   2. sample N candidates from the reference (supervised) model: DDIM in one `lax.scan`; the
      cached keys/values serve every candidate and every step (only the queries change);
   3. score all N candidates: implicit reward r = -beta * mean_M [e_theta - e_ref] with

@@ -11,6 +11,10 @@ The point side of the cross-attention (normalised tokens -> keys with rotary, va
 depend on the timestep or on the candidates, so `context()` computes it once per observation and
 `__call__` reuses it for every candidate, every DDIM step and every Monte-Carlo sample.
 
+The attention matrices are read in one layout, `LayerWeights` (q/k/v side by side, heads and
+the hidden width zero-padded on accelerators so that XLA pads nothing inside a loop), made by
+`prepare()` once per parameters and kept in the Context with the keys and values.
+
 Everything that depends on the timestep only (the sinusoidal embedding, its MLP and the shift /
 scale / gate of every AdaLN) is `conditioning(t)`: one row of width `conditioning_width` per
 timestep. A sampler computes it for all timesteps at once before its loop (`Context.cond`, a
@@ -26,18 +30,59 @@ import numpy as np
 from flax import nnx
 
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, attention, context_attention, rotary_angles,
-    to_context_layout,
+    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, context_attention, pad_multiples, rotary_angles,
+    round_up, small_attention, to_context_layout,
 )
-
 
 
 class Context(NamedTuple):
     """What a denoiser call reuses: computed once per observation (`kv`) and once per parameters
-    (`cond`)."""
+    (`cond`, `weights`)."""
 
-    kv: tuple                     # per layer: (keys with rotary, values), each (B, H, d, S)
+    kv: tuple                     # per layer: (keys with rotary, values), each (B, H, dp, S)
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
+    weights: tuple | None = None   # per layer: LayerWeights, or None: made per call
+
+
+class LayerWeights(NamedTuple):
+    """A denoiser layer's attention matrices as its forward reads them (:meth:`DenoiserLayer.weights`):
+    the self-attention's q, k and v side by side (one matmul instead of three), each head's d
+    columns zero-padded to dp and the D input rows of the matrices that read the hidden state
+    zero-padded to Dp (:func:`~pam_jax.models.layers.pad_multiples`: on accelerators only). The
+    padded dimensions are zero in every query, key and value, so logits and outputs are those of
+    the unpadded layer. Made once per parameters, outside the sampler's loops (`Context.weights`)."""
+
+    cross_q: tuple     # kernel (Dp, H*dp), bias (H*dp,)
+    cross_out: tuple   # (H*dp, D), (D,)
+    self_qkv: tuple    # (Dp, 3*H*dp), (3*H*dp,)
+    self_out: tuple    # (H*dp, D), (D,)
+
+
+def _in_heads(heads_modules, rows: int, dp: int) -> tuple[jax.Array, jax.Array]:
+    """Heads projections (D -> H x d each) -> one kernel (rows, n*H*dp) and its bias."""
+    kernels, biases = [], []
+    for m in heads_modules:
+        w, b = m.proj.kernel[...], m.proj.bias[...]
+        d_in, d = w.shape[0], w.shape[1] // m.heads
+        kernels.append(jnp.pad(w.reshape(d_in, m.heads, d), ((0, rows - d_in), (0, 0), (0, dp - d)))
+                       .reshape(rows, m.heads * dp))
+        biases.append(jnp.pad(b.reshape(m.heads, d), ((0, 0), (0, dp - d))).reshape(m.heads * dp))
+    return jnp.concatenate(kernels, axis=1), jnp.concatenate(biases)
+
+
+def _out_heads(linear: nnx.Linear, heads: int, dp: int) -> tuple[jax.Array, jax.Array]:
+    """An output projection (H*d -> D) -> its kernel with zero rows for the padded head dims."""
+    w = linear.kernel[...]
+    d = w.shape[0] // heads
+    return jnp.pad(w.reshape(heads, d, w.shape[1]), ((0, 0), (0, dp - d), (0, 0))).reshape(heads * dp, -1), linear.bias[...]
+
+
+def _affine(x: jax.Array, wb: tuple) -> jax.Array:
+    """x (..., K) @ kernel (K', N) + bias, x zero-padded from K to K' when K' > K."""
+    w, b = wb
+    if w.shape[0] > x.shape[-1]:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, w.shape[0] - x.shape[-1])])
+    return x @ w + b
 
 
 class DenoiserLayer(nnx.Module):
@@ -53,29 +98,41 @@ class DenoiserLayer(nnx.Module):
         self.ffn_ln = AdaLN(width, rngs=rngs)
         self.ffn = MLP(width, mlp_ratio * width, rngs=rngs)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int) -> tuple[jax.Array, jax.Array]:
         c = self.ctx_norm(tokens)
         k = self.cross_k(c)
-        return to_context_layout(apply_rotary(k, rotary_angles(xyz, k.shape[-1], self.max_freq)), self.cross_v(c))
+        k = apply_rotary(k, rotary_angles(xyz, k.shape[-1], self.max_freq))
+        pad = ((0, 0), (0, 0), (0, 0), (0, dp - k.shape[-1]))
+        return to_context_layout(jnp.pad(k, pad), jnp.pad(self.cross_v(c), pad))
 
     def adalns(self) -> tuple[AdaLN, AdaLN, AdaLN]:
         return self.cross_ln, self.self_ln, self.ffn_ln
 
-    def __call__(self, h, ang, mods, kv):
+    def weights(self, rows: int, dp: int) -> LayerWeights:
+        heads = self.cross_q.heads
+        return LayerWeights(_in_heads([self.cross_q], rows, dp), _out_heads(self.cross_out, heads, dp),
+                            _in_heads([self.self_q, self.self_k, self.self_v], rows, dp),
+                            _out_heads(self.self_out, heads, dp))
+
+    def __call__(self, h, ang, mods, kv, w: LayerWeights):
         """h (B, N, A, D); ang (B, N, A, 3F) rotary angles at the action xyz; mods: the three
-        AdaLN modulations (shift, scale, gate), each broadcastable to h."""
+        AdaLN modulations (shift, scale, gate), each broadcastable to h; kv this layer's
+        `Context.kv`; w its LayerWeights."""
         b, n, a, d = h.shape
+        heads = self.cross_q.heads
+        dp = w.cross_out[0].shape[0] // heads
         cross, self_, ffn = mods
         # 1. cross-attention to the point tokens: all N*A action tokens are independent queries
         x, gate = self.cross_ln.modulate(h, cross)
-        q = apply_rotary(self.cross_q(x), ang).reshape(b, n * a, *kv[0].shape[1:3])
-        y = context_attention(q, *kv).reshape(b, n, a, d)
-        h = h + gate * self.cross_out(y)
+        q = apply_rotary(_affine(x, w.cross_q).reshape(b, n, a, heads, dp), ang)
+        y = context_attention(q.reshape(b, n * a, heads, dp), *kv, dim=d // heads)
+        h = h + gate * _affine(y.reshape(b, n, a, heads * dp), w.cross_out)
         # 2. self-attention within one candidate's A points
         x, gate = self.self_ln.modulate(h, self_)
-        q, k = apply_rotary(self.self_q(x), ang), apply_rotary(self.self_k(x), ang)
-        y = attention(q, k, self.self_v(x)).reshape(b, n, a, d)
-        h = h + gate * self.self_out(y)
+        qkv = _affine(x, w.self_qkv).reshape(b, n, a, 3, heads, dp)
+        q, k, v = (qkv[..., i, :, :] for i in range(3))
+        y = small_attention(apply_rotary(q, ang), apply_rotary(k, ang), v, dim=d // heads)
+        h = h + gate * _affine(y.reshape(b, n, a, heads * dp), w.self_out)
         # 3. feed-forward
         x, gate = self.ffn_ln.modulate(h, ffn)
         return h + gate * self.ffn(x)
@@ -94,9 +151,20 @@ class ActionDenoiser(nnx.Module):
         self.out_ln = AdaLN(width, rngs=rngs)
         self.out = nnx.Linear(width, 3, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
+    def padding(self) -> tuple[int, int]:
+        """(Dp, dp): the hidden width and the head width the attention matrices are padded to."""
+        head_multiple, width_multiple = pad_multiples()
+        d = self.out_ln.mod.in_features
+        return round_up(d, width_multiple), round_up(d // self.heads, head_multiple)
+
     def context(self, tokens: jax.Array, xyz: jax.Array) -> tuple:
         """Per-layer cross-attention keys (with rotary) and values: `Context.kv`."""
-        return tuple(layer.context(tokens, xyz) for layer in self.layers)
+        dp = self.padding()[1]
+        return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
+
+    def prepare(self) -> tuple:
+        """Per-layer LayerWeights: `Context.weights`."""
+        return tuple(layer.weights(*self.padding()) for layer in self.layers)
 
     def _adalns(self) -> list[AdaLN]:
         return [ln for layer in self.layers for ln in layer.adalns()] + [self.out_ln]
@@ -153,8 +221,9 @@ class ActionDenoiser(nnx.Module):
         layer_mods, _ = self._split(cond)
         h = self.in_proj(x.astype(dtype)) + self.point_embed[...]
         ang = rotary_angles(x, h.shape[-1] // self.heads, self.max_freq)
-        for layer, mods, kv in zip(self.layers, layer_mods, ctx.kv):
-            h = layer(h, ang, mods, kv)
+        weights = self.prepare() if ctx.weights is None else ctx.weights
+        for layer, mods, kv, w in zip(self.layers, layer_mods, ctx.kv, weights):
+            h = layer(h, ang, mods, kv, w)
         return h, cond
 
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:

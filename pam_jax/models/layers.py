@@ -1,7 +1,9 @@
 """Shared layers: timestep embedding, AdaLN modulation, 3D rotary encoding, attention, MLP."""
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -80,11 +82,37 @@ def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
     return jnp.concatenate([out.reshape(*x.shape[:-1], 2 * n_ang), rest], axis=-1)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """q (..., Lq, H, d), k/v (..., Lk, H, d) -> (..., Lq, H, d); softmax in float32."""
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) -> jax.Array:
+    """q (..., Lq, H, d), k/v (..., Lk, H, d) -> (..., Lq, H, d); softmax in float32; logits
+    divided by sqrt(dim), default d (zero-padded heads pass their unpadded width)."""
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(dim or q.shape[-1])
     w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("...hqk,...khd->...qhd", w, v)
+
+
+SMALL_ATTENTION = 4   # token counts up to this go through small_attention's elementwise form
+SMALL_ATTENTION_ENV = "PAM_JAX_SMALL_ATTENTION"   # overrides it (0: always the matmul form; for benchmarks)
+
+
+def small_attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) -> jax.Array:
+    """:func:`attention` among a few tokens (L <= SMALL_ATTENTION; a candidate's A action points),
+    written out per token pair: the L^2 logits are sums over d of one product each (sibling
+    reductions a GPU runs as one kernel) and the softmax over L and the weighted sum of values are
+    plain elementwise ops, instead of two batched matmuls around a softmax of a few elements
+    (about six kernels per call on an H200, each doing almost nothing)."""
+    n = q.shape[-3]
+    if n > int(os.environ.get(SMALL_ATTENTION_ENV, SMALL_ATTENTION)):
+        return attention(q, k, v, dim)
+    root = math.sqrt(dim or q.shape[-1])
+    qs, ks, vs = ([x[..., i, :, :] for i in range(n)] for x in (q, k, v))
+    out = []
+    for qi in qs:
+        logits = [jnp.sum(qi * kj, axis=-1, keepdims=True).astype(jnp.float32) / root for kj in ks]
+        top = functools.reduce(jnp.maximum, logits)
+        e = [jnp.exp(x - top) for x in logits]
+        total = functools.reduce(jnp.add, e)
+        out.append(functools.reduce(jnp.add, [(ej / total).astype(v.dtype) * vj for ej, vj in zip(e, vs)]))
+    return jnp.stack(out, axis=-3)
 
 
 def to_context_layout(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -93,12 +121,33 @@ def to_context_layout(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]
     return jnp.moveaxis(k, 1, -1), jnp.moveaxis(v, 1, -1)
 
 
-def context_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) -> jax.Array:
     """:func:`attention` against keys/values stored by :func:`to_context_layout`:
     q (B, L, H, d), k/v (B, H, d, S) -> (B, L, H, d)."""
-    logits = jnp.einsum("bqhd,bhdk->bhqk", q, k) / math.sqrt(q.shape[-1])
+    logits = jnp.einsum("bqhd,bhdk->bhqk", q, k) / math.sqrt(dim or q.shape[-1])
     w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bhdk->bqhd", w, v)
+
+
+# Zero-padding of the denoiser's matrices (see denoiser.LayerWeights). On a GPU, XLA pads a
+# matmul's contraction of 240 (or a 60-wide head) to a multiple it likes, and it does so inside
+# the DDIM loop, for the weights too, on every step (6 pad kernels per step, BUILD_NOTES); padded
+# once before the loop, nothing is left to pad. On CPU nothing needs it.
+PAD_ENV = "PAM_JAX_PAD"        # "auto" (default: pad on accelerators), "on", "off"
+PAD_MULTIPLES = (16, 64)       # (head width, model width) when padding
+
+
+def pad_multiples() -> tuple[int, int]:
+    """(head, width) multiples the denoiser pads its attention matrices to; (1, 1) = none."""
+    mode = os.environ.get(PAD_ENV, "auto")
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"${PAD_ENV}={mode!r}: expected auto, on or off")
+    on = mode == "on" or (mode == "auto" and jax.default_backend() != "cpu")
+    return PAD_MULTIPLES if on else (1, 1)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 class MLP(nnx.Module):

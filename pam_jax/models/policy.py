@@ -39,14 +39,15 @@ class DiffusionPolicy(nnx.Module):
     def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
                timesteps=None) -> Context:
         """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
-        (once per observation), from `groups` (:meth:`group` of these clouds) if given; with
+        (once per observation) and the attention matrices in their fused, padded layout (once per
+        parameters), from `groups` (:meth:`group` of these clouds) if given; with
         `num_timesteps` T it also holds the timestep conditioning table (T rows, computed for the
         static `timesteps` only, default all), so that denoiser calls (every DDIM step, every
         Monte-Carlo sample) only gather a row of it."""
         tokens, xyz = self.encoder(points, groups)
         cond = (None if num_timesteps is None
                 else self.denoiser.conditioning_table(num_timesteps, timesteps))
-        return Context(self.denoiser.context(tokens, xyz), cond)
+        return Context(self.denoiser.context(tokens, xyz), cond, self.denoiser.prepare())
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         return self.denoiser(x, t, ctx)
