@@ -1,0 +1,265 @@
+"""Where the selector's and the train step's time goes on an accelerator (issue 12): one run.
+
+    OUT=dir PROBE_TAG=after python docs/examples/gpu_probe.py [sections...]
+
+Sections (default: all): geometry (FPS and kNN forms, B = 1 and 32, and whether they agree),
+sampler (the paper's 100/100 and 10/10 rows for each variant), train (the supervised step at
+the reference size), hlo (the optimised HLO of the 10/10 selector). The variants depend on
+PROBE_TAG: "before" runs the code as found (put an older copy of pam_jax first on PYTHONPATH),
+"after" the current code and the current code without one change at a time (each change has an
+environment switch read at trace time). Writes $OUT/probe_<tag>.json and prints a line per row.
+The first variant of each section is also traced (jax.profiler) and its device kernels
+summarised: kernels per call, their summed time ("busy"), the span from the first kernel's start
+to the last one's end, and the costliest kernel names.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pam_jax.apps import bench
+
+OUT = os.environ.get("OUT", "bench_out")
+TAG = os.environ.get("PROBE_TAG", "plain")
+PROFILE = os.environ.get("PROBE_PROFILE", "1") == "1"
+SMALL = os.environ.get("PROBE_SMALL") == "1"   # a CPU smoke test of this script: tiny sizes
+NP, NS = (300, 32) if SMALL else (3000, 256)
+SETTINGS = ((4, 4), (2, 2)) if SMALL else ((100, 100), (10, 10))
+RESULT: dict = {"tag": TAG, "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": bench.machine()}
+
+
+def save():
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"probe_{TAG}.json"), "w") as f:
+        json.dump(RESULT, f, indent=1, default=str)
+
+
+def timed(fn, budget_s=1.0, min_repeats=5, max_repeats=200):
+    jax.block_until_ready(fn())
+    return statistics.median(bench._timed(fn, budget_s=budget_s, min_repeats=min_repeats, max_repeats=max_repeats))
+
+
+def kernel_summary(fn, calls=5, top=25):
+    """Trace `calls` calls of fn and summarise the device kernels per call."""
+    from jax.profiler import ProfileData
+
+    jax.block_until_ready(fn())
+    with tempfile.TemporaryDirectory() as d:
+        jax.profiler.start_trace(d)
+        for _ in range(calls):
+            jax.block_until_ready(fn())
+        jax.profiler.stop_trace()
+        paths = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
+        data = ProfileData.from_file(paths[0])
+    by_name: dict = {}
+    events, lines = [], []
+    for plane in data.planes:
+        if not plane.name.startswith("/device:"):
+            continue
+        for line in plane.lines:
+            evs = list(line.events)
+            lines.append((plane.name, line.name, len(evs)))
+            if not line.name.startswith("Stream"):
+                continue
+            for e in evs:
+                events.append((e.start_ns, e.start_ns + e.duration_ns))
+                c = by_name.setdefault(e.name, [0, 0.0])
+                c[0] += 1
+                c[1] += e.duration_ns
+    if not events:
+        return {"lines": lines, "kernels_per_call": 0}
+    events.sort()
+    busy = sum(b - a for a, b in events)
+    span = events[-1][1] - events[0][0]
+    topk = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:top]
+    return {"lines": lines, "kernels_per_call": len(events) / calls, "busy_us_per_call": busy / calls / 1e3,
+            "span_us_per_call": span / calls / 1e3, "distinct": len(by_name),
+            "top": [(k, v[0] / calls, v[1] / calls / 1e3) for k, v in topk]}
+
+
+def section_geometry():
+    from pam_jax.models import geometry
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for b in (1, 32):
+        pts = jnp.asarray(rng.uniform(-0.5, 0.5, (b, NP, 3)).astype(np.float32))
+        variants = [("fps argmax", "fps", "argmax", {}), ("fps rows", "fps", "rows", {}),
+                    ("fps pallas", "fps", "pallas", {}), ("knn top_k", "knn", "top_k", {})]
+        variants += [(f"knn pallas q{q} w{w}", "knn", "pallas", {"KNN_PALLAS_QUERIES": q, "KNN_PALLAS_WARPS": w})
+                     for q, w in ((4, 8), (2, 4), (8, 8))]
+        ref = {}
+        for name, kind, method, consts in variants:
+            saved = {k: getattr(geometry, k) for k in consts}
+            try:
+                for k, v in consts.items():
+                    setattr(geometry, k, v)
+                if kind == "fps":
+                    f = jax.jit(jax.vmap(lambda p, m=method: geometry.farthest_point_sample(p, NS, m)))
+                    arg = pts
+                else:
+                    centres = jax.vmap(lambda p: p[geometry.farthest_point_sample(p, NS, "argmax")])(pts)
+                    f = jax.jit(jax.vmap(lambda c, p, m=method: geometry.knn(c, p, 16, m)))
+                    arg = (centres, pts)
+                call = (lambda: f(*arg)) if kind == "knn" else (lambda: f(arg))
+                idx = np.asarray(call())
+                ref.setdefault(kind, idx)
+                t = timed(call, budget_s=0.5)
+                row = {"variant": name, "B": b, "ms": t * 1e3, "mismatched": int((idx != ref[kind]).sum()),
+                       "mismatched_sets": int(sum(set(a) != set(c) for a, c in zip(idx.reshape(-1, idx.shape[-1]),
+                                                                                    ref[kind].reshape(-1, idx.shape[-1]))))
+                       if kind == "knn" else None}
+            except Exception as e:  # noqa: BLE001
+                row = {"variant": name, "B": b, "error": f"{type(e).__name__}: {str(e)[:400]}"}
+            finally:
+                for k, v in saved.items():
+                    setattr(geometry, k, v)
+            rows.append(row)
+            print("geometry", row, flush=True)
+            RESULT["geometry"] = rows
+            save()
+
+
+def sampler_variants():
+    """(name, environment, SelectConfig overrides); the first is profiled."""
+    if TAG == "before":
+        return [("before", {}, {})]
+    return [("after", {}, {}),
+            ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
+            ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
+            ("after without padding", {"PAM_JAX_PAD": "off"}, {}),
+            ("after without small attention", {"PAM_JAX_SMALL_ATTENTION": "0"}, {}),
+            ("after, bf16", {}, {"compute_dtype": "bfloat16"})]
+
+
+SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION")
+
+
+def set_env(env):
+    for k in SWITCHES:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+
+
+def section_sampler():
+    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.normalize import NormStats
+    from pam_jax.select import SelectConfig, make_selector
+
+    diff = DiffusionConfig()
+    graphdef, ref, pol = bench._reference_models(ModelConfig())
+    out = []
+    for i, (name, env, kw) in enumerate(sampler_variants()):
+        for steps, m in SETTINGS:
+            set_env(env)
+            k = dict(kw)
+            if k.get("unroll") == "full":
+                if steps > 20:
+                    continue
+                k["unroll"] = steps
+            row = {"variant": name, "steps": steps, "M": m}
+            try:
+                scfg = SelectConfig(mode="implicit", num_candidates=8, num_inference_steps=steps, eta=1.0,
+                                    reward_samples=m, **k)
+                sel = make_selector(graphdef, diff, NormStats.identity(), scfg)
+                pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32)
+                args = jax.device_put((ref, pol, pts, jax.random.key(0)))
+                t0 = time.perf_counter()
+                compiled = sel.lower(*args).compile()
+                row["compile_s"] = time.perf_counter() - t0
+                row["ms"] = timed(lambda: compiled(*args)) * 1e3
+                if PROFILE and i == 0:
+                    row["profile"] = kernel_summary(lambda: compiled(*args))
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+                traceback.print_exc()
+            out.append(row)
+            p = row.get("profile", {})
+            print("sampler", name, steps, m, {k: row.get(k) for k in ("ms", "compile_s", "error")},
+                  {k: p.get(k) for k in ("kernels_per_call", "busy_us_per_call", "span_us_per_call")}, flush=True)
+            RESULT["sampler"] = out
+            save()
+    set_env({})
+
+
+def section_train():
+    """The supervised train step bench_train times (batch 32 x K = 8 x 3000 points), timed and traced."""
+    from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+    from pam_jax.data.toy import ToyBimodalData
+    from pam_jax.train import sharding
+    from pam_jax.train.loop import init_train_state, step_for
+
+    out = []
+    bsz = 4 if SMALL else 32
+    variants = ([("before", {})] if TAG == "before" else
+                [("after", {}), ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"})])
+    for i, (name, env) in enumerate(variants):
+        set_env(env)
+        row = {"variant": name}
+        try:
+            cfg = Config(name="probe", model=ModelConfig(), data=DataConfig(num_points=NP, batch_size=bsz),
+                         train=TrainConfig(noise_replicas=8, steps=1000, num_devices=1))
+            mesh = sharding.make_mesh(1)
+            data = ToyBimodalData(batch_size=bsz, num_points=NP)
+            graphdef, tx, state = init_train_state(cfg, mesh)
+            step_fn = step_for(cfg, tx, mesh, data.norm_stats())
+            batch = sharding.to_global(data.batch(0), mesh)
+            t0 = time.perf_counter()
+            compiled = step_fn.lower(state, batch).compile()
+            row["compile_s"] = time.perf_counter() - t0
+            holder = {"s": state}
+
+            def one():
+                holder["s"], m = compiled(holder["s"], batch)
+                return m
+
+            row["ms"] = timed(one, budget_s=2.0) * 1e3
+            if PROFILE and i == 0:
+                row["profile"] = kernel_summary(one, calls=5, top=30)
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+            traceback.print_exc()
+        out.append(row)
+        p = row.get("profile", {})
+        print("train", name, {k: row.get(k) for k in ("ms", "compile_s", "error")},
+              {k: p.get(k) for k in ("kernels_per_call", "busy_us_per_call", "span_us_per_call")}, flush=True)
+        RESULT["train"] = out
+        save()
+    set_env({})
+
+
+def section_hlo():
+    """The optimised HLO of the 10/10 selector, to read its fusions and kernels."""
+    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.normalize import NormStats
+    from pam_jax.select import SelectConfig, make_selector
+
+    set_env({})
+    graphdef, ref, pol = bench._reference_models(ModelConfig())
+    steps, m = SETTINGS[1]
+    sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
+                        SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+    pts = np.zeros((1, NP, 3), np.float32)
+    with open(os.path.join(OUT, f"hlo_{TAG}.txt"), "w") as f:
+        f.write(sel.lower(ref, pol, pts, jax.random.key(0)).compile().as_text())
+
+
+SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo}
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or list(SECTIONS)
+    for s in chosen:
+        t = time.perf_counter()
+        SECTIONS[s]()
+        print(f"== {s} done in {time.perf_counter() - t:.0f} s", flush=True)
+    save()
