@@ -18,7 +18,7 @@ run() {  # name timeout args...
   echo "$name: exit $? in $((SECONDS - t0)) s"; tail -n 3 "$OUT/$name.err"
 }
 run fps 60 bench fps
-run sampler_f32 200 bench sampler --rows paper --torch-reference
-run train_f32 120 bench train --torch-reference
+run sampler_f32 200 bench sampler --rows paper --torch-reference --trace
+run train_f32 120 bench train --torch-reference --trace
 run sampler_bf16 120 bench sampler --rows paper --dtype bfloat16
 run train_bf16 90 bench train --dtype bfloat16

@@ -14,12 +14,10 @@ to the last one's end, and the costliest kernel names.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 
@@ -50,41 +48,14 @@ def timed(fn, budget_s=1.0, min_repeats=5, max_repeats=200):
 
 
 def kernel_summary(fn, calls=5, top=25):
-    """Trace `calls` calls of fn and summarise the device kernels per call."""
-    from jax.profiler import ProfileData
+    """apps/trace.py of this checkout, loaded by path: the "before" run imports an older pam_jax."""
+    import importlib.util
 
-    jax.block_until_ready(fn())
-    with tempfile.TemporaryDirectory() as d:
-        jax.profiler.start_trace(d)
-        for _ in range(calls):
-            jax.block_until_ready(fn())
-        jax.profiler.stop_trace()
-        paths = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
-        data = ProfileData.from_file(paths[0])
-    by_name: dict = {}
-    events, lines = [], []
-    for plane in data.planes:
-        if not plane.name.startswith("/device:"):
-            continue
-        for line in plane.lines:
-            evs = list(line.events)
-            lines.append((plane.name, line.name, len(evs)))
-            if not line.name.startswith("Stream"):
-                continue
-            for e in evs:
-                events.append((e.start_ns, e.start_ns + e.duration_ns))
-                c = by_name.setdefault(e.name, [0, 0.0])
-                c[0] += 1
-                c[1] += e.duration_ns
-    if not events:
-        return {"lines": lines, "kernels_per_call": 0}
-    events.sort()
-    busy = sum(b - a for a, b in events)
-    span = events[-1][1] - events[0][0]
-    topk = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:top]
-    return {"lines": lines, "kernels_per_call": len(events) / calls, "busy_us_per_call": busy / calls / 1e3,
-            "span_us_per_call": span / calls / 1e3, "distinct": len(by_name),
-            "top": [(k, v[0] / calls, v[1] / calls / 1e3) for k, v in topk]}
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "pam_jax", "apps", "trace.py")
+    spec = importlib.util.spec_from_file_location("pam_jax_trace", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.kernel_summary(fn, calls=calls, top=top)
 
 
 def section_geometry():

@@ -62,7 +62,7 @@ def machine() -> dict:
 
 def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int = 8,
                 steps: int = 5, model_overrides: dict | None = None, compute_dtype: str = "float32",
-                torch_reference: bool = False) -> dict:
+                torch_reference: bool = False, trace: bool = False) -> dict:
     """Supervised train-step throughput at the reference size on 1 device. With
     `torch_reference`, the eager PyTorch re-statement of the reference's step (full-cloud feature
     network, AdamW) is timed in the same process on the same batch size."""
@@ -97,6 +97,17 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
+    traced = {}
+    if trace:
+        from pam_jax.apps.trace import kernel_summary
+
+        held = {"state": state}
+
+        def one():
+            held["state"], metrics = step_fn(held["state"], batch)
+            return metrics
+
+        traced = {"trace": kernel_summary(one)}
     peaks = device_peaks()
     peak = peaks.get(compute_dtype, max(peaks.values()))
     torch_row = {}
@@ -111,7 +122,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
                      "torch_speedup": statistics.median(rt) / med}
     return {
         "benchmark": "train", "model": dataclasses.asdict(cfg.model), "num_points": num_points,
-        "batch_size": batch_size, "noise_replicas": replicas, "compute_dtype": compute_dtype, **torch_row,
+        "batch_size": batch_size, "noise_replicas": replicas, "compute_dtype": compute_dtype, **torch_row, **traced,
         "compile_s": compile_s,
         "step_s_median": med, "step_s_all": times, "steps_per_s": 1 / med,
         "samples_per_s": batch_size / med, "flops_per_step": flops,
@@ -139,7 +150,16 @@ def format_train(r: dict) -> str:
     if "torch_step_s_median" in r:
         lines.append(f"  PyTorch reference  {r['torch_step_s_median'] * 1e3:.0f} ms per step "
                      f"(eager, full-cloud features): pam_jax is {r['torch_speedup']:.1f}x faster")
+    if "trace" in r:
+        lines.append(f"  device kernels     {_trace_text(r['trace'])}")
     return "\n".join(lines)
+
+
+def _trace_text(t: dict) -> str:
+    if not t["kernels_per_call"]:
+        return "none traced (no device kernels in a CPU trace)"
+    return (f"{t['kernels_per_call']:.0f} per call, busy {t['busy_us_per_call'] / 1e3:.2f} ms of a "
+            f"{t['span_us_per_call'] / 1e3:.2f} ms span")
 
 
 def _torch_reference(name: str):
@@ -329,12 +349,13 @@ def _timed(fn, *, budget_s: float, min_repeats: int = 3, max_repeats: int = 20) 
 
 def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=None, staged_at=None,
                   budget_s: float = 8.0, model_overrides: dict | None = None, compute_dtype: str = "float32",
-                  torch_reference: bool = False, unroll: int = 1) -> dict:
+                  torch_reference: bool = False, unroll: int = 1, trace: bool = False) -> dict:
     """Fused selector vs staged baseline at the reference size (implicit reward, both models).
 
     `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). With
     `torch_reference`, the paper rows also time the eager PyTorch re-statement of the reference
-    path (apps.torch_reference; needs torch) in the same process."""
+    path (apps.torch_reference; needs torch) in the same process. With `trace`, each row also
+    holds the summary of its device kernels (apps.trace)."""
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
@@ -367,6 +388,10 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
         row = {**c, "compile_s": compile_s, "median_s": med, "p90_s": float(np.percentile(times, 90)),
                "repeats": len(times), "flops": flops,
                "fraction_of_peak": (flops / med) / peak if flops else None}
+        if trace:
+            from pam_jax.apps.trace import kernel_summary
+
+            row["trace"] = kernel_summary(lambda: compiled(*args))
         if reference is not None and c.get("name", "").startswith("paper"):
             kw = dict(num_candidates=c["N"], steps=c["steps"], samples=c["M"])
             rt = _timed(lambda: reference(pts, **kw), budget_s=budget_s, min_repeats=1, max_repeats=3)
@@ -406,4 +431,5 @@ def format_sampler(r: dict) -> str:
         lines.append(f"{x.get('name', ''):<14} {x['N']:>4} {x['B']:>3} {x['steps']:>5} {x['M']:>4} "
                      f"{x['compile_s']:9.1f} {x['median_s'] * 1e3:10.1f} {x['p90_s'] * 1e3:8.1f} {gf} {pk} "
                      f"{staged}{tc}")
+    lines += [f"  {x.get('name', '')}: device kernels {_trace_text(x['trace'])}" for x in r["rows"] if "trace" in x]
     return "\n".join(lines)

@@ -176,12 +176,13 @@ def cmd_bench(args) -> int:
 
     if args.what == "train":
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
-                              steps=args.repeats, compute_dtype=args.dtype, torch_reference=args.torch_reference)
+                              steps=args.repeats, compute_dtype=args.dtype, torch_reference=args.torch_reference,
+                              trace=args.trace)
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
         r = bench.bench_sampler(num_points=args.points, rows=args.rows, compute_dtype=args.dtype,
-                                torch_reference=args.torch_reference, unroll=args.unroll)
+                                torch_reference=args.torch_reference, unroll=args.unroll, trace=args.trace)
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "fps":
@@ -399,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampler, train: also time an eager PyTorch re-statement of the reference decision path "
                         "on the paper rows, or of its train step (needs torch; slow: minutes on CPU)")
     b.add_argument("--unroll", type=int, default=1, help="sampler: DDIM steps per iteration of the sampling loop")
+    b.add_argument("--trace", action="store_true",
+                   help="sampler, train: trace each row (jax.profiler) and summarise its device kernels: count "
+                        "per call, busy time, span, the costliest (apps.trace; a GPU's, not a CPU's)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.apps import serve_cli
 
