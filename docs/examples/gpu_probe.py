@@ -164,7 +164,9 @@ def section_sampler():
 
 
 def section_train():
-    """The supervised train step bench_train times (batch 32 x K = 8 x 3000 points), timed and traced."""
+    """The supervised train step bench_train times (batch 32 x K = 8 x 3000 points), timed and traced.
+    Set up here rather than through bench_train(trace=True): the "before" run imports an older
+    pam_jax, whose bench_train cannot trace."""
     from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
     from pam_jax.data.toy import ToyBimodalData
     from pam_jax.train import sharding

@@ -164,7 +164,8 @@ class ActionDenoiser(nnx.Module):
 
     def prepare(self) -> tuple:
         """Per-layer LayerWeights: `Context.weights`."""
-        return tuple(layer.weights(*self.padding()) for layer in self.layers)
+        rows, dp = self.padding()
+        return tuple(layer.weights(rows, dp) for layer in self.layers)
 
     def _adalns(self) -> list[AdaLN]:
         return [ln for layer in self.layers for ln in layer.adalns()] + [self.out_ln]
