@@ -5,7 +5,9 @@ Many tests train or select with the same tiny models, so the same programs compi
 again; an in-process persistent cache in a temporary folder (one per pytest worker, removed at
 exit, so a run never reads another run's entries) serves the repeats. It is set on jax's config,
 not in the environment, so subprocesses (the CLI, multi-process runs) do not share it: the
-cache's file writes are not atomic across processes.
+cache's file writes are not atomic across processes. In-process, the CLI's "off" (from the
+environment above) leaves the tests' cache on: switching jax's cache folder to None stops its
+use for the rest of the worker, so every later test compiled its programs afresh.
 """
 import atexit
 import os
@@ -25,3 +27,23 @@ atexit.register(shutil.rmtree, _CACHE, True)
 # in-process `pam-jax --compile-cache off` does not turn it off again
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+from pam_jax.apps import compile_cache as _compile_cache  # noqa: E402
+
+_enable = _compile_cache.enable
+
+
+def _enable_keeping_the_tests_cache(choice=None):
+    if _compile_cache.resolve(choice) is None:
+        return None
+    return _enable(choice)
+
+
+_compile_cache.enable = _enable_keeping_the_tests_cache
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow (end to end, a minute or more each) go first, so that pytest -n 2
+    does not end with one worker running a long test while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -127,6 +127,7 @@ def test_several_training_seeds():
     assert "hierarchical bootstrap" in table and "3 x 30" in table
 
 
+@pytest.mark.slow
 def test_tiny_policy_on_rope_writes_a_report(tmp_path):
     # tiny stand-ins for the rope runs: toy-data runs that state task rope (what the run checks
     # read), and a one-step DPO run from the SL run

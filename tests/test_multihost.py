@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from _tiny import checksum, tiny_config
 from pam_jax.train.loop import train
@@ -36,6 +37,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_from_the_cli_agree_with_one(tmp_path):
     exp = tmp_path / "tiny_exp.py"
     exp.write_text(EXPERIMENT.format(tests=str(HERE), run=str(tmp_path / "run")))

@@ -1,6 +1,8 @@
 """The simulated pipeline end to end at a tiny size: data -> SL -> preferences -> DPO -> eval."""
 import json
 
+import pytest
+
 from pam_jax.apps import cli
 from pam_jax.apps import demo as sim_demo
 
@@ -10,6 +12,7 @@ TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.w
         "preference.num_candidates=3"]
 
 
+@pytest.mark.slow
 def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     result = sim_demo.run("rope", root=tmp_path, episodes=2, states=3, eval_episodes=1, sl_steps=2,
                           pref_steps=2, episode_steps=2, overrides=TINY, progress=False,
