@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pam_jax import diffusion, preference
 from pam_jax.config import Config, DiffusionConfig
+from pam_jax.models import fused as fused_lib
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
@@ -186,7 +187,10 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model;
         # the timestep conditioning once per model, for every DDIM step and Monte-Carlo sample
         groups = ref.group(pts)
-        ctx_ref = ref.encode(pts, groups, num_timesteps=T, timesteps=ref_steps)
+        # the fused Pallas denoiser ($PAM_JAX_FUSED, read when tracing): not under a mesh, since
+        # XLA cannot partition a Pallas call
+        fused = fused_lib.enabled() and mesh is None
+        ctx_ref = ref.encode(pts, groups, num_timesteps=T, timesteps=ref_steps, fused=fused)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
@@ -195,7 +199,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
             x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
         if scfg.mode == "implicit":
             policy = merge(graphdef, score_params)
-            ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps)
+            ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps, fused=fused)
             scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score,
                                      samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta,
                                      noise=scfg.reward_noise)

@@ -7,7 +7,9 @@ sampler (the paper's 100/100 and 10/10 rows for each variant), train (the superv
 the reference size), hlo (the optimised HLO of the 10/10 selector). The variants depend on
 PROBE_TAG: "before" runs the code as found (put an older copy of pam_jax first on PYTHONPATH),
 "after" the current code and the current code without one change at a time (each change has an
-environment switch read at trace time). Writes $OUT/probe_<tag>.json and prints a line per row.
+environment switch read at trace time), "fused" the current defaults against the fused Pallas
+denoiser ($PAM_JAX_FUSED=on) and its block sizes. Section parity (not in the default list)
+checks that the fused denoiser picks what the plain one picks at the paper's settings. Writes $OUT/probe_<tag>.json and prints a line per row.
 The first variant of each section is also traced (jax.profiler) and its device kernels
 summarised: kernels per call, their summed time ("busy"), the span from the first kernel's start
 to the last one's end, and the costliest kernel names.
@@ -102,9 +104,17 @@ def section_geometry():
 
 
 def sampler_variants():
-    """(name, environment, SelectConfig overrides); the first is profiled."""
+    """(name, environment, SelectConfig overrides); the first (and any named "fused") is profiled."""
     if TAG == "before":
         return [("before", {}, {})]
+    if TAG == "fused":
+        on = {"PAM_JAX_FUSED": "on"}
+        return [("plain", {}, {}), ("fused", on, {}),
+                ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
+                ("fused rows 64", {**on, "PAM_JAX_FUSED_ROWS": "64"}, {}),
+                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
+                ("fused, bf16", on, {"compute_dtype": "bfloat16"}),
+                ("plain, bf16", {}, {"compute_dtype": "bfloat16"})]
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
@@ -113,7 +123,8 @@ def sampler_variants():
             ("after, bf16", {}, {"compute_dtype": "bfloat16"})]
 
 
-SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION")
+SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
+            "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS")
 
 
 def set_env(env):
@@ -149,7 +160,7 @@ def section_sampler():
                 compiled = sel.lower(*args).compile()
                 row["compile_s"] = time.perf_counter() - t0
                 row["ms"] = timed(lambda: compiled(*args)) * 1e3
-                if PROFILE and i == 0:
+                if PROFILE and (i == 0 or name == "fused"):
                     row["profile"] = kernel_summary(lambda: compiled(*args))
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
@@ -217,7 +228,7 @@ def section_hlo():
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
 
-    set_env({})
+    set_env({"PAM_JAX_FUSED": "on"} if TAG == "fused" else {})
     graphdef, ref, pol = bench._reference_models(ModelConfig())
     steps, m = SETTINGS[1]
     sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
@@ -227,10 +238,49 @@ def section_hlo():
         f.write(sel.lower(ref, pol, pts, jax.random.key(0)).compile().as_text())
 
 
-SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo}
+def section_parity():
+    """The fused denoiser against the plain one at the paper's settings (K = 8, B = 1, two
+    clouds in turn, the same key): chosen indices, and the largest differences of candidates
+    and scores (Triton's float32 matmuls run in TF32, as XLA's do by default)."""
+    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.normalize import NormStats
+    from pam_jax.select import SelectConfig, make_selector
+
+    graphdef, ref, pol = bench._reference_models(ModelConfig())
+
+    def noisy(params, seed):   # fresh models output zeros (their output layer starts at zero)
+        leaves, tree = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        return jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+    ref, pol = noisy(ref, 1), noisy(pol, 2)
+    rows = []
+    for steps, m in SETTINGS:
+        out = {}
+        for name, env in (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"})):
+            set_env(env)
+            sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
+                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+            out[name] = [sel(ref, pol, np.random.default_rng(c).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32),
+                             jax.random.key(c)) for c in range(2)]
+        row = {"steps": steps, "M": m,
+               "same_index": [bool((a.index == b.index).all()) for a, b in zip(out["plain"], out["fused"])],
+               "max_candidate_diff": max(float(jnp.abs(a.candidates - b.candidates).max())
+                                         for a, b in zip(out["plain"], out["fused"])),
+               "max_score_diff": max(float(jnp.abs(a.scores - b.scores).max()) for a, b in zip(out["plain"], out["fused"])),
+               "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
+        rows.append(row)
+        print("parity", row, flush=True)
+        RESULT["parity"] = rows
+        save()
+    set_env({})
+
+
+SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo,
+            "parity": section_parity}
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or list(SECTIONS)
+    chosen = sys.argv[1:] or ["geometry", "sampler", "train", "hlo"]
     for s in chosen:
         t = time.perf_counter()
         SECTIONS[s]()

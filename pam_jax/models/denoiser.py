@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pam_jax.models import fused
 from pam_jax.models.layers import (
     MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, context_attention, pad_multiples, rotary_angles,
     round_up, small_attention, to_context_layout,
@@ -157,9 +158,10 @@ class ActionDenoiser(nnx.Module):
         d = self.out_ln.mod.in_features
         return round_up(d, width_multiple), round_up(d // self.heads, head_multiple)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array) -> tuple:
-        """Per-layer cross-attention keys (with rotary) and values: `Context.kv`."""
-        dp = self.padding()[1]
+    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int | None = None) -> tuple:
+        """Per-layer cross-attention keys (with rotary) and values: `Context.kv`; each head padded
+        to `dp` columns (default: :meth:`padding`'s)."""
+        dp = self.padding()[1] if dp is None else dp
         return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
 
     def prepare(self) -> tuple:
@@ -216,7 +218,10 @@ class ActionDenoiser(nnx.Module):
 
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
         """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.
-        t: a scalar or broadcastable to (B, N)."""
+        t: a scalar or broadcastable to (B, N). A Context made for the fused kernels
+        (`Context.weights` a :class:`~pam_jax.models.fused.FusedWeights`) runs them instead."""
+        if isinstance(ctx.weights, fused.FusedWeights):
+            return fused.features(self, x, t, ctx)
         dtype = self.in_proj.kernel.dtype   # compute in the parameters' dtype (rotary angles: float32)
         cond = self.timestep_conditioning(t, x.shape, ctx.cond).astype(dtype)
         layer_mods, _ = self._split(cond)

@@ -15,6 +15,7 @@ from flax import nnx
 
 from pam_jax import diffusion
 from pam_jax.config import Config, DiffusionConfig, ModelConfig
+from pam_jax.models import fused as fused_lib
 from pam_jax.models.denoiser import ActionDenoiser, Context
 from pam_jax.models.encoder import PointEncoder
 from pam_jax.normalize import NormStats
@@ -37,17 +38,24 @@ class DiffusionPolicy(nnx.Module):
         return self.encoder.group(points)
 
     def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
-               timesteps=None) -> Context:
+               timesteps=None, fused: bool = False) -> Context:
         """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
         (once per observation) and the attention matrices in their fused, padded layout (once per
         parameters), from `groups` (:meth:`group` of these clouds) if given; with
         `num_timesteps` T it also holds the timestep conditioning table (T rows, computed for the
         static `timesteps` only, default all), so that denoiser calls (every DDIM step, every
-        Monte-Carlo sample) only gather a row of it."""
+        Monte-Carlo sample) only gather a row of it. `fused`: the Context of the fused Pallas
+        forward (:mod:`pam_jax.models.fused`; sampling only, no gradients) when the token count
+        allows it (a power of two), else the plain one."""
         tokens, xyz = self.encoder(points, groups)
-        cond = (None if num_timesteps is None
-                else self.denoiser.conditioning_table(num_timesteps, timesteps))
-        return Context(self.denoiser.context(tokens, xyz), cond, self.denoiser.prepare())
+        den = self.denoiser
+        cond = None if num_timesteps is None else den.conditioning_table(num_timesteps, timesteps)
+        if fused and fused_lib.supports(tokens.shape[-2]):
+            width = den.out_ln.mod.in_features
+            return Context(den.context(tokens, xyz, fused_lib.dims(width, den.heads)[1]),
+                           None if cond is None else fused_lib.pad_conditioning(cond, width),
+                           fused_lib.prepare(den))
+        return Context(den.context(tokens, xyz), cond, den.prepare())
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         return self.denoiser(x, t, ctx)
