@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, the fused Pallas denoiser on a GPU in one call (about 6 minutes), from the repository
+# Issue 12, the fused Pallas denoiser on a GPU in one call (about 5 minutes), from the repository
 # root, the project on PYTHONPATH:
 #   1. parity: the fused denoiser picks what the plain one picks (paper settings, two clouds);
 #   2. the sampler rows (100/100, 10/10) of the plain and fused denoisers and the fused block
@@ -7,23 +7,8 @@
 #   3. the CLI's paper rows with the fused denoiser against the eager PyTorch reference.
 # Results in $OUT (default bench_out/). If the fused rows are faster, make "on" the default on
 # accelerators (fused.enabled) and record the figures in BUILD_NOTES.md.
-set -u
-OUT=${OUT:-bench_out}
-mkdir -p "$OUT"
-export OUT PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-LOG="$OUT/log.txt"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  python3 -c "import jax, flax, torch; print('jax', jax.__version__, 'flax', flax.__version__, 'torch', torch.__version__, jax.devices())"
-} > "$OUT/machine.txt" 2>&1
-P="python3 docs/examples/gpu_probe.py"
-step() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t0=$SECONDS
-  echo "=== $name" >> "$LOG"
-  timeout "$limit" "$@" >> "$LOG" 2>&1
-  echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$LOG"
-}
-step parity 60 env PROBE_TAG=parity $P parity
+. docs/examples/gpu_common.sh
+step parity 90 env PROBE_TAG=parity $P parity
 step fused 200 env PROBE_TAG=fused $P sampler hlo
 gzip -f "$OUT"/hlo_*.txt 2>/dev/null
 CLI="python3 -m pam_jax.apps.cli --compile-cache off bench"

@@ -111,10 +111,8 @@ def sampler_variants():
         on = {"PAM_JAX_FUSED": "on"}
         return [("plain", {}, {}), ("fused", on, {}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
-                ("fused rows 64", {**on, "PAM_JAX_FUSED_ROWS": "64"}, {}),
                 ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
-                ("fused, bf16", on, {"compute_dtype": "bfloat16"}),
-                ("plain, bf16", {}, {"compute_dtype": "bfloat16"})]
+                ("fused, bf16", on, {"compute_dtype": "bfloat16"})]
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),

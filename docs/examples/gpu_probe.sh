@@ -8,22 +8,7 @@
 #      optimised HLO of the 10/10 selector;
 #   4. the CLI's own benchmarks against the eager PyTorch reference (sampler, train step).
 # Results in $OUT (default bench_out/): eight files at most (the device tool's limit).
-set -u
-OUT=${OUT:-bench_out}
-mkdir -p "$OUT"
-export OUT PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-LOG="$OUT/log.txt"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  python3 -c "import jax, flax, torch; print('jax', jax.__version__, 'flax', flax.__version__, 'torch', torch.__version__, jax.devices())"
-} > "$OUT/machine.txt" 2>&1
-P="python3 docs/examples/gpu_probe.py"
-step() {  # name limit command...
-  local name=$1 limit=$2; shift 2
-  local t0=$SECONDS
-  echo "=== $name" >> "$LOG"
-  timeout "$limit" "$@" >> "$LOG" 2>&1
-  echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$LOG"
-}
+. docs/examples/gpu_common.sh
 step geometry 45 env PROBE_TAG=geometry $P geometry
 # if the Pallas kNN does not build here, the CLI rows fall back to XLA's top-k (the probe's rows
 # say so either way)
