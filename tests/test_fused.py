@@ -42,10 +42,12 @@ def _denoise(g, params, pts, x, t, fused_on: bool, table, dtype=jnp.float32):
     return jax.jit(run)(params)
 
 
-@pytest.mark.parametrize("per_candidate_t,table", [(False, 20), (True, None)])
-def test_fused_denoiser_is_the_plain_function(per_candidate_t, table):
+@pytest.mark.parametrize("per_candidate_t,table,mode", [(False, 20, "on"), (True, None, "on"), (True, 20, "chain")])
+def test_fused_denoiser_is_the_plain_function(per_candidate_t, table, mode, monkeypatch):
     """5 candidates (rows padded to 16), 2 clouds, 2 layers: the same epsilon within float32
-    rounding, one timestep for every candidate or one each, with or without the table."""
+    rounding, one timestep for every candidate or one each, with or without the table; also with
+    each kernel doing the previous sub-layer's residual ("chain")."""
+    monkeypatch.setenv(fused.FUSED_ENV, mode)
     g, params = _noisy(0)
     pts = _pts()
     x = jax.random.normal(jax.random.key(1), (2, 5, 2, 3))
@@ -103,10 +105,12 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3)
 
 
-def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch):
+@pytest.mark.parametrize("mode", ["on", "chain"])
+def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch, mode):
     """Lowered for CUDA on this CPU machine (jax.export needs no GPU): three Triton kernels per
     layer (plus the FPS and kNN kernels), no Mosaic."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setenv(fused.FUSED_ENV, mode)
     g, params = _noisy(0)
     unsafe = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
     pts = jax.ShapeDtypeStruct((1, 64, 3), jnp.float32)
@@ -124,10 +128,11 @@ def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch):
 def test_fused_switch(monkeypatch):
     monkeypatch.delenv(fused.FUSED_ENV, raising=False)
     assert not fused.enabled()                    # off until a GPU run measures it
-    monkeypatch.setenv(fused.FUSED_ENV, "on")
-    assert fused.enabled()
-    with geometry.portable():                     # exported graphs hold no Triton kernel
-        assert not fused.enabled()
+    for on in ("on", "chain"):
+        monkeypatch.setenv(fused.FUSED_ENV, on)
+        assert fused.enabled() and fused.mode() == on
+        with geometry.portable():                 # exported graphs hold no Triton kernel
+            assert not fused.enabled()
     monkeypatch.setenv(fused.FUSED_ENV, "yes")
     with pytest.raises(ValueError, match=fused.FUSED_ENV):
         fused.enabled()

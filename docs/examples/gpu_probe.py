@@ -109,7 +109,7 @@ def sampler_variants():
         return [("before", {}, {})]
     if TAG == "fused":
         on = {"PAM_JAX_FUSED": "on"}
-        return [("plain", {}, {}), ("fused", on, {}),
+        return [("plain", {}, {}), ("fused", on, {}), ("fused chain", {"PAM_JAX_FUSED": "chain"}, {}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
                 ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
                 ("fused, bf16", on, {"compute_dtype": "bfloat16"})]
@@ -158,7 +158,7 @@ def section_sampler():
                 compiled = sel.lower(*args).compile()
                 row["compile_s"] = time.perf_counter() - t0
                 row["ms"] = timed(lambda: compiled(*args)) * 1e3
-                if PROFILE and (i == 0 or name == "fused"):
+                if PROFILE and (i == 0 or name in ("fused", "fused chain")):
                     row["profile"] = kernel_summary(lambda: compiled(*args))
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
@@ -237,7 +237,7 @@ def section_hlo():
 
 
 def section_parity():
-    """The fused denoiser against the plain one at the paper's settings (K = 8, B = 1, two
+    """The fused denoiser (and its "chain" form) against the plain one at the paper's settings (K = 8, B = 1, two
     clouds in turn, the same key): chosen indices, and the largest differences of candidates
     and scores (Triton's float32 matmuls run in TF32, as XLA's do by default)."""
     from pam_jax.config import DiffusionConfig, ModelConfig
@@ -255,18 +255,18 @@ def section_parity():
     rows = []
     for steps, m in SETTINGS:
         out = {}
-        for name, env in (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"})):
+        for name, env in (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}), ("chain", {"PAM_JAX_FUSED": "chain"})):
             set_env(env)
             sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
                                 SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
             out[name] = [sel(ref, pol, np.random.default_rng(c).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32),
                              jax.random.key(c)) for c in range(2)]
-        row = {"steps": steps, "M": m,
-               "same_index": [bool((a.index == b.index).all()) for a, b in zip(out["plain"], out["fused"])],
-               "max_candidate_diff": max(float(jnp.abs(a.candidates - b.candidates).max())
-                                         for a, b in zip(out["plain"], out["fused"])),
-               "max_score_diff": max(float(jnp.abs(a.scores - b.scores).max()) for a, b in zip(out["plain"], out["fused"])),
-               "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
+        row = {"steps": steps, "M": m, "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
+        for name in ("fused", "chain"):
+            pairs = list(zip(out["plain"], out[name]))
+            row[name] = {"same_index": [bool((a.index == b.index).all()) for a, b in pairs],
+                         "max_candidate_diff": max(float(jnp.abs(a.candidates - b.candidates).max()) for a, b in pairs),
+                         "max_score_diff": max(float(jnp.abs(a.scores - b.scores).max()) for a, b in pairs)}
         rows.append(row)
         print("parity", row, flush=True)
         RESULT["parity"] = rows

@@ -11,7 +11,10 @@ Here each sub-layer is one kernel that does all of its work per (cloud, block of
   ffn    AdaLN -> one block of the hidden units (matmul, GELU) -> its share of the second matmul.
 
 Each kernel writes its shares side by side; one XLA fusion sums them and adds the gated residual.
-So a layer is six kernels (three Pallas, three XLA) instead of about 28.
+So a layer is six kernels (three Pallas, three XLA) instead of about 28. With "chain"
+($PAM_JAX_FUSED=chain) each kernel does the previous sub-layer's residual itself (sums its
+shares, adds the gated residual and writes the new hidden state, identically in every program
+of a block) and only the last residual is left to XLA: three kernels per layer.
 
 Layout. Hidden states are (A, B, R, Dp): the A points of a candidate lie in separate slabs, so
 the self-attention between a candidate's points is elementwise between slabs; R is the number of
@@ -24,11 +27,12 @@ pair's columns swapped (`FusedLayer.cross_qs` etc.) and sin' carries the pair's 
 kernels need no reshapes or concatenations.
 
 Only for sampling (no gradients: pallas_call has no autodiff rule); training keeps the XLA path.
-Off by default until a GPU run measures it ($PAM_JAX_FUSED=on turns it on; the selector reads it
+Off by default until a GPU run measures it ($PAM_JAX_FUSED=on or chain turns it on; the selector reads it
 when it traces). On CPU the kernels run interpreted, which exists for the tests.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import NamedTuple
@@ -40,7 +44,8 @@ import numpy as np
 from pam_jax.models import geometry
 from pam_jax.models.layers import rotary_angles, round_up
 
-FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default) or "on"
+FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
+MODES = ("off", "on", "chain")
 ROWS_ENV = "PAM_JAX_FUSED_ROWS"      # rows per program (a power of two >= 16), for benchmarks
 WARPS_ENV = "PAM_JAX_FUSED_WARPS"    # Triton warps per program, for benchmarks
 FFN_BLOCK = 128                      # hidden units per program of the feed-forward kernel
@@ -48,13 +53,17 @@ MAX_ROWS = 32                        # default row block for many candidates (lo
 LN_EPS = 1e-6                        # nnx.LayerNorm's default, as AdaLN uses it
 
 
+def mode() -> str:
+    """$PAM_JAX_FUSED: "off", "on" or "chain"; "off" inside geometry.portable() (exported graphs
+    hold no Triton kernel)."""
+    chosen = os.environ.get(FUSED_ENV, "off")
+    if chosen not in MODES:
+        raise ValueError(f"${FUSED_ENV}={chosen!r}: expected one of {', '.join(MODES)}")
+    return "off" if geometry.portable_active() else chosen
+
+
 def enabled() -> bool:
-    """$PAM_JAX_FUSED == "on", and not inside geometry.portable() (exported graphs hold no
-    Triton kernel)."""
-    mode = os.environ.get(FUSED_ENV, "off")
-    if mode not in ("on", "off"):
-        raise ValueError(f"${FUSED_ENV}={mode!r}: expected on or off")
-    return mode == "on" and not geometry.portable_active()
+    return mode() != "off"
 
 
 def _pow2(n: int) -> int:
@@ -222,12 +231,12 @@ def _softmax_rows(logits):
     return e / jnp.sum(e, axis=1, keepdims=True)
 
 
-def _cross_kernel(h_ref, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, bq_ref, bqs_ref,
+def _cross_kernel(hidden, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, bq_ref, bqs_ref,
                   k_ref, v_ref, wo_ref, o_ref, *, points: int, width: int, root: float):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     keys, values = k_ref[0, 0], v_ref[0, 0]           # (dp, S) each
     for a in range(points):
-        x = _modulated(h_ref[a, 0].astype(jnp.float32), shift, scale, width)
+        x = _modulated(hidden(a), shift, scale, width)
         q = _dot(x, wq_ref[...]) + bq_ref[...].astype(jnp.float32)
         qs = _dot(x, wqs_ref[...]) + bqs_ref[...].astype(jnp.float32)
         q = q * cos_ref[a, 0] + qs * sin_ref[a, 0]
@@ -237,14 +246,14 @@ def _cross_kernel(h_ref, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref
         o_ref[0, a, 0] = _dot(y, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _self_kernel(h_ref, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref,
+def _self_kernel(hidden, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref,
                  bq_ref, bqs_ref, bk_ref, bks_ref, bv_ref, wo_ref, o_ref, *, points: int, width: int,
                  root: float):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     b = lambda ref: ref[...].astype(jnp.float32)  # noqa: E731
     qs, ks, vs = [], [], []
     for a in range(points):
-        x = _modulated(h_ref[a, 0].astype(jnp.float32), shift, scale, width)
+        x = _modulated(hidden(a), shift, scale, width)
         cos, sin = cos_ref[a, 0], sin_ref[a, 0]
         qs.append((_dot(x, wq_ref[...]) + b(bq_ref)) * cos + (_dot(x, wqs_ref[...]) + b(bqs_ref)) * sin)
         ks.append((_dot(x, wk_ref[...]) + b(bk_ref)) * cos + (_dot(x, wks_ref[...]) + b(bks_ref)) * sin)
@@ -261,10 +270,10 @@ def _self_kernel(h_ref, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref,
         o_ref[0, a, 0] = _dot(y / total, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _ffn_kernel(h_ref, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
+def _ffn_kernel(hidden, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     for a in range(points):
-        x = _modulated(h_ref[a, 0].astype(jnp.float32), shift, scale, width)
+        x = _modulated(hidden(a), shift, scale, width)
         u = _dot(x, w1_ref[...]) + b1_ref[...].astype(jnp.float32)
         g = 0.5 * u * (1.0 + jnp.tanh(0.7978845608028654 * (u + 0.044715 * u * u * u)))   # GELU (tanh), as nnx.gelu
         o_ref[0, a, 0] = _dot(g, w2_ref[...]).astype(o_ref.dtype)
@@ -273,24 +282,53 @@ def _ffn_kernel(h_ref, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, p
 # ---------------------------------------------------------------------------------------------
 # the forward pass
 
-def _call(kernel, h, cond, chunk: int, operands, specs, groups: int, rows: int):
-    """Run `kernel` over the grid (clouds, row blocks, groups) -> shares (groups, A, B, R, Dp).
-    `cond` (Bc, Rc, 3n*Dp) with Bc in {1, B}, Rc in {1, R}; `chunk` = which AdaLN (its shift is
-    block 3*chunk, its scale 3*chunk + 1)."""
+def _call(body, h, cond, chunk: int, operands, specs, groups: int, rows: int, pending=None):
+    """Run kernel `body(hidden, shift_ref, scale_ref, *operand_refs, out_ref)` over the grid
+    (clouds, row blocks, groups) -> shares (groups, A, B, R, Dp). `cond` (Bc, Rc, 3n*Dp) with Bc
+    in {1, B}, Rc in {1, R}; `chunk` = which AdaLN (its shift is block 3*chunk, its scale
+    3*chunk + 1). `hidden(a)` gives slab a of the block's hidden state in float32: read from `h`,
+    or, with `pending` = (shares, chunk, bias) of the previous sub-layer, `h` plus its gated
+    residual, also written out -> (shares, new hidden state)."""
     from jax.experimental import pallas as pl
 
     a, b, r, dpad = h.shape
     bc, rc = cond.shape[:2]
     crow = rows if rc > 1 else 1
     cmap = lambda k: (lambda i, j, g: (i if bc > 1 else 0, j if rc > 1 else 0, k))  # noqa: E731
-    in_specs = [pl.BlockSpec((a, 1, rows, dpad), lambda i, j, g: (0, i, j, 0)),
-                pl.BlockSpec((1, crow, dpad), cmap(3 * chunk)),
-                pl.BlockSpec((1, crow, dpad), cmap(3 * chunk + 1))] + specs
-    return pl.pallas_call(
-        kernel, grid=(b, r // rows, groups), in_specs=in_specs,
-        out_specs=pl.BlockSpec((1, a, 1, rows, dpad), lambda i, j, g: (g, 0, i, j, 0)),
-        out_shape=jax.ShapeDtypeStruct((groups, a, b, r, dpad), h.dtype), **_backend(),
-    )(h, cond, cond, *operands)
+    slab = pl.BlockSpec((a, 1, rows, dpad), lambda i, j, g: (0, i, j, 0))
+    shares_spec = pl.BlockSpec((1, a, 1, rows, dpad), lambda i, j, g: (g, 0, i, j, 0))
+    shares_shape = jax.ShapeDtypeStruct((groups, a, b, r, dpad), h.dtype)
+    mods = [pl.BlockSpec((1, crow, dpad), cmap(3 * chunk)), pl.BlockSpec((1, crow, dpad), cmap(3 * chunk + 1))]
+    if pending is None:
+        def kernel(h_ref, *refs):
+            body(lambda i: h_ref[i, 0].astype(jnp.float32), *refs)
+
+        return pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=[slab] + mods + specs,
+                              out_specs=shares_spec, out_shape=shares_shape, **_backend(),
+                              )(h, cond, cond, *operands)
+    prev, prev_chunk, prev_bias = pending
+    before = prev.shape[0]
+
+    def kernel(h_ref, prev_ref, gate_ref, bias_ref, *refs):
+        *refs, out_ref, new_ref = refs
+
+        def hidden(i):
+            total = prev_ref[0, i, 0].astype(jnp.float32)
+            for k in range(1, before):
+                total = total + prev_ref[k, i, 0].astype(jnp.float32)
+            x = h_ref[i, 0].astype(jnp.float32) + gate_ref[0].astype(jnp.float32) * (
+                total + bias_ref[...].astype(jnp.float32))
+            new_ref[i, 0] = x.astype(new_ref.dtype)   # the same values from every program of the block
+            return x
+
+        body(hidden, *refs, out_ref)
+
+    in_specs = [slab, pl.BlockSpec((before, a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)),
+                pl.BlockSpec((1, crow, dpad), cmap(3 * prev_chunk + 2)),
+                pl.BlockSpec((dpad,), lambda i, j, g: (0,))] + mods + specs
+    return pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=in_specs,
+                          out_specs=[shares_spec, slab], out_shape=[shares_shape, jax.ShapeDtypeStruct(h.shape, h.dtype)],
+                          **_backend())(h, prev, cond, prev_bias, cond, cond, *operands)
 
 
 def _gate(cond, chunk: int, dpad: int):
@@ -332,27 +370,33 @@ def features(den, x: jax.Array, t: jax.Array, ctx) -> tuple[jax.Array, jax.Array
     col = pl.BlockSpec((dpad, hpad), lambda i, j, g: (0, g))
     bias = pl.BlockSpec((hpad,), lambda i, j, g: (g,))
     row = pl.BlockSpec((hpad, dpad), lambda i, j, g: (g, 0))
+    sublayers = []   # (kernel body, AdaLN chunk, operands, their specs, groups, output bias)
     for li, (w, (keys, values)) in enumerate(zip(ctx.weights.layers, ctx.kv)):
-        s = keys.shape[-1]
-        kv = pl.BlockSpec((1, 1, hpad, s), lambda i, j, g: (i, g, 0, 0))
-        shares = _call(
-            lambda *refs: _cross_kernel(*refs, points=a, width=width, root=root), h, cond3, 3 * li,
-            [cos, sin, w.cross_q, w.cross_qs, w.cross_qb, w.cross_qsb, keys, values, w.cross_out],
-            [slab, slab, col, col, bias, bias, kv, kv, row], heads, rows)
-        h = h + _gate(cond3, 3 * li, dpad) * (jnp.sum(shares, axis=0) + w.cross_outb)
-        shares = _call(
-            lambda *refs: _self_kernel(*refs, points=a, width=width, root=root), h, cond3, 3 * li + 1,
-            [cos, sin, w.self_q, w.self_qs, w.self_k, w.self_ks, w.self_v,
-             w.self_qb, w.self_qsb, w.self_kb, w.self_ksb, w.self_vb, w.self_out],
-            [slab, slab, col, col, col, col, col, bias, bias, bias, bias, bias, row], heads, rows)
-        h = h + _gate(cond3, 3 * li + 1, dpad) * (jnp.sum(shares, axis=0) + w.self_outb)
-        hp = w.fc1.shape[1]
-        shares = _call(
-            lambda *refs: _ffn_kernel(*refs, points=a, width=width), h, cond3, 3 * li + 2,
-            [w.fc1, w.fc1b, w.fc2],
-            [pl.BlockSpec((dpad, FFN_BLOCK), lambda i, j, g: (0, g)),
-             pl.BlockSpec((FFN_BLOCK,), lambda i, j, g: (g,)),
-             pl.BlockSpec((FFN_BLOCK, dpad), lambda i, j, g: (g, 0))], hp // FFN_BLOCK, rows)
-        h = h + _gate(cond3, 3 * li + 2, dpad) * (jnp.sum(shares, axis=0) + w.fc2b)
+        kv = pl.BlockSpec((1, 1, hpad, keys.shape[-1]), lambda i, j, g: (i, g, 0, 0))
+        sublayers += [
+            (functools.partial(_cross_kernel, points=a, width=width, root=root), 3 * li,
+             [cos, sin, w.cross_q, w.cross_qs, w.cross_qb, w.cross_qsb, keys, values, w.cross_out],
+             [slab, slab, col, col, bias, bias, kv, kv, row], heads, w.cross_outb),
+            (functools.partial(_self_kernel, points=a, width=width, root=root), 3 * li + 1,
+             [cos, sin, w.self_q, w.self_qs, w.self_k, w.self_ks, w.self_v,
+              w.self_qb, w.self_qsb, w.self_kb, w.self_ksb, w.self_vb, w.self_out],
+             [slab, slab, col, col, col, col, col, bias, bias, bias, bias, bias, row], heads, w.self_outb),
+            (functools.partial(_ffn_kernel, points=a, width=width), 3 * li + 2, [w.fc1, w.fc1b, w.fc2],
+             [pl.BlockSpec((dpad, FFN_BLOCK), lambda i, j, g: (0, g)),
+              pl.BlockSpec((FFN_BLOCK,), lambda i, j, g: (g,)),
+              pl.BlockSpec((FFN_BLOCK, dpad), lambda i, j, g: (g, 0))], w.fc1.shape[1] // FFN_BLOCK, w.fc2b),
+        ]
+    chain = mode() == "chain"
+    pending = None
+    for body, chunk, operands, specs, groups, out_bias in sublayers:
+        if chain and pending is not None:
+            shares, h = _call(body, h, cond3, chunk, operands, specs, groups, rows, pending)
+        else:
+            shares = _call(body, h, cond3, chunk, operands, specs, groups, rows)
+        pending = (shares, chunk, out_bias)
+        if not chain:
+            h = h + _gate(cond3, chunk, dpad) * (jnp.sum(shares, axis=0) + out_bias)
+    if chain:
+        h = h + _gate(cond3, pending[1], dpad) * (jnp.sum(pending[0], axis=0) + pending[2])
     h = jnp.moveaxis(h, 0, 2)[:, :n, :, :width]
     return h, unpad_conditioning(cond, width)
