@@ -27,8 +27,8 @@ pair's columns swapped (`FusedLayer.cross_qs` etc.) and sin' carries the pair's 
 kernels need no reshapes or concatenations.
 
 Only for sampling (no gradients: pallas_call has no autodiff rule); training keeps the XLA path.
-Off by default until a GPU run measures it ($PAM_JAX_FUSED=on or chain turns it on; the selector reads it
-when it traces). On CPU the kernels run interpreted, which exists for the tests.
+Off by default until a GPU run measures it ($PAM_JAX_FUSED=on or chain turns it on; the selector
+reads it when it traces). On CPU the kernels run interpreted, which exists for the tests.
 """
 from __future__ import annotations
 
