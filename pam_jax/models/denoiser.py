@@ -31,8 +31,8 @@ from flax import nnx
 
 from pam_jax.models import fused
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, context_attention, pad_multiples, rotary_angles,
-    round_up, small_attention, to_context_layout,
+    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, context_attention, pad_heads_in, pad_heads_out,
+    pad_multiples, rotary_angles, round_up, small_attention, to_context_layout,
 )
 
 
@@ -61,21 +61,13 @@ class LayerWeights(NamedTuple):
 
 def _in_heads(heads_modules, rows: int, dp: int) -> tuple[jax.Array, jax.Array]:
     """Heads projections (D -> H x d each) -> one kernel (rows, n*H*dp) and its bias."""
-    kernels, biases = [], []
-    for m in heads_modules:
-        w, b = m.proj.kernel[...], m.proj.bias[...]
-        d_in, d = w.shape[0], w.shape[1] // m.heads
-        kernels.append(jnp.pad(w.reshape(d_in, m.heads, d), ((0, rows - d_in), (0, 0), (0, dp - d)))
-                       .reshape(rows, m.heads * dp))
-        biases.append(jnp.pad(b.reshape(m.heads, d), ((0, 0), (0, dp - d))).reshape(m.heads * dp))
-    return jnp.concatenate(kernels, axis=1), jnp.concatenate(biases)
+    padded = [pad_heads_in(m.proj.kernel[...], m.proj.bias[...], m.heads, rows, dp) for m in heads_modules]
+    return jnp.concatenate([w for w, _ in padded], axis=1), jnp.concatenate([b for _, b in padded])
 
 
 def _out_heads(linear: nnx.Linear, heads: int, dp: int) -> tuple[jax.Array, jax.Array]:
     """An output projection (H*d -> D) -> its kernel with zero rows for the padded head dims."""
-    w = linear.kernel[...]
-    d = w.shape[0] // heads
-    return jnp.pad(w.reshape(heads, d, w.shape[1]), ((0, 0), (0, dp - d), (0, 0))).reshape(heads * dp, -1), linear.bias[...]
+    return pad_heads_out(linear.kernel[...], linear.bias[...], heads, dp)
 
 
 def _affine(x: jax.Array, wb: tuple) -> jax.Array:

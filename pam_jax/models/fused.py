@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pam_jax.models import geometry
-from pam_jax.models.layers import rotary_angles, round_up
+from pam_jax.models.layers import pad_heads_in, pad_heads_out, rotary_angles, round_up
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
 MODES = ("off", "on", "chain")
@@ -129,26 +129,6 @@ def rotary_pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return partner, angle, sign.astype(np.float32)
 
 
-def _heads_in(kernel, bias, heads: int, rows: int, dp: int, columns=None):
-    """A heads projection (D, H*d) -> (rows, H*dp) and its bias, each head's columns reordered
-    by `columns` (d,) first if given."""
-    d_in, hd = kernel.shape
-    d = hd // heads
-    w, b = kernel.reshape(d_in, heads, d), bias.reshape(heads, d)
-    if columns is not None:
-        w, b = w[..., columns], b[..., columns]
-    w = jnp.pad(w, ((0, rows - d_in), (0, 0), (0, dp - d))).reshape(rows, heads * dp)
-    return w, jnp.pad(b, ((0, 0), (0, dp - d))).reshape(heads * dp)
-
-
-def _heads_out(kernel, bias, heads: int, dp: int, cols: int):
-    """An output projection (H*d, D) -> (H*dp, Dp) and its bias (Dp,)."""
-    hd, d_out = kernel.shape
-    d = hd // heads
-    w = jnp.pad(kernel.reshape(heads, d, d_out), ((0, 0), (0, dp - d), (0, cols - d_out)))
-    return w.reshape(heads * dp, cols), jnp.pad(bias, (0, cols - d_out))
-
-
 def prepare(den) -> FusedWeights:
     """The denoiser's layers in the fused layout (once per parameters, outside the loops)."""
     width, heads = den.out_ln.mod.in_features, den.heads
@@ -156,14 +136,17 @@ def prepare(den) -> FusedWeights:
     dpad, hpad = dims(width, heads)
     partner, _, _ = rotary_pairs(d)
     out = []
+    def heads_in(m, columns=None):
+        return pad_heads_in(m.proj.kernel[...], m.proj.bias[...], heads, dpad, hpad, columns)
+
+    def heads_out(linear):
+        return pad_heads_out(linear.kernel[...], linear.bias[...], heads, hpad, dpad)
+
     for layer in den.layers:
-        kb = lambda m: (m.proj.kernel[...], m.proj.bias[...])  # noqa: E731
-        cq, cqs = (_heads_in(*kb(layer.cross_q), heads, dpad, hpad, c) for c in (None, partner))
-        sq, sqs = (_heads_in(*kb(layer.self_q), heads, dpad, hpad, c) for c in (None, partner))
-        sk, sks = (_heads_in(*kb(layer.self_k), heads, dpad, hpad, c) for c in (None, partner))
-        sv = _heads_in(*kb(layer.self_v), heads, dpad, hpad)
-        co = _heads_out(layer.cross_out.kernel[...], layer.cross_out.bias[...], heads, hpad, dpad)
-        so = _heads_out(layer.self_out.kernel[...], layer.self_out.bias[...], heads, hpad, dpad)
+        cq, cqs = heads_in(layer.cross_q), heads_in(layer.cross_q, partner)
+        sq, sqs = heads_in(layer.self_q), heads_in(layer.self_q, partner)
+        sk, sks = heads_in(layer.self_k), heads_in(layer.self_k, partner)
+        sv, co, so = heads_in(layer.self_v), heads_out(layer.cross_out), heads_out(layer.self_out)
         fc1, fc2 = layer.ffn.fc1, layer.ffn.fc2
         hidden = fc1.kernel.shape[1]
         hp = round_up(hidden, FFN_BLOCK)

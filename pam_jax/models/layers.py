@@ -150,6 +150,28 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def pad_heads_in(kernel: jax.Array, bias: jax.Array, heads: int, rows: int, dp: int, columns=None):
+    """A heads projection (D, H*d) and its bias -> (rows, H*dp) and (H*dp,): each head's d
+    columns reordered by `columns` (d,) if given, then zero-padded to dp; the D input rows
+    zero-padded to `rows`."""
+    d_in, hd = kernel.shape
+    d = hd // heads
+    w, b = kernel.reshape(d_in, heads, d), bias.reshape(heads, d)
+    if columns is not None:
+        w, b = w[..., columns], b[..., columns]
+    w = jnp.pad(w, ((0, rows - d_in), (0, 0), (0, dp - d))).reshape(rows, heads * dp)
+    return w, jnp.pad(b, ((0, 0), (0, dp - d))).reshape(heads * dp)
+
+
+def pad_heads_out(kernel: jax.Array, bias: jax.Array, heads: int, dp: int, cols: int | None = None):
+    """An output projection (H*d, D) and its bias -> (H*dp, cols) and (cols,): zero rows for the
+    padded head dims, zero columns past D (cols default D)."""
+    hd, d_out = kernel.shape
+    d, cols = hd // heads, cols or d_out
+    w = jnp.pad(kernel.reshape(heads, d, d_out), ((0, 0), (0, dp - d), (0, cols - d_out)))
+    return w.reshape(heads * dp, cols), jnp.pad(bias, (0, cols - d_out))
+
+
 class MLP(nnx.Module):
     def __init__(self, width: int, hidden: int, out: int | None = None, *, rngs: nnx.Rngs):
         self.fc1 = nnx.Linear(width, hidden, rngs=rngs)
