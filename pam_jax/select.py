@@ -17,11 +17,16 @@ in a single `jax.jit`, with no host round trips and no host callbacks:
      an observation (and both models), eps per candidate (`reward_noise`, see REWARD_NOISE);
   4. argmax, and map the chosen action back to the raw frame.
 Batched over B observations; on a mesh it shards the observations or the candidates.
+
+Step 1's parameter-only half (the conditioning tables, the attention matrices' layout, the
+compute-dtype copies) can be made once per parameters (`Selector.prepare`) and reused by every
+decision (`Selector.decide`); the four-argument call does both in one graph.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+import os
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from pam_jax import diffusion, preference
 from pam_jax.config import Config, DiffusionConfig
 from pam_jax.models import fused as fused_lib
+from pam_jax.models.denoiser import Context
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
 
@@ -48,6 +54,18 @@ CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 # parameters passed in stay float32); geometry, rotary angles, softmax, DDIM updates, noise
 # errors and rewards stay float32
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# $PAM_JAX_STACK_MODELS=on: in implicit selection, the reference and the DPO policy are encoded
+# and scored as one batched computation over a stacked copy of both (made by prepare), instead
+# of one after the other: half the kernel launches for those parts on a GPU. Off by default
+# until a GPU run measures it (on CPU it saves nothing; BUILD_NOTES). Read when tracing.
+STACK_ENV = "PAM_JAX_STACK_MODELS"
+
+
+def stack_models() -> bool:
+    chosen = os.environ.get(STACK_ENV, "off")
+    if chosen not in ("off", "on"):
+        raise ValueError(f"${STACK_ENV}={chosen!r}: expected on or off")
+    return chosen == "on"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +134,31 @@ def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples
 
     `noise` (REWARD_NOISE) says which draws the N candidates of an observation share within one
     Monte-Carlo sample: the timestep ("shared_t"), the timestep and eps ("crn"), or none."""
+
+    def difference(xs, t, eps):
+        return noise_errors(policy, ctx_pol, schedule, xs, t, eps) - noise_errors(ref, ctx_ref, schedule, xs, t, eps)
+
+    return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
+
+
+def stacked_implicit_scores(graphdef, params, ctx, schedule, x0, key, *, samples: int, t_max: int,
+                            beta: float, noise: str = "shared_t"):
+    """:func:`implicit_scores` with both networks in one pass: `params` and `ctx` hold the
+    reference's and the policy's, stacked on a leading axis (reference first), and each
+    denoiser call runs both as one batched computation (half the kernel launches)."""
+
+    def errors(p, c, xs, t, eps):
+        return noise_errors(nnx.merge(graphdef, p), c, schedule, xs, t, eps)
+
+    def difference(xs, t, eps):
+        e = jax.vmap(errors, in_axes=(0, 0, None, None, None))(params, ctx, xs, t, eps)
+        return e[1] - e[0]
+
+    return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
+
+
+def _monte_carlo(difference: Callable, x0, key, *, samples: int, t_max: int, beta: float, noise: str):
+    """-beta * mean over M samples of difference(x_0 copies, t, eps) (B, N*C) -> (B, N)."""
     if noise not in REWARD_NOISE:
         raise ValueError(f"unknown reward_noise {noise!r}: expected one of {REWARD_NOISE}")
     b, n = x0.shape[:2]
@@ -131,17 +174,55 @@ def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples
         t = jnp.broadcast_to(jax.random.randint(k_t, (b, n_t, c), 0, t_max), (b, n, c)).reshape(b, n * c)
         eps = jax.random.normal(k_eps, (b, n_eps, c, *act), xs.dtype)
         eps = jnp.broadcast_to(eps, (b, n, c, *act)).reshape(xs.shape)
-        d = noise_errors(policy, ctx_pol, schedule, xs, t, eps) - noise_errors(ref, ctx_ref, schedule, xs, t, eps)
-        return total + jnp.sum(d.reshape(b, n, c), axis=-1), None
+        return total + jnp.sum(difference(xs, t, eps).reshape(b, n, c), axis=-1), None
 
     total, _ = jax.lax.scan(body, jnp.zeros((b, n), x0.dtype), jax.random.split(key, samples // c))
     return preference.implicit_reward(total[..., None] / samples, 0.0, beta)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What a selector computes from the parameters alone (:meth:`Selector.prepare`): made once
+    per parameters, then reused by every decision (:meth:`Selector.decide`)."""
+
+    ref: Any                   # the reference (supervised) model's parameters, in the compute dtype
+    ref_ctx: Context           # its parameter-only Context (DiffusionPolicy.prepare): kv empty
+    score: Any                 # the scoring parameters (DPO policy, reward model, custom) or None
+    score_ctx: Context | None  # the DPO policy's / reward model's parameter-only Context, or None
+    # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype,
+    # fused or plain): a Prepared of another selector fails with one line instead of reading the
+    # wrong rows of a table
+    signature: tuple = dataclasses.field(metadata=dict(static=True))
+
+
+class Selector:
+    """The selector of :func:`make_selector`, three jitted entry points:
+
+        select(ref_params, score_params, points, key) -> Selection    one graph, from parameters
+        select.prepare(ref_params, score_params) -> Prepared          parameter-only work
+        select.decide(prepared, points, key) -> Selection             one decision
+
+    `decide(prepare(r, s), p, k)` is `select(r, s, p, k)`. The parameter-only work (the timestep
+    conditioning tables of every DDIM and Monte-Carlo timestep, the attention matrices in the
+    layout the loops read, the compute-dtype copies) does not depend on the observation, so a
+    controller prepares once per parameters and then pays only for the decision."""
+
+    def __init__(self, select: Callable, prepare: Callable, decide: Callable):
+        self._select, self.prepare, self.decide = select, prepare, decide
+
+    def __call__(self, ref_params, score_params, points, key) -> Selection:
+        return self._select(ref_params, score_params, points, key)
+
+    def __getattr__(self, name):   # lower, trace, eval_shape, ...: those of the one graph
+        return getattr(self.__dict__["_select"], name)
+
+
 def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: SelectConfig, *,
                   score_graphdef=None, scorer: Callable | None = None, mesh=None,
-                  shard: str = "obs") -> Callable:
-    """-> jitted select(ref_params, score_params, points (B, Np, 3), key) -> Selection.
+                  shard: str = "obs") -> Selector:
+    """-> the Selector: jitted select(ref_params, score_params, points (B, Np, 3), key) ->
+    Selection, and its two halves (`prepare`, `decide`).
 
     `score_params`: the DPO policy (implicit), the reward model (explicit, with `score_graphdef`),
     or None (first / random). Mode "custom" traces `scorer(score_params, points, candidates)
@@ -163,7 +244,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     if not (isinstance(scfg.unroll, int) and scfg.unroll >= 1):
         raise ValueError(f"unroll must be an integer >= 1, got {scfg.unroll!r}")
     schedule = diffusion.schedule_from_config(diff)
-    merge = lambda g, p: nnx.merge(g, cast_params(p, scfg.compute_dtype))  # noqa: E731
+    cast = lambda p: cast_params(p, scfg.compute_dtype)  # noqa: E731
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
     T = diff.num_train_timesteps
     # the timesteps each model's conditioning table needs: the DDIM steps (reference) and the
@@ -175,40 +256,74 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 
+    def use_fused() -> bool:
+        # the fused Pallas denoiser ($PAM_JAX_FUSED, read when tracing): not under a mesh, since
+        # XLA cannot partition a Pallas call
+        return fused_lib.enabled() and mesh is None
+
+    def signature(fused: bool, stacked: bool) -> tuple:
+        return (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype, "fused" if fused else "plain",
+                "stacked" if stacked else "apart")
+
+    def use_stacked() -> bool:
+        return scfg.mode == "implicit" and stack_models()
+
     def constrain(x):
         if mesh is None or shard != "candidates":
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, "data")))
 
-    def select(ref_params, score_params, points, key):
+    def prepare(ref_params, score_params) -> Prepared:
+        fused, stacked = use_fused(), use_stacked()
+        ref_params = cast(ref_params)
+        ref_ctx = nnx.merge(graphdef, ref_params).prepare(num_timesteps=T, timesteps=ref_steps, fused=fused)
+        score, score_ctx = score_params, None
+        if scfg.mode == "implicit":
+            score = cast(score_params)
+            score_ctx = nnx.merge(graphdef, score).prepare(num_timesteps=T, timesteps=mc_steps, fused=fused)
+            if stacked:   # both networks on a leading axis, the reference first
+                score, score_ctx = jax.tree.map(lambda *a: jnp.stack(a), (ref_params, ref_ctx), (score, score_ctx))
+        elif scfg.mode == "explicit":
+            score = cast(score_params)   # the reward model reads t = 0 only: a one-row table
+            score_ctx = nnx.merge(score_graphdef, score).policy.prepare(num_timesteps=1)
+        return Prepared(ref_params, ref_ctx, score, score_ctx, signature(fused, stacked))
+
+    def decide(prep: Prepared, points, key) -> Selection:
+        if not isinstance(prep, Prepared):
+            raise TypeError(f"decide: expected the Prepared of this selector's prepare(), got {type(prep).__name__}")
+        expected = signature(use_fused(), use_stacked())
+        if prep.signature != expected:
+            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype, forms) "
+                             f"{prep.signature}, this one is {expected}: prepare it again")
         k_init, k_loop, k_score = jax.random.split(key, 3)
         pts = normalize(points, center, scale)
-        ref = merge(graphdef, ref_params)
-        # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model;
-        # the timestep conditioning once per model, for every DDIM step and Monte-Carlo sample
+        ref = nnx.merge(graphdef, prep.ref)
+        # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model
         groups = ref.group(pts)
-        # the fused Pallas denoiser ($PAM_JAX_FUSED, read when tracing): not under a mesh, since
-        # XLA cannot partition a Pallas call
-        fused = fused_lib.enabled() and mesh is None
-        ctx_ref = ref.encode(pts, groups, num_timesteps=T, timesteps=ref_steps, fused=fused)
+        if use_stacked():   # both encoders in one batched pass; the DDIM loop reads the reference's half
+            both = jax.vmap(lambda p, c: nnx.merge(graphdef, p).encode(pts, groups, prepared=c))(prep.score, prep.score_ctx)
+            ctx_ref = prep.ref_ctx._replace(kv=jax.tree.map(lambda a: a[0], both.kv))
+        else:
+            ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
                               num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
                               clip_sample=diff.clip_sample, unroll=scfg.unroll)
         if scfg.snap_rows:
             x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
-        if scfg.mode == "implicit":
-            policy = merge(graphdef, score_params)
-            ctx_pol = policy.encode(pts, groups, num_timesteps=T, timesteps=mc_steps, fused=fused)
-            scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score,
-                                     samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta,
-                                     noise=scfg.reward_noise)
+        mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
+        if scfg.mode == "implicit" and use_stacked():
+            scores = stacked_implicit_scores(graphdef, prep.score, both, schedule, x0, k_score, **mc)
+        elif scfg.mode == "implicit":
+            policy = nnx.merge(graphdef, prep.score)
+            ctx_pol = policy.encode(pts, groups, prepared=prep.score_ctx)
+            scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score, **mc)
         elif scfg.mode == "explicit":
-            rm = merge(score_graphdef, score_params)
+            rm = nnx.merge(score_graphdef, prep.score)
             shared = rm.policy.encoder.grouping == ref.encoder.grouping
-            scores = rm.score(x0, rm.encode(pts, groups if shared else None))
+            scores = rm.score(x0, rm.policy.encode(pts, groups if shared else None, prepared=prep.score_ctx))
         elif scfg.mode == "custom":
-            scores = scorer(score_params, points, unnormalize(x0, center, scale))
+            scores = scorer(prep.score, points, unnormalize(x0, center, scale))
         elif scfg.mode == "first":
             scores = jnp.broadcast_to(-jnp.arange(n, dtype=x0.dtype), x0.shape[:2])
         else:
@@ -218,11 +333,16 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
         return Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)
 
+    def select(ref_params, score_params, points, key):
+        return decide(prepare(ref_params, score_params), points, key)
+
     if mesh is None:
-        return jax.jit(select)
+        return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide))
     repl = NamedSharding(mesh, P())
     obs = NamedSharding(mesh, P("data")) if shard == "obs" else repl
-    return jax.jit(select, in_shardings=(repl, repl, obs, repl))
+    return Selector(jax.jit(select, in_shardings=(repl, repl, obs, repl)),
+                    jax.jit(prepare, in_shardings=(repl, repl), out_shardings=repl),
+                    jax.jit(decide, in_shardings=(repl, obs, repl)))
 
 
 def check_points(points) -> np.ndarray:
@@ -262,23 +382,26 @@ def check_clouds(points, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) ->
 
 
 def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> Callable:
-    """`select` (of :func:`make_selector`) behind :func:`check_clouds`: a bad cloud fails on the
-    host with one line before the compiled graph runs (which stays pure and jitted)."""
+    """`select` (a :class:`Selector`, or its `decide`: any function whose last two arguments are
+    the clouds and the key) behind :func:`check_clouds`: a bad cloud fails on the host with one
+    line before the compiled graph runs (which stays pure and jitted)."""
 
-    def checked(ref_params, score_params, points, key):
-        return select(ref_params, score_params, check_clouds(points, norm, factor), key)
+    def checked(*args):
+        *head, points, key = args
+        return select(*head, check_clouds(points, norm, factor), key)
 
     return checked
 
 
-def select_with_host_scorer(selector_first: Callable, ref_params, points, key,
+def select_with_host_scorer(select_first: Callable, points, key,
                             scorer: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Selection:
     """Candidates from a mode="first" selector, scored by host code (e.g. a simulator oracle).
 
-    `scorer(points (B, Np, 3), candidates (B, N, A, 3)) -> scores (B, N)`. This path leaves the
-    graph on purpose: an oracle that runs physics cannot be traced.
+    `select_first(points, key) -> Selection` (e.g. a mode="first" Selector's `decide` with its
+    Prepared bound); `scorer(points (B, Np, 3), candidates (B, N, A, 3)) -> scores (B, N)`. This
+    path leaves the graph on purpose: an oracle that runs physics cannot be traced.
     """
-    sel = selector_first(ref_params, None, points, key)
+    sel = select_first(points, key)
     cands = np.asarray(sel.candidates)
     scores = np.asarray(scorer(np.asarray(points), cands), np.float32)
     if scores.shape != cands.shape[:2]:

@@ -15,7 +15,8 @@ def test_sampler_bench_reports_fused_staged_and_flops():
     assert row["median_s"] > 0 and row["p90_s"] >= row["median_s"] and row["staged_median_s"] > 0
     assert row["speedup"] == row["staged_median_s"] / row["median_s"]
     assert row["flops"] > 0 and 0 < row["fraction_of_peak"]
-    assert "speed-up" in bench.format_sampler(r)
+    assert row["one_graph_median_s"] > 0 and row["prepare_s"] > 0
+    assert "speed-up" in bench.format_sampler(r) and "one graph" in bench.format_sampler(r)
 
 
 def test_sampler_rows_name_the_papers_setting():

@@ -15,7 +15,7 @@ from pam_jax.config import DiffusionConfig
 from pam_jax.models import fused, geometry, layers
 from pam_jax.models.policy import init_policy
 from pam_jax.normalize import NormStats
-from pam_jax.select import SelectConfig, make_selector
+from pam_jax.select import STACK_ENV, SelectConfig, make_selector
 
 # two layers, heads of 24 (rotated: 4 frequencies x 3 axes x 2), hidden 96 -> padded 128
 MODEL = dataclasses.replace(TINY_MODEL, layers=2)
@@ -85,9 +85,11 @@ def test_rotary_folded_into_swapped_columns():
                                layers.apply_rotary(q, ang), rtol=1e-6, atol=1e-6)
 
 
-def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
+@pytest.mark.parametrize("stack", ["off", "on"])
+def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch, stack):
     """Implicit selection (10 DDIM steps, 6 Monte-Carlo samples, 2 clouds): the same chosen
-    indices, candidates and scores within float32 rounding."""
+    indices, candidates and scores within float32 rounding; also with both networks stacked
+    (the kernels vmapped over the two models: one more grid axis)."""
     g, ref = _noisy(3)
     _, pol = _noisy(4)
     pts = _pts(seed=5)
@@ -95,8 +97,10 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
     scfg = SelectConfig(num_candidates=8, num_inference_steps=10, reward_samples=6)
     norm = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     monkeypatch.setenv(fused.FUSED_ENV, "off")
+    monkeypatch.setenv(STACK_ENV, "off")
     want = make_selector(g, diff, norm, scfg)(ref, pol, pts, jax.random.key(7))
     monkeypatch.setenv(fused.FUSED_ENV, "on")
+    monkeypatch.setenv(STACK_ENV, stack)
     sel = make_selector(g, diff, norm, scfg)
     assert "pallas_call" in str(jax.make_jaxpr(sel)(ref, pol, pts, jax.random.key(7)))
     got = sel(ref, pol, pts, jax.random.key(7))

@@ -1,5 +1,8 @@
 """The one-graph best-of-N selector: shapes, determinism, one compiled computation, sharding,
-a planted better action, and bad inputs."""
+a planted better action, prepare once / decide, and bad inputs."""
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +114,78 @@ def test_selection_is_one_compiled_computation(models):
         out = sel(*args)
         jax.block_until_ready(out)
     assert sel._cache_size() == 1
+    prepared = sel.prepare(args[0], args[1])
+    with jax.transfer_guard("disallow"):   # nor in the decision from a Prepared
+        jax.block_until_ready(sel.decide(prepared, *args[2:]))
+        jax.block_until_ready(sel.decide(prepared, *args[2:]))
+    assert sel.decide._cache_size() == 1
+
+
+@pytest.mark.parametrize("mode", ["implicit", "explicit", "custom", "first"])
+def test_prepare_once_then_decide_equals_the_one_graph(models, mode):
+    """decide(prepare(params), ...) is select(params, ...), bit for bit on CPU, for every cloud
+    a Prepared serves; the sharded decision too."""
+    g, ref, pol = models
+    kw, score = {}, pol
+    if mode == "explicit":
+        kw["score_graphdef"], score = init_reward_model(TINY_MODEL, 0, ref)
+    elif mode == "custom":
+        kw["scorer"] = lambda p, pts, c: jnp.sum(c[..., 0], axis=-1) * p
+        score = jnp.float32(2.0)
+    sel = make_selector(g, DIFF, NORM, _cfg(mode=mode), **kw)
+    prepared = sel.prepare(ref, score)
+    for seed in (0, 1):
+        pts, key = _points(seed=seed), jax.random.key(seed)
+        want, got = sel(ref, score, pts, key), sel.decide(prepared, pts, key)
+        for field in ("candidates", "scores", "index", "action"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=f"{mode} {field}")
+    if mode == "implicit":
+        from pam_jax.train.sharding import make_mesh
+
+        sharded = make_selector(g, DIFF, NORM, _cfg(mode=mode), mesh=make_mesh(8))
+        out = sharded.decide(sharded.prepare(ref, score), _points(b=8), jax.random.key(5))
+        plain = sel(ref, score, _points(b=8), jax.random.key(5))
+        np.testing.assert_allclose(out.candidates, plain.candidates, rtol=1e-3, atol=2e-4)
+
+
+def test_both_networks_stacked_score_as_apart(models, monkeypatch):
+    """$PAM_JAX_STACK_MODELS=on (encoders and Monte-Carlo scoring of the reference and the policy
+    as one batched pass): the same candidates, indices and scores within float rounding; a bad
+    value fails with one line."""
+    from pam_jax.select import STACK_ENV
+
+    g, ref, pol = models
+    pts, key = _points(b=3), jax.random.key(2)
+    monkeypatch.setenv(STACK_ENV, "off")
+    want = make_selector(g, DIFF, NORM, _cfg())(ref, pol, pts, key)
+    monkeypatch.setenv(STACK_ENV, "on")
+    sel = make_selector(g, DIFF, NORM, _cfg())
+    prepared = sel.prepare(ref, pol)
+    assert prepared.signature[-1] == "stacked" and jax.tree.leaves(prepared.score)[0].shape[0] == 2
+    got = sel.decide(prepared, pts, key)
+    np.testing.assert_array_equal(got.index, want.index)
+    np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-3, atol=5e-4)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-2, atol=2e-2)   # beta = 100 x float rounding
+    first = make_selector(g, DIFF, NORM, _cfg(mode="first")).prepare(ref, None)   # one network: nothing to stack
+    assert first.signature[-1] == "apart"
+    monkeypatch.setenv(STACK_ENV, "yes")
+    with pytest.raises(ValueError, match="PAM_JAX_STACK_MODELS='yes': expected on or off"):
+        make_selector(g, DIFF, NORM, _cfg())(ref, pol, pts, key)
+
+
+def test_decide_reads_what_was_prepared_and_refuses_another_selectors(models):
+    g, ref, pol = models
+    sel = make_selector(g, DIFF, NORM, _cfg())
+    prepared = sel.prepare(ref, pol)
+    # the conditioning table is read, not recomputed: poisoned, every candidate is NaN
+    poisoned = dataclasses.replace(prepared, ref_ctx=prepared.ref_ctx._replace(cond=prepared.ref_ctx.cond * jnp.nan))
+    assert np.isnan(np.asarray(sel.decide(poisoned, _points(), jax.random.key(0)).candidates)).all()
+    # a Prepared of a selector with other DDIM steps or another mode would read the wrong rows
+    for other in (_cfg(num_inference_steps=4), _cfg(mode="first"), _cfg(compute_dtype="bfloat16")):
+        with pytest.raises(ValueError, match="prepared for another selector"):
+            make_selector(g, DIFF, NORM, other).decide(prepared, _points(), jax.random.key(0))
+    with pytest.raises(TypeError, match="expected the Prepared of this selector's prepare"):
+        sel.decide(ref, _points(), jax.random.key(0))
 
 
 def test_sharding_observations_or_candidates_changes_nothing(models):
@@ -157,13 +232,14 @@ def test_implicit_reward_ranks_a_planted_better_action_first():
 
 def test_host_scorer(models):
     g, ref, _ = models
-    first = make_selector(g, DIFF, NORM, _cfg(mode="first"))
-    out = select_with_host_scorer(first, ref, _points(), jax.random.key(0),
+    sel = make_selector(g, DIFF, NORM, _cfg(mode="first"))
+    first = functools.partial(sel.decide, sel.prepare(ref, None))
+    out = select_with_host_scorer(first, _points(), jax.random.key(0),
                                   lambda pts, c: np.tile(np.array([0.0, 0.0, 1.0, 0.0]), (len(c), 1)))
     assert out.index.tolist() == [2, 2]
     np.testing.assert_array_equal(out.action, out.candidates[:, 2])
     with pytest.raises(ValueError, match="scorer"):
-        select_with_host_scorer(first, ref, _points(), jax.random.key(0), lambda pts, c: np.zeros(3))
+        select_with_host_scorer(first, _points(), jax.random.key(0), lambda pts, c: np.zeros(3))
 
 
 @pytest.mark.parametrize("pts,msg", [

@@ -15,7 +15,7 @@ import numpy as np
 
 from pam_jax.apps.bench import _reference_models, machine
 from pam_jax.serving import PolicyClient
-from pam_jax.serving.graph import ServedPolicy, batch_selector, versions
+from pam_jax.serving.graph import ServedPolicy, served_policy, versions
 from pam_jax.serving.server import PolicyServer, batch_sizes
 
 REFERENCE = {"N": 8, "steps": 10, "M": 10}   # selection of the run-free benchmark (reference-size model)
@@ -34,8 +34,7 @@ def reference_served(num_points: int, batching: str = "exact") -> ServedPolicy:
     norm = NormStats.identity()
     meta = {"task": "none (random reference-size networks)", "mode": "implicit", "num_points": num_points,
             "selection": dataclasses.asdict(scfg), "batching": batching, "versions": versions()}
-    return ServedPolicy(batch_selector(make_selector(graphdef, diff, norm, scfg), batching), ref, pol, norm,
-                        num_points, meta)
+    return served_policy(make_selector(graphdef, diff, norm, scfg), ref, pol, norm, num_points, meta, batching)
 
 
 def _clouds(served: ServedPolicy, count: int) -> np.ndarray:

@@ -17,6 +17,7 @@ it, runs one compiled selection, and maps the chosen action back to the world fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -74,10 +75,12 @@ class Agent:
         scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
                                         num_inference_steps=num_inference_steps, reward_samples=reward_samples,
                                         reward_noise=reward_noise, snap_rows=tuple(snap_rows))
-        self.select = checked_selector(make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
-                                                     score_graphdef=scorer.graphdef if mode == "explicit" else None),
-                                       sl.norm)   # clouds checked (shape, finite, range) before the graph
-        self.score = scorer.params if scorer else None
+        selector = make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
+                                 score_graphdef=scorer.graphdef if mode == "explicit" else None)
+        # the parameter-only work once per agent; each step runs the decision only, its clouds
+        # checked (shape, finite, range) before the graph: select(points, key) -> Selection
+        self.select = functools.partial(checked_selector(selector.decide, sl.norm),
+                                        selector.prepare(self.ref, scorer.params if scorer else None))
 
     def prepare(self, cloud, rng: np.random.Generator):
         """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
@@ -87,7 +90,7 @@ class Agent:
     def candidates(self, cloud, rng: np.random.Generator, key) -> np.ndarray:
         """All N candidates (N, 2, 3) for a world-frame cloud, world frame (for collection)."""
         pts, frame = self.prepare(cloud, rng)
-        return frame.invert(np.asarray(self.select(self.ref, self.score, pts[None], key).candidates)[0])
+        return frame.invert(np.asarray(self.select(pts[None], key).candidates)[0])
 
     def act(self, task, rng: np.random.Generator, key):
         """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
@@ -99,9 +102,9 @@ class Agent:
                 gains, _ = candidate_gains(task, state, frame.invert(cands[0]))
                 return np.nan_to_num(gains, nan=-np.inf)[None]
 
-            sel = select_with_host_scorer(self.select, self.ref, pts[None], key, scorer)
+            sel = select_with_host_scorer(self.select, pts[None], key, scorer)
         else:
-            sel = self.select(self.ref, self.score, pts[None], key)
+            sel = self.select(pts[None], key)
         cands = frame.invert(np.asarray(sel.candidates)[0])
         idx = int(np.asarray(sel.index)[0])
         return cands[idx], cands, idx

@@ -37,25 +37,37 @@ class DiffusionPolicy(nnx.Module):
         only, so models with the same `encoder.grouping` can share them (see :meth:`encode`)."""
         return self.encoder.group(points)
 
-    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
-               timesteps=None, fused: bool = False) -> Context:
-        """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
-        (once per observation) and the attention matrices in their fused, padded layout (once per
-        parameters), from `groups` (:meth:`group` of these clouds) if given; with
-        `num_timesteps` T it also holds the timestep conditioning table (T rows, computed for the
-        static `timesteps` only, default all), so that denoiser calls (every DDIM step, every
-        Monte-Carlo sample) only gather a row of it. `fused`: the Context of the fused Pallas
-        forward (:mod:`pam_jax.models.fused`; sampling only, no gradients) when the token count
-        allows it (a power of two), else the plain one."""
-        tokens, xyz = self.encoder(points, groups)
+    def prepare(self, *, num_timesteps: int | None = None, timesteps=None, fused: bool = False) -> Context:
+        """The parameter-only part of a Context (its `kv` empty): the attention matrices in the
+        layout the denoiser reads (fused and padded with `fused`, when the token count allows it:
+        a power of two), and with `num_timesteps` T the timestep conditioning table (T rows,
+        computed for the static `timesteps` only, default all). It depends on the parameters
+        only: make it once per parameters and pass it to :meth:`encode` for every observation."""
         den = self.denoiser
         cond = None if num_timesteps is None else den.conditioning_table(num_timesteps, timesteps)
-        if fused and fused_lib.supports(tokens.shape[-2]):
+        if fused and fused_lib.supports(self.encoder.num_tokens):
             width = den.out_ln.mod.in_features
-            return Context(den.context(tokens, xyz, fused_lib.dims(width, den.heads)[1]),
-                           None if cond is None else fused_lib.pad_conditioning(cond, width),
+            return Context((), None if cond is None else fused_lib.pad_conditioning(cond, width),
                            fused_lib.prepare(den))
-        return Context(den.context(tokens, xyz), cond, den.prepare())
+        return Context((), cond, den.prepare())
+
+    def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
+               timesteps=None, fused: bool = False, prepared: Context | None = None) -> Context:
+        """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
+        (once per observation), from `groups` (:meth:`group` of these clouds) if given, with the
+        parameter-only part from `prepared` (:meth:`prepare`), else made now from
+        `num_timesteps`, `timesteps` and `fused` (see :meth:`prepare`). Denoiser calls (every
+        DDIM step, every Monte-Carlo sample) then only gather a row of the conditioning table.
+        `fused`: the Context of the fused Pallas forward (:mod:`pam_jax.models.fused`; sampling
+        only, no gradients)."""
+        if prepared is None:
+            prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps, fused=fused)
+        tokens, xyz = self.encoder(points, groups)
+        den = self.denoiser
+        dp = None
+        if isinstance(prepared.weights, fused_lib.FusedWeights):
+            dp = fused_lib.dims(den.out_ln.mod.in_features, den.heads)[1]
+        return prepared._replace(kv=den.context(tokens, xyz, dp))
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         return self.denoiser(x, t, ctx)

@@ -4,6 +4,10 @@ observations, each with its own key, so that a result depends only on its cloud 
     batch_select(ref_params, score_params, points (B, Np, 3), seeds (B,) uint32) -> dict of
         action (B, 2, 3), candidates (B, N, 2, 3), scores (B, N), index (B,)
 
+In process, the parameter-only work (pam_jax.select.Selector.prepare) is done once when the
+policy loads, and each request runs only the decision (`batch_decide`); an export serialises the
+one graph from the parameters (`batch_select`). On CPU both give bit-identical answers.
+
 Each observation runs the one-graph selector (pam_jax.select) on its own key
 ``jax.random.key(seed)``: padding, batch size and batch neighbours never enter its random draws.
 With the default batching ("exact", lax.map over the batch) a result is bit-identical to the same
@@ -33,15 +37,17 @@ OUTPUTS = ("action", "candidates", "scores", "index")
 
 @dataclasses.dataclass(frozen=True)
 class ServedPolicy:
-    """What a server or an export needs: the batched graph, its two parameter trees, and the
-    metadata sent to clients."""
+    """What a server or an export needs: the batched graphs, the two parameter trees and what
+    was prepared from them, and the metadata sent to clients."""
 
-    batch_select: Callable   # jitted (ref, score, points (B, Np, 3), seeds (B,) uint32) -> dict
+    batch_select: Callable   # jitted (ref, score, points (B, Np, 3), seeds (B,) uint32) -> dict (exports)
     ref_params: Any
     score_params: Any
     norm: NormStats
     num_points: int
     metadata: dict
+    batch_decide: Callable   # jitted (prepared, points, seeds) -> dict (in process)
+    prepared: Any            # Selector.prepare(ref_params, score_params), made once
 
     def check(self, points) -> np.ndarray:
         """One cloud (Np, 3) -> float32, or a one-line ValueError (shape, finite, plausible range)."""
@@ -49,7 +55,7 @@ class ServedPolicy:
 
     def select_batch(self, points: np.ndarray, seeds) -> dict:
         """Unchecked, unpadded: (B, Np, 3) float32 and B seeds -> dict of numpy arrays."""
-        out = self.batch_select(self.ref_params, self.score_params, points, np.asarray(seeds, np.uint32))
+        out = self.batch_decide(self.prepared, points, np.asarray(seeds, np.uint32))
         return {k: np.asarray(v) for k, v in out.items()}
 
     def select(self, points, seed: int = 0) -> dict:
@@ -62,6 +68,25 @@ def versions() -> dict:
     return {"pam_jax": pam_jax.__version__, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__}
 
 
+def _batched(fn: Callable, batching: str) -> Callable:
+    """fn(*shared, points (1, Np, 3), key) -> Selection  =>  jitted f(*shared, points (B, Np, 3),
+    seeds (B,) uint32) -> dict of outputs, one key per observation."""
+    if batching not in protocol.BATCHING:
+        raise ValueError(f"unknown batching {batching!r}: expected one of {', '.join(protocol.BATCHING)}")
+
+    def one(shared, p, s):
+        sel = fn(*shared, p[None], jax.random.key(s))
+        return {k: getattr(sel, k)[0] for k in OUTPUTS}
+
+    def batch(*args):
+        *shared, points, seeds = args
+        if batching == "vmap":
+            return jax.vmap(lambda p, s: one(shared, p, s))(points, seeds)
+        return jax.lax.map(lambda a: one(shared, *a), (points, seeds))
+
+    return jax.jit(batch)
+
+
 def batch_selector(selector: Callable, batching: str = "exact") -> Callable:
     """select(ref, score, points (B, Np, 3), key) -> a jitted batch function with one key per
     observation (seeds (B,) uint32), the outputs as a dict. `batching` (BATCHING): "exact" runs
@@ -69,19 +94,16 @@ def batch_selector(selector: Callable, batching: str = "exact") -> Callable:
     same code whatever its batch: results are bit-identical to a lone request; "vmap" vectorises
     them (more throughput on a GPU), and kernels chosen for the batch's shape may change the last
     float bits."""
-    if batching not in protocol.BATCHING:
-        raise ValueError(f"unknown batching {batching!r}: expected one of {', '.join(protocol.BATCHING)}")
+    return _batched(selector, batching)
 
-    def one(ref_params, score_params, p, s):
-        sel = selector(ref_params, score_params, p[None], jax.random.key(s))
-        return {k: getattr(sel, k)[0] for k in OUTPUTS}
 
-    def batch_select(ref_params, score_params, points, seeds):
-        if batching == "vmap":
-            return jax.vmap(lambda p, s: one(ref_params, score_params, p, s))(points, seeds)
-        return jax.lax.map(lambda a: one(ref_params, score_params, *a), (points, seeds))
-
-    return jax.jit(batch_select)
+def served_policy(selector, ref_params, score_params, norm: NormStats, num_points: int, meta: dict,
+                  batching: str = "exact") -> ServedPolicy:
+    """A Selector (pam_jax.select.make_selector) and its parameters -> the ServedPolicy: the
+    exportable graph from the parameters, and the in-process one from what `selector.prepare`
+    made of them (once, here)."""
+    return ServedPolicy(batch_selector(selector, batching), ref_params, score_params, norm, num_points, meta,
+                        _batched(selector.decide, batching), selector.prepare(ref_params, score_params))
 
 
 def _mode_runs(mode: str, dpo: str | None, reward: str | None) -> dict:
@@ -126,5 +148,5 @@ def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, m
                  **({mode: {"run_dir": scorer.run_dir, "step": scorer.step}} if scorer else {})},
         "versions": versions(),
     }
-    return ServedPolicy(batch_selector(selector, batching), policy.params, scorer.params if scorer else None,
-                        policy.norm, int(num_points), meta)
+    return served_policy(selector, policy.params, scorer.params if scorer else None, policy.norm, int(num_points),
+                         meta, batching)
