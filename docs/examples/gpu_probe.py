@@ -8,7 +8,9 @@ the reference size), hlo (the optimised HLO of the 10/10 selector). The variants
 PROBE_TAG: "before" runs the code as found (put an older copy of pam_jax first on PYTHONPATH),
 "after" the current code and the current code without one change at a time (each change has an
 environment switch read at trace time), "fused" the current defaults against the fused Pallas
-denoiser ($PAM_JAX_FUSED=on) and its block sizes. Section parity (not in the default list)
+denoiser ($PAM_JAX_FUSED=on or chain), its block sizes, and both networks stacked
+($PAM_JAX_STACK_MODELS=on). With the current code a row times the decision from parameters
+prepared once (Selector.decide); the first variant also times the one graph from the parameters. Section parity (not in the default list)
 checks that the fused denoiser picks what the plain one picks at the paper's settings. Writes $OUT/probe_<tag>.json and prints a line per row.
 The first variant of each section is also traced (jax.profiler) and its device kernels
 summarised: kernels per call, their summed time ("busy"), the span from the first kernel's start
@@ -108,11 +110,12 @@ def sampler_variants():
     if TAG == "before":
         return [("before", {}, {})]
     if TAG == "fused":
-        on = {"PAM_JAX_FUSED": "on"}
-        return [("plain", {}, {}), ("fused", on, {}), ("fused chain", {"PAM_JAX_FUSED": "chain"}, {}),
+        on, chain, stack = {"PAM_JAX_FUSED": "on"}, {"PAM_JAX_FUSED": "chain"}, {"PAM_JAX_STACK_MODELS": "on"}
+        return [("plain", {}, {}), ("stacked", stack, {}), ("fused", on, {}), ("fused chain", chain, {}),
+                ("fused chain, stacked", {**chain, **stack}, {}),
+                ("fused chain, bf16", chain, {"compute_dtype": "bfloat16"}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
-                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
-                ("fused, bf16", on, {"compute_dtype": "bfloat16"})]
+                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {})]
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
@@ -122,7 +125,8 @@ def sampler_variants():
 
 
 SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
-            "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS")
+            "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS", "PAM_JAX_STACK_MODELS")
+PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked")
 
 
 def set_env(env):
@@ -155,17 +159,26 @@ def section_sampler():
                 pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32)
                 args = jax.device_put((ref, pol, pts, jax.random.key(0)))
                 t0 = time.perf_counter()
-                compiled = sel.lower(*args).compile()
+                if hasattr(sel, "prepare"):   # the decision from parameters prepared once
+                    prepared = jax.block_until_ready(sel.prepare(ref, pol))
+                    compiled = sel.decide.lower(prepared, *args[2:]).compile()
+                    call = lambda: compiled(prepared, *args[2:])  # noqa: E731
+                else:                         # an older pam_jax: the one graph from the parameters
+                    compiled = sel.lower(*args).compile()
+                    call = lambda: compiled(*args)  # noqa: E731
                 row["compile_s"] = time.perf_counter() - t0
-                row["ms"] = timed(lambda: compiled(*args)) * 1e3
-                if PROFILE and (i == 0 or name in ("fused", "fused chain")):
-                    row["profile"] = kernel_summary(lambda: compiled(*args))
+                row["ms"] = timed(call) * 1e3
+                if i == 0 and hasattr(sel, "prepare"):   # and the one graph, for the first variant
+                    one = sel.lower(*args).compile()
+                    row["one_graph_ms"] = timed(lambda: one(*args)) * 1e3
+                if PROFILE and (i == 0 or name in PROFILED):
+                    row["profile"] = kernel_summary(call)
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
                 traceback.print_exc()
             out.append(row)
             p = row.get("profile", {})
-            print("sampler", name, steps, m, {k: row.get(k) for k in ("ms", "compile_s", "error")},
+            print("sampler", name, steps, m, {k: row.get(k) for k in ("ms", "one_graph_ms", "compile_s", "error")},
                   {k: p.get(k) for k in ("kernels_per_call", "busy_us_per_call", "span_us_per_call")}, flush=True)
             RESULT["sampler"] = out
             save()
@@ -226,18 +239,21 @@ def section_hlo():
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
 
-    set_env({"PAM_JAX_FUSED": "on"} if TAG == "fused" else {})
+    set_env({"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"} if TAG == "fused" else {})
     graphdef, ref, pol = bench._reference_models(ModelConfig())
     steps, m = SETTINGS[1]
     sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
                         SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
-    pts = np.zeros((1, NP, 3), np.float32)
+    pts, key = np.zeros((1, NP, 3), np.float32), jax.random.key(0)
+    lowered = (sel.decide.lower(sel.prepare(ref, pol), pts, key) if hasattr(sel, "prepare")
+               else sel.lower(ref, pol, pts, key))
     with open(os.path.join(OUT, f"hlo_{TAG}.txt"), "w") as f:
-        f.write(sel.lower(ref, pol, pts, jax.random.key(0)).compile().as_text())
+        f.write(lowered.compile().as_text())
+    set_env({})
 
 
 def section_parity():
-    """The fused denoiser (and its "chain" form) against the plain one at the paper's settings (K = 8, B = 1, two
+    """The fused denoiser (its "chain" form, and that with both networks stacked) against the plain one at the paper's settings (K = 8, B = 1, two
     clouds in turn, the same key): chosen indices, and the largest differences of candidates
     and scores (Triton's float32 matmuls run in TF32, as XLA's do by default)."""
     from pam_jax.config import DiffusionConfig, ModelConfig
@@ -255,14 +271,16 @@ def section_parity():
     rows = []
     for steps, m in SETTINGS:
         out = {}
-        for name, env in (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}), ("chain", {"PAM_JAX_FUSED": "chain"})):
+        forms = (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}), ("chain", {"PAM_JAX_FUSED": "chain"}),
+                 ("chain stacked", {"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"}))
+        for name, env in forms:
             set_env(env)
             sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
                                 SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
             out[name] = [sel(ref, pol, np.random.default_rng(c).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32),
                              jax.random.key(c)) for c in range(2)]
         row = {"steps": steps, "M": m, "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
-        for name in ("fused", "chain"):
+        for name in ("fused", "chain", "chain stacked"):
             pairs = list(zip(out["plain"], out[name]))
             row[name] = {"same_index": [bool((a.index == b.index).all()) for a, b in pairs],
                          "max_candidate_diff": max(float(jnp.abs(a.candidates - b.candidates).max()) for a, b in pairs),
