@@ -11,7 +11,8 @@ environment switch read at trace time), "fused" the current defaults against the
 denoiser ($PAM_JAX_FUSED=on or chain), its block sizes, and both networks stacked
 ($PAM_JAX_STACK_MODELS=on). With the current code a row times the decision from parameters
 prepared once (Selector.decide); the first variant also times the one graph from the parameters. Section parity (not in the default list)
-checks that the fused denoiser picks what the plain one picks at the paper's settings. Writes $OUT/probe_<tag>.json and prints a line per row.
+checks that the fused denoiser picks what the plain one picks at the paper's settings; section
+stack (not in the default list either) compares the two networks apart and stacked. Writes $OUT/probe_<tag>.json and prints a line per row.
 The first variant of each section is also traced (jax.profiler) and its device kernels
 summarised: kernels per call, their summed time ("busy"), the span from the first kernel's start
 to the last one's end, and the costliest kernel names.
@@ -292,8 +293,48 @@ def section_parity():
     set_env({})
 
 
+def section_stack():
+    """Both networks apart or stacked ($PAM_JAX_STACK_MODELS), the decision from prepared
+    parameters: fusions (and custom calls) in its compiled HLO, and the median time of each form
+    in 3 alternating rounds, with the largest differences of candidates and scores."""
+    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.normalize import NormStats
+    from pam_jax.select import SelectConfig, make_selector
+
+    graphdef, ref, pol = bench._reference_models(ModelConfig())
+    pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32)
+    key = jax.random.key(0)
+    rows = []
+    for steps, m in SETTINGS:
+        forms = {}
+        for stack in ("off", "on"):
+            set_env({"PAM_JAX_STACK_MODELS": stack})
+            sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
+                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+            prepared = sel.prepare(ref, pol)
+            compiled = sel.decide.lower(prepared, pts, key).compile()
+            hlo = compiled.as_text()
+            forms[stack] = (compiled, prepared, compiled(prepared, pts, key))
+            rows.append({"steps": steps, "M": m, "stack": stack, "fusions": hlo.count(" fusion("),
+                         "custom_calls": hlo.count(" custom-call(")})
+        a, b = forms["off"][2], forms["on"][2]
+        for r in rows[-2:]:
+            r.update(same_index=bool((a.index == b.index).all()),
+                     max_candidate_diff=float(jnp.abs(a.candidates - b.candidates).max()),
+                     max_score_diff=float(jnp.abs(a.scores - b.scores).max()), ms=[])
+        for _ in range(3):
+            for r, stack in zip(rows[-2:], ("off", "on")):
+                compiled, prepared, _ = forms[stack]
+                r["ms"].append(timed(lambda: compiled(prepared, pts, key)) * 1e3)
+        for r in rows[-2:]:
+            print("stack", r, flush=True)
+        RESULT["stack"] = rows
+        save()
+    set_env({})
+
+
 SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo,
-            "parity": section_parity}
+            "parity": section_parity, "stack": section_stack}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or ["geometry", "sampler", "train", "hlo"]
