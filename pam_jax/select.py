@@ -262,8 +262,8 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         return fused_lib.enabled() and mesh is None
 
     def signature(fused: bool, stacked: bool) -> tuple:
-        return (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype, "fused" if fused else "plain",
-                "stacked" if stacked else "apart")
+        return (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype,
+                f"fused {fused_lib.mode()}" if fused else "plain", "stacked" if stacked else "apart")
 
     def use_stacked() -> bool:
         return scfg.mode == "implicit" and stack_models()

@@ -42,11 +42,13 @@ def _denoise(g, params, pts, x, t, fused_on: bool, table, dtype=jnp.float32):
     return jax.jit(run)(params)
 
 
-@pytest.mark.parametrize("per_candidate_t,table,mode", [(False, 20, "on"), (True, None, "on"), (True, 20, "chain")])
+@pytest.mark.parametrize("per_candidate_t,table,mode", [(False, 20, "on"), (True, None, "on"), (True, 20, "chain"),
+                                                        (False, None, "chain")])
 def test_fused_denoiser_is_the_plain_function(per_candidate_t, table, mode, monkeypatch):
     """5 candidates (rows padded to 16), 2 clouds, 2 layers: the same epsilon within float32
     rounding, one timestep for every candidate or one each, with or without the table; also with
-    each kernel doing the previous sub-layer's residual ("chain")."""
+    each kernel doing the previous sub-layer's residual, the input projection, the rotary tables
+    and the output layer computed in the kernels ("chain")."""
     monkeypatch.setenv(fused.FUSED_ENV, mode)
     g, params = _noisy(0)
     pts = _pts()
@@ -58,9 +60,11 @@ def test_fused_denoiser_is_the_plain_function(per_candidate_t, table, mode, monk
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
 
 
-def test_fused_denoiser_in_bfloat16_and_many_rows():
+@pytest.mark.parametrize("mode", ["on", "chain"])
+def test_fused_denoiser_in_bfloat16_and_many_rows(mode, monkeypatch):
     """bfloat16 compute against the plain bfloat16 path, with 40 candidates (several row blocks
     of 32): the same function up to bfloat16 rounding."""
+    monkeypatch.setenv(fused.FUSED_ENV, mode)
     g, params = _noisy(2)
     pts = _pts(b=1)
     x = jax.random.normal(jax.random.key(2), (1, 40, 2, 3))
@@ -112,7 +116,8 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch, stack):
 @pytest.mark.parametrize("mode", ["on", "chain"])
 def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch, mode):
     """Lowered for CUDA on this CPU machine (jax.export needs no GPU): three Triton kernels per
-    layer (plus the FPS and kNN kernels), no Mosaic."""
+    layer, one more for the output layer in the chain form (plus the FPS and kNN kernels), no
+    Mosaic."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setenv(fused.FUSED_ENV, mode)
     g, params = _noisy(0)
@@ -126,7 +131,8 @@ def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch, mode):
 
     for t in (jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((1, 8), jnp.int32)):
         text = jax.export.export(jax.jit(run), platforms=["cuda"], disabled_checks=unsafe)(params, pts, x, t).mlir_module()
-        assert text.count("xla.gpu.triton") == 2 + 3 * MODEL.layers and "mosaic" not in text.lower()
+        kernels = 3 * MODEL.layers + (mode == "chain")   # chain: the output layer is one more
+        assert text.count("xla.gpu.triton") == 2 + kernels and "mosaic" not in text.lower()
 
 
 def test_fused_switch(monkeypatch):

@@ -165,7 +165,7 @@ def test_explicit_reward_model_fresh_or_from_sl(sl_run, tmp_path):
     # each explicit baseline is a closed-loop method of its own, reading its own run
     pts = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 64, 3)).astype(np.float32)
     agent = Agent("sl_explicit", Runs(sl=str(sl_run), reward=cfg.train.run_dir), data_task="rope", num_candidates=3)
-    out = agent.select(agent.ref, agent.score, pts, jax.random.key(0))
+    out = agent.select(pts, jax.random.key(0))
     assert out.scores.shape == (1, 3) and np.isfinite(np.asarray(out.scores)).all()
     agent = Agent("sl_explicit_sl", Runs(sl=str(sl_run), reward_sl=cfg.train.run_dir), data_task="rope")
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(agent.score), jax.tree.leaves(reward.params)))

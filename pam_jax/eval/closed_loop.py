@@ -79,8 +79,8 @@ class Agent:
                                  score_graphdef=scorer.graphdef if mode == "explicit" else None)
         # the parameter-only work once per agent; each step runs the decision only, its clouds
         # checked (shape, finite, range) before the graph: select(points, key) -> Selection
-        self.select = functools.partial(checked_selector(selector.decide, sl.norm),
-                                        selector.prepare(self.ref, scorer.params if scorer else None))
+        self.score = scorer.params if scorer else None
+        self.select = functools.partial(checked_selector(selector.decide, sl.norm), selector.prepare(self.ref, self.score))
 
     def prepare(self, cloud, rng: np.random.Generator):
         """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""

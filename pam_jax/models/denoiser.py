@@ -227,6 +227,8 @@ class ActionDenoiser(nnx.Module):
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         """Noisy actions x (B, N, A, 3), timesteps t (a scalar or broadcastable to (B, N)) ->
         epsilon (B, N, A, 3)."""
+        if isinstance(ctx.weights, fused.FusedWeights) and fused.mode() == "chain":
+            return fused.epsilon(self, x, t, ctx)
         h, cond = self.features(x, t, ctx)
         y, _ = self.out_ln.modulate(h, self._split(cond)[1])
         return self.out(y)

@@ -14,7 +14,11 @@ Each kernel writes its shares side by side; one XLA fusion sums them and adds th
 So a layer is six kernels (three Pallas, three XLA) instead of about 28. With "chain"
 ($PAM_JAX_FUSED=chain) each kernel does the previous sub-layer's residual itself (sums its
 shares, adds the gated residual and writes the new hidden state, identically in every program
-of a block) and only the last residual is left to XLA: three kernels per layer.
+of a block): three kernels per layer. The chain form also folds in the work around the layers:
+the first kernel computes the hidden state from the noisy actions (input projection and point
+embedding), every attention kernel computes its rotary cos / sin from the actions' coordinates,
+and one last kernel adds the last residual and applies the output AdaLN and projection, so a
+denoiser call is 3L + 1 kernels plus the slab layout of the actions and the conditioning row.
 
 Layout. Hidden states are (A, B, R, Dp): the A points of a candidate lie in separate slabs, so
 the self-attention between a candidate's points is elementwise between slabs; R is the number of
@@ -49,6 +53,7 @@ MODES = ("off", "on", "chain")
 ROWS_ENV = "PAM_JAX_FUSED_ROWS"      # rows per program (a power of two >= 16), for benchmarks
 WARPS_ENV = "PAM_JAX_FUSED_WARPS"    # Triton warps per program, for benchmarks
 FFN_BLOCK = 128                      # hidden units per program of the feed-forward kernel
+EPS_WIDTH = 16                       # the output projection's 3 columns, padded for a Triton matmul
 MAX_ROWS = 32                        # default row block for many candidates (logits: rows x tokens)
 LN_EPS = 1e-6                        # nnx.LayerNorm's default, as AdaLN uses it
 
@@ -103,11 +108,27 @@ class FusedLayer(NamedTuple):
     fc2b: jax.Array           # (Dp,)
 
 
+class FusedIO(NamedTuple):
+    """What the "chain" form's kernels read around the layers: the input projection (its rows
+    the x, y, z weights and a zero row), the point embedding, the output projection (its columns
+    padded to EPS_WIDTH), and the rotary frequencies per head column (row k: the column's
+    frequency if it rotates with axis k, else 0) and the sign of its sine term."""
+
+    w_in: jax.Array      # (4, Dp)
+    b_in: jax.Array      # (Dp,)
+    embed: jax.Array     # (A, Dp)
+    w_out: jax.Array     # (Dp, EPS_WIDTH)
+    b_out: jax.Array     # (EPS_WIDTH,)
+    freqs: jax.Array     # (4, dp) float32
+    sign: jax.Array      # (dp,) float32
+
+
 class FusedWeights(NamedTuple):
     """`Context.weights` of a fused Context (the conditioning table is then padded too:
     :func:`pad_conditioning`)."""
 
     layers: tuple
+    io: FusedIO
 
 
 def dims(width: int, heads: int) -> tuple[int, int]:
@@ -156,7 +177,14 @@ def prepare(den) -> FusedWeights:
             jnp.pad(fc1.kernel[...], ((0, dpad - width), (0, hp - hidden))), jnp.pad(fc1.bias[...], (0, hp - hidden)),
             jnp.pad(fc2.kernel[...], ((0, hp - hidden), (0, dpad - width))), jnp.pad(fc2.bias[...], (0, dpad - width)),
         ))
-    return FusedWeights(tuple(out))
+    _, angle, sign = rotary_pairs(d)
+    per_axis = jnp.pad(rotary_angles(jnp.eye(3, dtype=jnp.float32), d, den.max_freq), ((0, 1), (0, 1)))  # (4, 3F+1)
+    wide = (0, dpad - width)
+    io = FusedIO(jnp.pad(den.in_proj.kernel[...], ((0, 1), wide)), jnp.pad(den.in_proj.bias[...], wide),
+                 jnp.pad(den.point_embed[...], ((0, 0), wide)),
+                 jnp.pad(den.out.kernel[...], (wide, (0, EPS_WIDTH - 3))), jnp.pad(den.out.bias[...], (0, EPS_WIDTH - 3)),
+                 jnp.pad(per_axis[:, angle], ((0, 0), (0, hpad - d))), jnp.pad(jnp.asarray(sign), (0, hpad - d)))
+    return FusedWeights(tuple(out), io)
 
 
 def pad_conditioning(cond: jax.Array, width: int) -> jax.Array:
@@ -214,30 +242,30 @@ def _softmax_rows(logits):
     return e / jnp.sum(e, axis=1, keepdims=True)
 
 
-def _cross_kernel(hidden, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, bq_ref, bqs_ref,
-                  k_ref, v_ref, wo_ref, o_ref, *, points: int, width: int, root: float):
+def _cross_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, bq_ref, bqs_ref, k_ref, v_ref, wo_ref,
+                  o_ref, *, points: int, width: int, root: float):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     keys, values = k_ref[0, 0], v_ref[0, 0]           # (dp, S) each
     for a in range(points):
         x = _modulated(hidden(a), shift, scale, width)
+        cos, sin = rot(a)
         q = _dot(x, wq_ref[...]) + bq_ref[...].astype(jnp.float32)
         qs = _dot(x, wqs_ref[...]) + bqs_ref[...].astype(jnp.float32)
-        q = q * cos_ref[a, 0] + qs * sin_ref[a, 0]
+        q = q * cos + qs * sin
         p = _softmax_rows(_dot(q, keys) / root)       # (rows, S)
         y = jax.lax.dot_general(p.astype(values.dtype), values, (((1,), (1,)), ((), ())),
                                 preferred_element_type=jnp.float32)
         o_ref[0, a, 0] = _dot(y, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _self_kernel(hidden, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref,
-                 bq_ref, bqs_ref, bk_ref, bks_ref, bv_ref, wo_ref, o_ref, *, points: int, width: int,
-                 root: float):
+def _self_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref, bq_ref, bqs_ref,
+                 bk_ref, bks_ref, bv_ref, wo_ref, o_ref, *, points: int, width: int, root: float):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     b = lambda ref: ref[...].astype(jnp.float32)  # noqa: E731
     qs, ks, vs = [], [], []
     for a in range(points):
         x = _modulated(hidden(a), shift, scale, width)
-        cos, sin = cos_ref[a, 0], sin_ref[a, 0]
+        cos, sin = rot(a)
         qs.append((_dot(x, wq_ref[...]) + b(bq_ref)) * cos + (_dot(x, wqs_ref[...]) + b(bqs_ref)) * sin)
         ks.append((_dot(x, wk_ref[...]) + b(bk_ref)) * cos + (_dot(x, wks_ref[...]) + b(bks_ref)) * sin)
         vs.append(_dot(x, wv_ref[...]) + b(bv_ref))
@@ -253,7 +281,7 @@ def _self_kernel(hidden, shift_ref, scale_ref, cos_ref, sin_ref, wq_ref, wqs_ref
         o_ref[0, a, 0] = _dot(y / total, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _ffn_kernel(hidden, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
+def _ffn_kernel(hidden, rot, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     for a in range(points):
         x = _modulated(hidden(a), shift, scale, width)
@@ -262,56 +290,127 @@ def _ffn_kernel(hidden, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, 
         o_ref[0, a, 0] = _dot(g, w2_ref[...]).astype(o_ref.dtype)
 
 
+def _out_kernel(hidden, rot, shift_ref, scale_ref, w_ref, b_ref, o_ref, *, points: int, width: int):
+    """The output AdaLN and projection: epsilon in the first 3 of EPS_WIDTH columns."""
+    shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
+    for a in range(points):
+        y = _modulated(hidden(a), shift, scale, width)
+        o_ref[0, a, 0] = (_dot(y, w_ref[...]) + b_ref[...].astype(jnp.float32)).astype(o_ref.dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # the forward pass
 
-def _call(body, h, cond, chunk: int, operands, specs, groups: int, rows: int, pending=None):
-    """Run kernel `body(hidden, shift_ref, scale_ref, *operand_refs, out_ref)` over the grid
-    (clouds, row blocks, groups) -> shares (groups, A, B, R, Dp). `cond` (Bc, Rc, 3n*Dp) with Bc
-    in {1, B}, Rc in {1, R}; `chunk` = which AdaLN (its shift is block 3*chunk, its scale
-    3*chunk + 1). `hidden(a)` gives slab a of the block's hidden state in float32: read from `h`,
-    or, with `pending` = (shares, chunk, bias) of the previous sub-layer, `h` plus its gated
-    residual, also written out -> (shares, new hidden state)."""
+def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: int, *, pending=None,
+          rotary=None, out_width: int | None = None):
+    """Run kernel `body(hidden, rot, shift_ref, scale_ref, *operand_refs, out_ref)` over the grid
+    (clouds, row blocks, groups) -> outputs (groups, A, B, R, out_width or Dp) ("shares").
+
+    `hidden(a)` gives slab a of the block's hidden state in float32, from `source`:
+      ("hidden", h)            h (A, B, R, Dp);
+      ("actions", xs, io)      computed from the noisy actions xs (A, 4, B, R) (x, y, z, 0) with
+                               the input projection and point embedding of `io` (FusedIO), and
+                               written out (-> (shares, hidden state));
+    with `pending` = (shares, chunk, bias) of the previous sub-layer, h plus its gated residual,
+    written out too unless `out_width` is given (the output kernel, which only reads it).
+    `rot(a)` gives (cos, sin') (rows, dp): from `rotary` = ("tables", cos, sin) slabs
+    (A, B, R, dp), or ("positions", xs, freqs, sign), computed in the kernel from the actions.
+    `cond` (Bc, Rc, 3n*Dp) with Bc in {1, B}, Rc in {1, R}; `chunk` = which AdaLN (its shift is
+    block 3*chunk, its scale 3*chunk + 1)."""
     from jax.experimental import pallas as pl
 
-    a, b, r, dpad = h.shape
+    kind = source[0]
+    if kind == "hidden":
+        h = source[1]
+        a, b, r, dpad = h.shape
+        dtype = h.dtype
+    else:
+        xs, io = source[1], source[2]
+        a, _, b, r = xs.shape
+        dpad, dtype = io.w_in.shape[1], io.w_in.dtype
+    writes = kind == "actions" or (pending is not None and out_width is None)
     bc, rc = cond.shape[:2]
     crow = rows if rc > 1 else 1
     cmap = lambda k: (lambda i, j, g: (i if bc > 1 else 0, j if rc > 1 else 0, k))  # noqa: E731
+    whole = lambda arr: pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)  # noqa: E731
     slab = pl.BlockSpec((a, 1, rows, dpad), lambda i, j, g: (0, i, j, 0))
-    shares_spec = pl.BlockSpec((1, a, 1, rows, dpad), lambda i, j, g: (g, 0, i, j, 0))
-    shares_shape = jax.ShapeDtypeStruct((groups, a, b, r, dpad), h.dtype)
-    mods = [pl.BlockSpec((1, crow, dpad), cmap(3 * chunk)), pl.BlockSpec((1, crow, dpad), cmap(3 * chunk + 1))]
-    if pending is None:
-        def kernel(h_ref, *refs):
-            body(lambda i: h_ref[i, 0].astype(jnp.float32), *refs)
+    position = pl.BlockSpec((a, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
+    specs_in, args = [], []
+    if kind == "hidden":
+        specs_in, args = [slab], [h]
+    else:
+        specs_in = [position, whole(io.w_in), whole(io.b_in), whole(io.embed)]
+        args = [xs, io.w_in, io.b_in, io.embed]
+    if pending is not None:
+        prev, prev_chunk, prev_bias = pending
+        specs_in += [pl.BlockSpec((prev.shape[0], a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)),
+                     pl.BlockSpec((1, crow, dpad), cmap(3 * prev_chunk + 2)), whole(prev_bias)]
+        args += [prev, cond, prev_bias]
+    n_rot = 0
+    if rotary is not None and rotary[0] == "tables":
+        head = pl.BlockSpec((a, 1, rows, rotary[1].shape[-1]), lambda i, j, g: (0, i, j, 0))
+        specs_in, args, n_rot = specs_in + [head, head], args + list(rotary[1:]), 2
+    elif rotary is not None:
+        specs_in += [position, whole(rotary[2]), whole(rotary[3])]
+        args, n_rot = args + list(rotary[1:]), 3
+    specs_in += [pl.BlockSpec((1, crow, dpad), cmap(3 * chunk)), pl.BlockSpec((1, crow, dpad), cmap(3 * chunk + 1))]
+    args += [cond, cond]
+    specs_in += list(specs)
+    width = out_width or dpad
+    out_specs = [pl.BlockSpec((1, a, 1, rows, width), lambda i, j, g: (g, 0, i, j, 0))]
+    out_shape = [jax.ShapeDtypeStruct((groups, a, b, r, width), dtype)]
+    if writes:
+        out_specs.append(slab)
+        out_shape.append(jax.ShapeDtypeStruct((a, b, r, dpad), dtype))
+    f32 = jnp.float32
 
-        return pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=[slab] + mods + specs,
-                              out_specs=shares_spec, out_shape=shares_shape, **_backend(),
-                              )(h, cond, cond, *operands)
-    prev, prev_chunk, prev_bias = pending
-    before = prev.shape[0]
+    def kernel(*refs):
+        refs = list(refs)
 
-    def kernel(h_ref, prev_ref, gate_ref, bias_ref, *refs):
-        *refs, out_ref, new_ref = refs
+        def take(k):
+            got = refs[:k]
+            del refs[:k]
+            return got
+
+        inputs = take(1 if kind == "hidden" else 4)
+        prev_ref, gate_ref, bias_ref = take(3) if pending is not None else (None, None, None)
+        rot_refs = take(n_rot)
+        shift_ref, scale_ref = take(2)
+        operand_refs = take(len(operands))
+        out_ref, new_ref = refs[0], (refs[1] if writes else None)
 
         def hidden(i):
-            total = prev_ref[0, i, 0].astype(jnp.float32)
-            for k in range(1, before):
-                total = total + prev_ref[k, i, 0].astype(jnp.float32)
-            x = h_ref[i, 0].astype(jnp.float32) + gate_ref[0].astype(jnp.float32) * (
-                total + bias_ref[...].astype(jnp.float32))
-            new_ref[i, 0] = x.astype(new_ref.dtype)   # the same values from every program of the block
+            if kind == "hidden":
+                x = inputs[0][i, 0].astype(f32)
+            else:   # x @ W_in + b_in + the point embedding, as the plain path adds them
+                x_ref, w_ref, b_ref, e_ref = inputs
+                x = x_ref[i, 0, 0].astype(f32)[:, None] * w_ref[0].astype(f32)
+                for k in (1, 2):
+                    x = x + x_ref[i, k, 0].astype(f32)[:, None] * w_ref[k].astype(f32)
+                x = x + b_ref[...].astype(f32) + e_ref[i].astype(f32)
+            if prev_ref is not None:
+                total = prev_ref[0, i, 0].astype(f32)
+                for k in range(1, prev_ref.shape[0]):
+                    total = total + prev_ref[k, i, 0].astype(f32)
+                x = x + gate_ref[0].astype(f32) * (total + bias_ref[...].astype(f32))
+            if new_ref is not None:
+                new_ref[i, 0] = x.astype(new_ref.dtype)   # the same values from every program of the block
             return x
 
-        body(hidden, *refs, out_ref)
+        def rot(i):
+            if n_rot == 2:
+                return rot_refs[0][i, 0], rot_refs[1][i, 0]
+            x_ref, f_ref, s_ref = rot_refs   # each column's angle is one product: x_axis * frequency
+            ang = x_ref[i, 0, 0].astype(f32)[:, None] * f_ref[0]
+            for k in (1, 2):
+                ang = ang + x_ref[i, k, 0].astype(f32)[:, None] * f_ref[k]
+            return jnp.cos(ang), jnp.sin(ang) * s_ref[...]
 
-    in_specs = [slab, pl.BlockSpec((before, a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)),
-                pl.BlockSpec((1, crow, dpad), cmap(3 * prev_chunk + 2)),
-                pl.BlockSpec((dpad,), lambda i, j, g: (0,))] + mods + specs
-    return pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=in_specs,
-                          out_specs=[shares_spec, slab], out_shape=[shares_shape, jax.ShapeDtypeStruct(h.shape, h.dtype)],
-                          **_backend())(h, prev, cond, prev_bias, cond, cond, *operands)
+        body(hidden, rot, shift_ref, scale_ref, *operand_refs, out_ref)
+
+    outs = pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=specs_in, out_specs=out_specs,
+                          out_shape=out_shape, **_backend())(*args, *operands)
+    return tuple(outs) if writes else outs[0]
 
 
 def _gate(cond, chunk: int, dpad: int):
@@ -322,6 +421,16 @@ def _gate(cond, chunk: int, dpad: int):
 def features(den, x: jax.Array, t: jax.Array, ctx) -> tuple[jax.Array, jax.Array]:
     """:meth:`ActionDenoiser.features` with a fused Context (`ctx.weights` a FusedWeights, the
     conditioning table padded): -> hidden states (B, N, A, D) and the (unpadded) conditioning."""
+    return _forward(den, x, t, ctx, out=False)
+
+
+def epsilon(den, x: jax.Array, t: jax.Array, ctx) -> jax.Array:
+    """:meth:`ActionDenoiser.__call__` with a fused Context in the "chain" form: -> epsilon
+    (B, N, A, 3), the output AdaLN and projection being one more kernel."""
+    return _forward(den, x, t, ctx, out=True)
+
+
+def _forward(den, x, t, ctx, *, out: bool):
     from jax.experimental import pallas as pl
 
     b, n, a, _ = x.shape
@@ -340,45 +449,58 @@ def features(den, x: jax.Array, t: jax.Array, ctx) -> tuple[jax.Array, jax.Array
     cond3 = cond[None, None] if cond.ndim == 1 else jnp.pad(jnp.broadcast_to(cond, (b, n, cond.shape[-1])),
                                                             ((0, 0), (0, r - n), (0, 0)))
     to_slabs = lambda y: jnp.pad(jnp.moveaxis(y, 2, 0), ((0, 0), (0, 0), (0, r - n), (0, 0)))  # noqa: E731
-    h = den.in_proj(x.astype(dtype)) + den.point_embed[...]
-    h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))      # (A, B, R, Dp)
-    _, angle, sign = rotary_pairs(d)
-    ang = rotary_angles(x, d, den.max_freq)                                     # (B, N, A, 3F)
-    ang = jnp.pad(ang, ((0, 0), (0, 0), (0, 0), (0, 1)))[..., angle]           # (B, N, A, d)
-    pad_head = ((0, 0), (0, 0), (0, 0), (0, hpad - d))
-    cos = to_slabs(jnp.pad(jnp.cos(ang), pad_head, constant_values=1.0))
-    sin = to_slabs(jnp.pad(jnp.sin(ang) * sign, pad_head))
+    io = ctx.weights.io
+    chain = mode() == "chain"
+    if chain:   # the kernels compute the input projection and the rotary tables from the actions
+        xs = jnp.pad(jnp.transpose(x.astype(jnp.float32), (2, 3, 0, 1)), ((0, 0), (0, 1), (0, 0), (0, r - n)))
+        source, rotary = ("actions", xs, io), ("positions", xs, io.freqs, io.sign)
+    else:
+        h = den.in_proj(x.astype(dtype)) + den.point_embed[...]
+        h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
+        _, angle, sign = rotary_pairs(d)
+        ang = rotary_angles(x, d, den.max_freq)                                 # (B, N, A, 3F)
+        ang = jnp.pad(ang, ((0, 0), (0, 0), (0, 0), (0, 1)))[..., angle]       # (B, N, A, d)
+        pad_head = ((0, 0), (0, 0), (0, 0), (0, hpad - d))
+        source = ("hidden", h)
+        rotary = ("tables", to_slabs(jnp.pad(jnp.cos(ang), pad_head, constant_values=1.0)),
+                  to_slabs(jnp.pad(jnp.sin(ang) * sign, pad_head)))
     root = math.sqrt(d)
-    slab = pl.BlockSpec((a, 1, rows, hpad), lambda i, j, g: (0, i, j, 0))
     col = pl.BlockSpec((dpad, hpad), lambda i, j, g: (0, g))
     bias = pl.BlockSpec((hpad,), lambda i, j, g: (g,))
     row = pl.BlockSpec((hpad, dpad), lambda i, j, g: (g, 0))
-    sublayers = []   # (kernel body, AdaLN chunk, operands, their specs, groups, output bias)
+    sublayers = []   # (kernel body, AdaLN chunk, operands, their specs, groups, output bias, rotates)
     for li, (w, (keys, values)) in enumerate(zip(ctx.weights.layers, ctx.kv)):
         kv = pl.BlockSpec((1, 1, hpad, keys.shape[-1]), lambda i, j, g: (i, g, 0, 0))
         sublayers += [
             (functools.partial(_cross_kernel, points=a, width=width, root=root), 3 * li,
-             [cos, sin, w.cross_q, w.cross_qs, w.cross_qb, w.cross_qsb, keys, values, w.cross_out],
-             [slab, slab, col, col, bias, bias, kv, kv, row], heads, w.cross_outb),
+             [w.cross_q, w.cross_qs, w.cross_qb, w.cross_qsb, keys, values, w.cross_out],
+             [col, col, bias, bias, kv, kv, row], heads, w.cross_outb, True),
             (functools.partial(_self_kernel, points=a, width=width, root=root), 3 * li + 1,
-             [cos, sin, w.self_q, w.self_qs, w.self_k, w.self_ks, w.self_v,
+             [w.self_q, w.self_qs, w.self_k, w.self_ks, w.self_v,
               w.self_qb, w.self_qsb, w.self_kb, w.self_ksb, w.self_vb, w.self_out],
-             [slab, slab, col, col, col, col, col, bias, bias, bias, bias, bias, row], heads, w.self_outb),
+             [col, col, col, col, col, bias, bias, bias, bias, bias, row], heads, w.self_outb, True),
             (functools.partial(_ffn_kernel, points=a, width=width), 3 * li + 2, [w.fc1, w.fc1b, w.fc2],
              [pl.BlockSpec((dpad, FFN_BLOCK), lambda i, j, g: (0, g)),
               pl.BlockSpec((FFN_BLOCK,), lambda i, j, g: (g,)),
-              pl.BlockSpec((FFN_BLOCK, dpad), lambda i, j, g: (g, 0))], w.fc1.shape[1] // FFN_BLOCK, w.fc2b),
+              pl.BlockSpec((FFN_BLOCK, dpad), lambda i, j, g: (g, 0))], w.fc1.shape[1] // FFN_BLOCK, w.fc2b, False),
         ]
-    chain = mode() == "chain"
     pending = None
-    for body, chunk, operands, specs, groups, out_bias in sublayers:
-        if chain and pending is not None:
-            shares, h = _call(body, h, cond3, chunk, operands, specs, groups, rows, pending)
+    for body, chunk, operands, specs, groups, out_bias, rotates in sublayers:
+        kw = dict(pending=pending, rotary=rotary if rotates else None)
+        if chain:   # each kernel adds the previous sub-layer's residual (the first makes the state)
+            shares, h = _call(body, source if pending is None else ("hidden", h), cond3, chunk, operands, specs,
+                              groups, rows, **kw)
         else:
-            shares = _call(body, h, cond3, chunk, operands, specs, groups, rows)
-        pending = (shares, chunk, out_bias)
-        if not chain:
+            shares = _call(body, ("hidden", h), cond3, chunk, operands, specs, groups, rows, rotary=kw["rotary"])
             h = h + _gate(cond3, chunk, dpad) * (jnp.sum(shares, axis=0) + out_bias)
+        pending = (shares, chunk, out_bias)
+    if out:   # the last residual, the output AdaLN (chunk 3L) and projection: one more kernel
+        eps = _call(functools.partial(_out_kernel, points=a, width=width), ("hidden", h), cond3,
+                    3 * len(ctx.weights.layers), [io.w_out, io.b_out],
+                    [pl.BlockSpec(io.w_out.shape, lambda i, j, g: (0, 0)),
+                     pl.BlockSpec(io.b_out.shape, lambda i, j, g: (0,))], 1, rows,
+                    pending=pending, out_width=EPS_WIDTH)
+        return jnp.moveaxis(eps[0, ..., :3], 0, 2)[:, :n]
     if chain:
         h = h + _gate(cond3, pending[1], dpad) * (jnp.sum(pending[0], axis=0) + pending[2])
     h = jnp.moveaxis(h, 0, 2)[:, :n, :, :width]
