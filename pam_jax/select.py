@@ -188,11 +188,14 @@ class Prepared:
 
     ref: Any                   # the reference (supervised) model's parameters, in the compute dtype
     ref_ctx: Context           # its parameter-only Context (DiffusionPolicy.prepare): kv empty
-    score: Any                 # the scoring parameters (DPO policy, reward model, custom) or None
-    score_ctx: Context | None  # the DPO policy's / reward model's parameter-only Context, or None
+    # the scoring parameters (DPO policy, reward model, custom) or None, and the DPO policy's /
+    # reward model's parameter-only Context or None; with the networks stacked
+    # ($PAM_JAX_STACK_MODELS), the reference's and the policy's on a leading axis (reference first)
+    score: Any
+    score_ctx: Context | None
     # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype,
-    # fused or plain): a Prepared of another selector fails with one line instead of reading the
-    # wrong rows of a table
+    # fused form, stacked or apart): a Prepared of another selector fails with one line instead
+    # of reading the wrong rows of a table
     signature: tuple = dataclasses.field(metadata=dict(static=True))
 
 
