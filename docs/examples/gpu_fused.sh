@@ -11,9 +11,9 @@
 # Results in $OUT (default bench_out/). Make the fastest forms the default on accelerators
 # (fused.mode, select.stack_models) if parity holds, and record the figures in BUILD_NOTES.md.
 . docs/examples/gpu_common.sh
-step parity 150 env PROBE_TAG=parity $P parity
-step fused 300 env PROBE_TAG=fused $P sampler hlo
+step parity 140 env PROBE_TAG=parity $P parity
+step fused 290 env PROBE_TAG=fused $P sampler hlo
 gzip -f "$OUT"/hlo_*.txt 2>/dev/null
 CLI="python3 -m pam_jax.apps.cli --compile-cache off bench"
-step cli-fused 100 sh -c "PAM_JAX_FUSED=chain PAM_JAX_STACK_MODELS=on $CLI sampler --rows paper --torch-reference --json > $OUT/sampler_fused_torch.json"
+step cli-fused 130 sh -c "PAM_JAX_FUSED=chain PAM_JAX_STACK_MODELS=on $CLI sampler --rows paper --torch-reference --json > $OUT/sampler_fused_torch.json"
 grep -h -E "^(parity|sampler) " "$LOG" | cut -c1-240
