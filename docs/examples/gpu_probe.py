@@ -2,20 +2,24 @@
 
     OUT=dir PROBE_TAG=after python docs/examples/gpu_probe.py [sections...]
 
-Sections (default: all): geometry (FPS and kNN forms, B = 1 and 32, and whether they agree),
-sampler (the paper's 100/100 and 10/10 rows for each variant), train (the supervised step at
-the reference size), hlo (the optimised HLO of the 10/10 selector). The variants depend on
-PROBE_TAG: "before" runs the code as found (put an older copy of pam_jax first on PYTHONPATH),
-"after" the current code and the current code without one change at a time (each change has an
-environment switch read at trace time), "fused" the current defaults against the fused Pallas
-denoiser ($PAM_JAX_FUSED=on or chain), its block sizes, and both networks stacked
-($PAM_JAX_STACK_MODELS=on). With the current code a row times the decision from parameters
-prepared once (Selector.decide); the first variant also times the one graph from the parameters. Section parity (not in the default list)
-checks that the fused denoiser picks what the plain one picks at the paper's settings; section
-stack (not in the default list either) compares the two networks apart and stacked. Writes $OUT/probe_<tag>.json and prints a line per row.
-The first variant of each section is also traced (jax.profiler) and its device kernels
-summarised: kernels per call, their summed time ("busy"), the span from the first kernel's start
-to the last one's end, and the costliest kernel names.
+Sections (default: geometry, sampler, train, hlo): geometry (FPS and kNN forms, B = 1 and 32,
+and whether they agree), sampler (the paper's 100/100 and 10/10 rows for each variant), train
+(the supervised step at the reference size), hlo (the optimised HLO of the 10/10 selector).
+Not in the default list: parity (the fused denoiser picks what the plain one picks at the
+paper's settings), stack (the two networks apart and stacked: fusions and times), torch (the
+eager PyTorch reference at the same settings).
+
+The sampler variants depend on PROBE_TAG: "before" runs the code as found (put an older copy of
+pam_jax first on PYTHONPATH); "after" the current code and the current code without one change
+at a time (each change has an environment switch read at trace time); "fused" the current
+defaults, the two networks stacked ($PAM_JAX_STACK_MODELS=on), the fused Pallas denoiser
+($PAM_JAX_FUSED=on) and its chain form with stacked networks, then the PyTorch reference; "tune"
+the other fused forms and block sizes. With the current code a row times the decision from
+parameters prepared once (Selector.decide); the first variant also times the one graph from the
+parameters. The first variant of each section (and the main fused forms) is also traced
+(jax.profiler) and its device kernels summarised: kernels per call, their summed time ("busy"),
+the span from the first kernel's start to the last one's end, and the costliest kernel names.
+Writes $OUT/probe_<tag>.json and prints a line per row.
 """
 from __future__ import annotations
 
@@ -110,11 +114,12 @@ def sampler_variants():
     """(name, environment, SelectConfig overrides); the first (and any named "fused") is profiled."""
     if TAG == "before":
         return [("before", {}, {})]
+    on, chain, stack = {"PAM_JAX_FUSED": "on"}, {"PAM_JAX_FUSED": "chain"}, {"PAM_JAX_STACK_MODELS": "on"}
     if TAG == "fused":
-        on, chain, stack = {"PAM_JAX_FUSED": "on"}, {"PAM_JAX_FUSED": "chain"}, {"PAM_JAX_STACK_MODELS": "on"}
-        return [("plain", {}, {}), ("stacked", stack, {}), ("fused", on, {}), ("fused chain", chain, {}),
-                ("fused chain, stacked", {**chain, **stack}, {}),
-                ("fused chain, bf16", chain, {"compute_dtype": "bfloat16"}),
+        return [("plain", {}, {}), ("stacked", stack, {}), ("fused", on, {}),
+                ("fused chain, stacked", {**chain, **stack}, {})]
+    if TAG == "tune":
+        return [("fused chain", chain, {}), ("fused chain, stacked, bf16", {**chain, **stack}, {"compute_dtype": "bfloat16"}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
                 ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {})]
     return [("after", {}, {}),
@@ -128,6 +133,7 @@ def sampler_variants():
 SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
             "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS", "PAM_JAX_STACK_MODELS")
 PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked")
+TORCH_TAGS = ("fused",)   # the sampler section also times the eager PyTorch reference (when torch imports)
 
 
 def set_env(env):
@@ -169,7 +175,7 @@ def section_sampler():
                     call = lambda: compiled(*args)  # noqa: E731
                 row["compile_s"] = time.perf_counter() - t0
                 row["ms"] = timed(call) * 1e3
-                if i == 0 and hasattr(sel, "prepare"):   # and the one graph, for the first variant
+                if i == 0 and TAG != "tune" and hasattr(sel, "prepare"):   # and the one graph, for the first variant
                     one = sel.lower(*args).compile()
                     row["one_graph_ms"] = timed(lambda: one(*args)) * 1e3
                 if PROFILE and (i == 0 or name in PROFILED):
@@ -184,6 +190,28 @@ def section_sampler():
             RESULT["sampler"] = out
             save()
     set_env({})
+    if TAG in TORCH_TAGS:
+        section_torch()
+
+
+def section_torch():
+    """The eager PyTorch re-statement of the reference decision (apps.torch_reference) at the
+    same settings, in this process: the denominator of the issue's speed-up."""
+    try:
+        reference = bench._torch_reference("make_reference")()
+    except ImportError as e:
+        print("torch", e, flush=True)
+        return
+    rows = []
+    for steps, m in SETTINGS:
+        pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32)
+        kw = dict(num_candidates=8, steps=steps, samples=m)
+        reference(pts, **kw)   # warm-up
+        times = bench._timed(lambda: reference(pts, **kw), budget_s=2.0, min_repeats=1, max_repeats=3)
+        rows.append({"steps": steps, "M": m, "ms": statistics.median(times) * 1e3, "repeats": len(times)})
+        print("torch", rows[-1], flush=True)
+        RESULT["torch"] = rows
+        save()
 
 
 def section_train():
@@ -254,7 +282,7 @@ def section_hlo():
 
 
 def section_parity():
-    """The fused denoiser (its "chain" form, and that with both networks stacked) against the plain one at the paper's settings (K = 8, B = 1, two
+    """The fused denoiser ("on", and "chain" with both networks stacked) against the plain one at the paper's settings (K = 8, B = 1, two
     clouds in turn, the same key): chosen indices, and the largest differences of candidates
     and scores (Triton's float32 matmuls run in TF32, as XLA's do by default)."""
     from pam_jax.config import DiffusionConfig, ModelConfig
@@ -272,7 +300,7 @@ def section_parity():
     rows = []
     for steps, m in SETTINGS:
         out = {}
-        forms = (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}), ("chain", {"PAM_JAX_FUSED": "chain"}),
+        forms = (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}),
                  ("chain stacked", {"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"}))
         for name, env in forms:
             set_env(env)
@@ -281,7 +309,7 @@ def section_parity():
             out[name] = [sel(ref, pol, np.random.default_rng(c).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32),
                              jax.random.key(c)) for c in range(2)]
         row = {"steps": steps, "M": m, "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
-        for name in ("fused", "chain", "chain stacked"):
+        for name in ("fused", "chain stacked"):
             pairs = list(zip(out["plain"], out[name]))
             row[name] = {"same_index": [bool((a.index == b.index).all()) for a, b in pairs],
                          "max_candidate_diff": max(float(jnp.abs(a.candidates - b.candidates).max()) for a, b in pairs),
@@ -334,7 +362,7 @@ def section_stack():
 
 
 SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo,
-            "parity": section_parity, "stack": section_stack}
+            "parity": section_parity, "stack": section_stack, "torch": section_torch}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or ["geometry", "sampler", "train", "hlo"]

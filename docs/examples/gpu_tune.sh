@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Issue 12, the second GPU call if device time is left after gpu_fused.sh (about 3 minutes; give
+# it timeout_s 240): the fused chain form without stacking, chain stacked in bfloat16, and the
+# fused kernels' row block (16) and warps (8), at 100/100 and 10/10. Results in $OUT.
+. docs/examples/gpu_common.sh
+step tune 200 env PROBE_TAG=tune $P sampler
+grep -h -E "^sampler " "$LOG" | cut -c1-240
