@@ -60,17 +60,15 @@ def test_fused_denoiser_is_the_plain_function(per_candidate_t, table, mode, monk
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("mode", ["on", "chain"])
-def test_fused_denoiser_in_bfloat16_and_many_rows(mode, monkeypatch):
+def test_fused_denoiser_in_bfloat16_and_many_rows(monkeypatch):
     """bfloat16 compute against the plain bfloat16 path, with 40 candidates (several row blocks
-    of 32; 20 in the chain form, to keep the interpreted kernels quick): the same function up to
+    of 32), in the chain form (whose layer kernels are those of "on"): the same function up to
     bfloat16 rounding."""
-    monkeypatch.setenv(fused.FUSED_ENV, mode)
+    monkeypatch.setenv(fused.FUSED_ENV, "chain")
     g, params = _noisy(2)
     pts = _pts(b=1)
-    n = 40 if mode == "on" else 20
-    x = jax.random.normal(jax.random.key(2), (1, n, 2, 3))
-    t = jax.random.randint(jax.random.key(3), (1, n), 0, 20)
+    x = jax.random.normal(jax.random.key(2), (1, 40, 2, 3))
+    t = jax.random.randint(jax.random.key(3), (1, 40), 0, 20)
     want = _denoise(g, params, pts, x, t, False, 20, jnp.bfloat16).astype(jnp.float32)
     got = _denoise(g, params, pts, x, t, True, 20, jnp.bfloat16).astype(jnp.float32)
     ref32 = _denoise(g, params, pts, x, t, False, 20)
@@ -91,11 +89,11 @@ def test_rotary_folded_into_swapped_columns():
                                layers.apply_rotary(q, ang), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("stack", ["off", "on"])
-def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch, stack):
+def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
     """Implicit selection (10 DDIM steps, 6 Monte-Carlo samples, 2 clouds): the same chosen
-    indices, candidates and scores within float32 rounding; also with both networks stacked
-    (the kernels vmapped over the two models: one more grid axis)."""
+    indices, candidates and scores within float32 rounding, with the fused denoiser ("on"), and
+    with its chain form and both networks stacked (the kernels vmapped over the two models: one
+    more grid axis)."""
     g, ref = _noisy(3)
     _, pol = _noisy(4)
     pts = _pts(seed=5)
@@ -105,14 +103,15 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch, stack):
     monkeypatch.setenv(fused.FUSED_ENV, "off")
     monkeypatch.setenv(STACK_ENV, "off")
     want = make_selector(g, diff, norm, scfg)(ref, pol, pts, jax.random.key(7))
-    monkeypatch.setenv(fused.FUSED_ENV, "on")
-    monkeypatch.setenv(STACK_ENV, stack)
-    sel = make_selector(g, diff, norm, scfg)
-    assert "pallas_call" in str(jax.make_jaxpr(sel)(ref, pol, pts, jax.random.key(7)))
-    got = sel(ref, pol, pts, jax.random.key(7))
-    np.testing.assert_array_equal(got.index, want.index)
-    np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3)
+    for form, stack in (("on", "off"), ("chain", "on")):
+        monkeypatch.setenv(fused.FUSED_ENV, form)
+        monkeypatch.setenv(STACK_ENV, stack)
+        sel = make_selector(g, diff, norm, scfg)
+        assert "pallas_call" in str(jax.make_jaxpr(sel)(ref, pol, pts, jax.random.key(7)))
+        got = sel(ref, pol, pts, jax.random.key(7))
+        np.testing.assert_array_equal(got.index, want.index, err_msg=form)
+        np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=1e-4, err_msg=form)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3, err_msg=form)
 
 
 @pytest.mark.parametrize("mode", ["on", "chain"])

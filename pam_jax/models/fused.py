@@ -155,7 +155,7 @@ def prepare(den) -> FusedWeights:
     width, heads = den.out_ln.mod.in_features, den.heads
     d = width // heads
     dpad, hpad = dims(width, heads)
-    partner, _, _ = rotary_pairs(d)
+    partner, angle, sign = rotary_pairs(d)
     out = []
     def heads_in(m, columns=None):
         return pad_heads_in(m.proj.kernel[...], m.proj.bias[...], heads, dpad, hpad, columns)
@@ -177,7 +177,6 @@ def prepare(den) -> FusedWeights:
             jnp.pad(fc1.kernel[...], ((0, dpad - width), (0, hp - hidden))), jnp.pad(fc1.bias[...], (0, hp - hidden)),
             jnp.pad(fc2.kernel[...], ((0, hp - hidden), (0, dpad - width))), jnp.pad(fc2.bias[...], (0, dpad - width)),
         ))
-    _, angle, sign = rotary_pairs(d)
     per_axis = jnp.pad(rotary_angles(jnp.eye(3, dtype=jnp.float32), d, den.max_freq), ((0, 1), (0, 1)))  # (4, 3F+1)
     wide = (0, dpad - width)
     io = FusedIO(jnp.pad(den.in_proj.kernel[...], ((0, 1), wide)), jnp.pad(den.in_proj.bias[...], wide),
