@@ -294,7 +294,8 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     def decide(prep: Prepared, points, key) -> Selection:
         if not isinstance(prep, Prepared):
             raise TypeError(f"decide: expected the Prepared of this selector's prepare(), got {type(prep).__name__}")
-        expected = signature(use_fused(), use_stacked())
+        stacked = use_stacked()
+        expected = signature(use_fused(), stacked)
         if prep.signature != expected:
             raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype, forms) "
                              f"{prep.signature}, this one is {expected}: prepare it again")
@@ -303,7 +304,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         ref = nnx.merge(graphdef, prep.ref)
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model
         groups = ref.group(pts)
-        if use_stacked():   # both encoders in one batched pass; the DDIM loop reads the reference's half
+        if stacked:   # both encoders in one batched pass; the DDIM loop reads the reference's half
             both = jax.vmap(lambda p, c: nnx.merge(graphdef, p).encode(pts, groups, prepared=c))(prep.score, prep.score_ctx)
             ctx_ref = prep.ref_ctx._replace(kv=jax.tree.map(lambda a: a[0], both.kv))
         else:
@@ -315,7 +316,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         if scfg.snap_rows:
             x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
         mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
-        if scfg.mode == "implicit" and use_stacked():
+        if stacked:
             scores = stacked_implicit_scores(graphdef, prep.score, both, schedule, x0, k_score, **mc)
         elif scfg.mode == "implicit":
             policy = nnx.merge(graphdef, prep.score)

@@ -289,6 +289,17 @@ def _ffn_kernel(hidden, rot, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref
         o_ref[0, a, 0] = _dot(g, w2_ref[...]).astype(o_ref.dtype)
 
 
+def _rotation(coordinate, freqs, sign):
+    """(cos, sin') of the rotary angles, each column's angle one product x_axis * frequency
+    (`freqs` (4, dp): row k the column's frequency if it rotates with axis k, else 0; `sign`
+    its sine term's sign, 0 past the rotated columns): `coordinate(k)` gives axis k's
+    coordinates as a column broadcastable against (..., dp). Used in the kernels and in XLA."""
+    ang = coordinate(0) * freqs[0]
+    for k in (1, 2):
+        ang = ang + coordinate(k) * freqs[k]
+    return jnp.cos(ang), jnp.sin(ang) * sign
+
+
 def _out_kernel(hidden, rot, shift_ref, scale_ref, w_ref, b_ref, o_ref, *, points: int, width: int):
     """The output AdaLN and projection: epsilon in the first 3 of EPS_WIDTH columns."""
     shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
@@ -399,11 +410,8 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         def rot(i):
             if n_rot == 2:
                 return rot_refs[0][i, 0], rot_refs[1][i, 0]
-            x_ref, f_ref, s_ref = rot_refs   # each column's angle is one product: x_axis * frequency
-            ang = x_ref[i, 0, 0].astype(f32)[:, None] * f_ref[0]
-            for k in (1, 2):
-                ang = ang + x_ref[i, k, 0].astype(f32)[:, None] * f_ref[k]
-            return jnp.cos(ang), jnp.sin(ang) * s_ref[...]
+            x_ref, f_ref, s_ref = rot_refs
+            return _rotation(lambda k: x_ref[i, k, 0].astype(f32)[:, None], f_ref, s_ref[...])
 
         body(hidden, rot, shift_ref, scale_ref, *operand_refs, out_ref)
 
@@ -456,13 +464,8 @@ def _forward(den, x, t, ctx, *, out: bool):
     else:
         h = den.in_proj(x.astype(dtype)) + den.point_embed[...]
         h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
-        _, angle, sign = rotary_pairs(d)
-        ang = rotary_angles(x, d, den.max_freq)                                 # (B, N, A, 3F)
-        ang = jnp.pad(ang, ((0, 0), (0, 0), (0, 0), (0, 1)))[..., angle]       # (B, N, A, d)
-        pad_head = ((0, 0), (0, 0), (0, 0), (0, hpad - d))
-        source = ("hidden", h)
-        rotary = ("tables", to_slabs(jnp.pad(jnp.cos(ang), pad_head, constant_values=1.0)),
-                  to_slabs(jnp.pad(jnp.sin(ang) * sign, pad_head)))
+        cos, sin = _rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
+        source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))
     root = math.sqrt(d)
     col = pl.BlockSpec((dpad, hpad), lambda i, j, g: (0, g))
     bias = pl.BlockSpec((hpad,), lambda i, j, g: (g,))
@@ -485,12 +488,12 @@ def _forward(den, x, t, ctx, *, out: bool):
         ]
     pending = None
     for body, chunk, operands, specs, groups, out_bias, rotates in sublayers:
-        kw = dict(pending=pending, rotary=rotary if rotates else None)
+        rot = rotary if rotates else None
         if chain:   # each kernel adds the previous sub-layer's residual (the first makes the state)
             shares, h = _call(body, source if pending is None else ("hidden", h), cond3, chunk, operands, specs,
-                              groups, rows, **kw)
+                              groups, rows, pending=pending, rotary=rot)
         else:
-            shares = _call(body, ("hidden", h), cond3, chunk, operands, specs, groups, rows, rotary=kw["rotary"])
+            shares = _call(body, ("hidden", h), cond3, chunk, operands, specs, groups, rows, rotary=rot)
             h = h + _gate(cond3, chunk, dpad) * (jnp.sum(shares, axis=0) + out_bias)
         pending = (shares, chunk, out_bias)
     if out:   # the last residual, the output AdaLN (chunk 3L) and projection: one more kernel
