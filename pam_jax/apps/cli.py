@@ -181,13 +181,20 @@ def cmd_bench(args) -> int:
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
-        r = bench.bench_sampler(num_points=args.points, rows=args.rows, compute_dtype=args.dtype,
+        r = bench.bench_sampler(num_points=args.points, rows=args.rows or "all", compute_dtype=args.dtype,
                                 torch_reference=args.torch_reference, unroll=args.unroll, trace=args.trace)
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "fps":
         r = bench.bench_fps(num_points=args.points)
         bench.print_result(r, args.json, bench.format_fps)
+        return 0
+    if args.what == "kernels":
+        from pam_jax.apps import hlo_kernels
+
+        r = hlo_kernels.bench_kernels(forms=tuple(args.forms.split(",")), rows=args.rows or "paper", spec=args.target,
+                                      num_points=args.points, compute_dtype=args.dtype, hlo_dir=args.hlo_dir)
+        bench.print_result(r, args.json, hlo_kernels.format_kernels)
         return 0
     if args.what == "data":
         from pam_jax.apps import data_bench
@@ -382,18 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_study)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks; medians after compilation.")
-    b.add_argument("what", choices=["train", "sampler", "fps", "data", "serve"],
+    b.add_argument("what", choices=["train", "sampler", "fps", "kernels", "data", "serve"],
                    help="train: supervised step at the reference size; sampler: fused best-of-N selection "
-                        "against a staged baseline; fps: the exact forms of the geometry (farthest-point sampling, kNN); data: "
+                        "against a staged baseline; fps: the exact forms of the geometry (farthest-point sampling, kNN); "
+                        "kernels: the decision's kernel launches per denoiser form, compiled for a GPU target "
+                        "without a GPU (needs JAX's CUDA plugin); data: "
                         "input-pipeline throughput; serve: the policy server under concurrent loopback clients "
                         "against the in-process selector")
     b.add_argument("--points", type=int, default=3000)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--replicas", type=int, default=8)
     b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--rows", choices=["paper", "sweep", "all"], default="all",
-                   help="sampler: the paper's setting (K=8, B=1, 100/100 and 10/10 steps/samples), the sweep, "
-                        "or both")
+    b.add_argument("--rows", choices=["paper", "sweep", "all"],
+                   help="sampler, kernels: the paper's setting (K=8, B=1, 100/100 and 10/10 steps/samples), the "
+                        "sweep, or both (default: all for sampler, paper for kernels)")
     b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="sampler, train: the networks' compute dtype (parameters stay float32)")
     b.add_argument("--torch-reference", action="store_true",
@@ -403,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trace", action="store_true",
                    help="sampler, train: trace each row (jax.profiler) and summarise its device kernels: count "
                         "per call, busy time, span, the costliest (apps.trace; a GPU's, not a CPU's)")
+    b.add_argument("--target", default="h200",
+                   help="kernels: the GPU to compile for: a name in pam_jax/apps/targets/ or a GpuTargetConfigProto "
+                        "text file")
+    b.add_argument("--forms", default="plain,stacked,fused,chain,chain-stacked",
+                   help="kernels: comma-separated denoiser forms (plain, stacked, fused, chain, chain-stacked)")
+    b.add_argument("--hlo-dir", help="kernels: also write each compiled module's HLO text here")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.apps import serve_cli
 

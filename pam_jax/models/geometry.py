@@ -36,6 +36,26 @@ def portable_active() -> bool:
     return _PORTABLE[-1]
 
 
+_TARGET: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def targeting(platform: str):
+    """Within it, the choices made per backend at trace time (FPS and kNN forms, Pallas lowering,
+    the denoiser's padding) are those of `platform` ("cpu", "gpu") instead of the attached
+    backend's: for compiling a graph for a device that is not here (`apps.hlo_kernels`)."""
+    _TARGET.append(platform)
+    try:
+        yield
+    finally:
+        _TARGET.pop()
+
+
+def target_backend() -> str:
+    """The backend the graph being traced is for: the :func:`targeting` one, else JAX's default."""
+    return _TARGET[-1] or jax.default_backend()
+
+
 def default_fps_method() -> str:
     """$PAM_JAX_FPS when set; else "rows" on CPU (measured about 6x faster there than "argmax")
     and "pallas" on accelerators (on an H200, 3000 -> 256 points: 0.28 ms against 1.6 ms for the
@@ -45,7 +65,7 @@ def default_fps_method() -> str:
         raise ValueError(f"${FPS_ENV}={chosen!r}: expected one of {FPS_METHODS}")
     if _PORTABLE[-1]:
         return chosen if chosen and chosen != "pallas" else "rows"
-    return chosen or ("rows" if jax.default_backend() == "cpu" else "pallas")
+    return chosen or ("rows" if target_backend() == "cpu" else "pallas")
 
 
 def farthest_point_sample(points: jax.Array, num_samples: int, method: str | None = None) -> jax.Array:
@@ -131,7 +151,7 @@ def _fps_pallas(points: jax.Array, num_samples: int) -> jax.Array:
 def _pallas_backend(num_warps: int) -> dict:
     """pallas_call arguments: interpreted on CPU (for tests); elsewhere Triton, named explicitly,
     since a bare pallas_call on a GPU may pick Mosaic GPU, which cannot vmap these kernels."""
-    if jax.default_backend() == "cpu":
+    if target_backend() == "cpu":
         return {"interpret": True}
     from jax.experimental.pallas import triton as pl_triton
 
@@ -152,7 +172,7 @@ def default_knn_method() -> str:
         raise ValueError(f"${KNN_ENV}={chosen!r}: expected one of {KNN_METHODS}")
     if _PORTABLE[-1]:
         return "top_k"
-    return chosen or ("top_k" if jax.default_backend() == "cpu" else "pallas")
+    return chosen or ("top_k" if target_backend() == "cpu" else "pallas")
 
 
 def knn(queries: jax.Array, points: jax.Array, k: int, method: str | None = None) -> jax.Array:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pam_jax.models import geometry
+
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
     """(...,) timesteps -> (..., dim) sin/cos features at geometric frequencies."""
@@ -142,7 +144,7 @@ def pad_multiples() -> tuple[int, int]:
     mode = os.environ.get(PAD_ENV, "auto")
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"${PAD_ENV}={mode!r}: expected auto, on or off")
-    on = mode == "on" or (mode == "auto" and jax.default_backend() != "cpu")
+    on = mode == "on" or (mode == "auto" and geometry.target_backend() != "cpu")
     return PAD_MULTIPLES if on else (1, 1)
 
 
