@@ -355,6 +355,29 @@ def ddpm_step(
 # --------------------------------------------------------------------------------------------
 
 
+def sampling_plan(schedule: Schedule, x_T, key, *, num_inference_steps: int | None = None, eta=0.0,
+                  method: str = "ddim") -> tuple:
+    """What :func:`sample` computes before its loop, x-independent: the timesteps (S,) int32, each
+    step's noise (S, *x_T.shape) float32 drawn from that step's own key (None when DDIM's eta is a
+    concrete 0), and for DDIM each step's update coefficients (:func:`_ddim_coefficients`, each
+    (S,)), else None. A fused sampler (models.fused.sample) runs its own loop over the same plan."""
+    if method not in SAMPLE_METHODS:
+        raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(SAMPLE_METHODS)}")
+    T = schedule.num_train_timesteps
+    n = T if num_inference_steps is None else num_inference_steps
+    timesteps = ddim_timesteps(T, n)
+    ratio = T // int(n)
+    shape = jnp.shape(x_T)
+    keys = jax.random.split(key, len(timesteps))
+    ts = jnp.asarray(timesteps, jnp.int32)
+    noisy = method == "ddpm" or not _eta_is_zero(eta)
+    # one draw per step from that step's key, as a step would draw it, but all before the loop
+    zs = jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys) if noisy else None
+    coefs = (_ddim_coefficients(schedule.alphas_cumprod[ts], _ddim_abar_prev(schedule, ts - ratio), eta)
+             if method == "ddim" else None)
+    return ts, zs, coefs
+
+
 def sample(
     denoise_fn: Callable[[jax.Array, jax.Array], jax.Array],
     schedule: Schedule,
@@ -377,20 +400,10 @@ def sample(
     steps before the loop; the loop body is the model call and the update. `unroll` steps per
     loop iteration (`lax.scan`'s unroll).
     """
-    if method not in SAMPLE_METHODS:
-        raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(SAMPLE_METHODS)}")
-    T = schedule.num_train_timesteps
-    n = T if num_inference_steps is None else num_inference_steps
-    timesteps = ddim_timesteps(T, n)
-    ratio = T // int(n)
+    ts, zs, coefs = sampling_plan(schedule, x_T, key, num_inference_steps=num_inference_steps, eta=eta,
+                                  method=method)
+    ratio = schedule.num_train_timesteps // len(ts)
     x_T = jnp.asarray(x_T, jnp.float32)
-    keys = jax.random.split(key, len(timesteps))
-    ts = jnp.asarray(timesteps, jnp.int32)
-    noisy = method == "ddpm" or not _eta_is_zero(eta)
-    # one draw per step from that step's key, as a step would draw it, but all before the loop
-    zs = jax.vmap(lambda k: jax.random.normal(k, x_T.shape, jnp.float32))(keys) if noisy else None
-    coefs = (_ddim_coefficients(schedule.alphas_cumprod[ts], _ddim_abar_prev(schedule, ts - ratio), eta)
-             if method == "ddim" else None)
 
     def body(x, inp):
         t, z, coef = inp

@@ -310,9 +310,12 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         else:
             ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
-        x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop,
-                              num_inference_steps=scfg.num_inference_steps, eta=scfg.eta,
-                              clip_sample=diff.clip_sample, unroll=scfg.unroll)
+        loop = dict(num_inference_steps=scfg.num_inference_steps, eta=scfg.eta, clip_sample=diff.clip_sample,
+                    unroll=scfg.unroll)
+        if isinstance(ctx_ref.weights, fused_lib.FusedWeights) and fused_lib.mode() == "chain":
+            x0 = fused_lib.sample(ref.denoiser, ctx_ref, schedule, x_T, k_loop, **loop)   # the loop in the kernels' layout
+        else:
+            x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
         if scfg.snap_rows:
             x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
         mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)

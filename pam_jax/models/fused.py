@@ -19,6 +19,9 @@ the first kernel computes the hidden state from the noisy actions (input project
 embedding), every attention kernel computes its rotary cos / sin from the actions' coordinates,
 and one last kernel adds the last residual and applies the output AdaLN and projection, so a
 denoiser call is 3L + 1 kernels plus the slab layout of the actions and the conditioning row.
+The selector's DDIM loop (:func:`sample`) keeps the actions in the slab layout from step to
+step, lets the kernels read the step's conditioning row by the loop counter, and applies the
+DDIM update in the output kernel: a step is 3L + 1 kernels and the counter's increment.
 
 Layout. Hidden states are (A, B, R, Dp): the A points of a candidate lie in separate slabs, so
 the self-attention between a candidate's points is elementwise between slabs; R is the number of
@@ -241,9 +244,8 @@ def _softmax_rows(logits):
     return e / jnp.sum(e, axis=1, keepdims=True)
 
 
-def _cross_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, bq_ref, bqs_ref, k_ref, v_ref, wo_ref,
+def _cross_kernel(hidden, rot, shift, scale, wq_ref, wqs_ref, bq_ref, bqs_ref, k_ref, v_ref, wo_ref,
                   o_ref, *, points: int, width: int, root: float):
-    shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     keys, values = k_ref[0, 0], v_ref[0, 0]           # (dp, S) each
     for a in range(points):
         x = _modulated(hidden(a), shift, scale, width)
@@ -257,9 +259,8 @@ def _cross_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, bq_ref, bq
         o_ref[0, a, 0] = _dot(y, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _self_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref, bq_ref, bqs_ref,
+def _self_kernel(hidden, rot, shift, scale, wq_ref, wqs_ref, wk_ref, wks_ref, wv_ref, bq_ref, bqs_ref,
                  bk_ref, bks_ref, bv_ref, wo_ref, o_ref, *, points: int, width: int, root: float):
-    shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     b = lambda ref: ref[...].astype(jnp.float32)  # noqa: E731
     qs, ks, vs = [], [], []
     for a in range(points):
@@ -280,8 +281,7 @@ def _self_kernel(hidden, rot, shift_ref, scale_ref, wq_ref, wqs_ref, wk_ref, wks
         o_ref[0, a, 0] = _dot(y / total, wo_ref[...]).astype(o_ref.dtype)
 
 
-def _ffn_kernel(hidden, rot, shift_ref, scale_ref, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
-    shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
+def _ffn_kernel(hidden, rot, shift, scale, w1_ref, b1_ref, w2_ref, o_ref, *, points: int, width: int):
     for a in range(points):
         x = _modulated(hidden(a), shift, scale, width)
         u = _dot(x, w1_ref[...]) + b1_ref[...].astype(jnp.float32)
@@ -300,21 +300,47 @@ def _rotation(coordinate, freqs, sign):
     return jnp.cos(ang), jnp.sin(ang) * sign
 
 
-def _out_kernel(hidden, rot, shift_ref, scale_ref, w_ref, b_ref, o_ref, *, points: int, width: int):
+def _out_kernel(hidden, rot, shift, scale, w_ref, b_ref, o_ref, *, points: int, width: int):
     """The output AdaLN and projection: epsilon in the first 3 of EPS_WIDTH columns."""
-    shift, scale = shift_ref[0].astype(jnp.float32), scale_ref[0].astype(jnp.float32)
     for a in range(points):
         y = _modulated(hidden(a), shift, scale, width)
         o_ref[0, a, 0] = (_dot(y, w_ref[...]) + b_ref[...].astype(jnp.float32)).astype(o_ref.dtype)
+
+
+def _step_kernel(hidden, rot, shift, scale, w_ref, b_ref, x_ref, z_ref, c_ref, step_ref, o_ref, *, points: int,
+                 width: int, noisy: bool, clip: float | None):
+    """The output AdaLN and projection, then the DDIM update of the block's actions (slabs
+    (A, 4, 1, rows): x, y, z and a zero row) with this step's coefficients (row `step` of c_ref:
+    sqrt(1 - abar_t), sqrt(abar_t), sqrt(abar_prev), the direction coefficient, std) and noise,
+    as diffusion._ddim_update computes it."""
+    f32 = jnp.float32
+    s = step_ref[0]
+    sqrt_beta, sqrt_abar, sqrt_abar_prev, direction, std = (c_ref[s, j] for j in range(5))
+    for a in range(points):
+        y = _modulated(hidden(a), shift, scale, width)
+        eps = (_dot(y, w_ref[...]) + b_ref[...].astype(f32)).astype(w_ref.dtype).astype(f32)   # (rows, EPS_WIDTH)
+        column = jax.lax.broadcasted_iota(jnp.int32, eps.shape, 1)
+        for k in range(3):
+            e = jnp.sum(jnp.where(column == k, eps, 0.0), axis=1)
+            x = x_ref[a, k, 0]
+            x0 = (x - sqrt_beta * e) / sqrt_abar
+            if clip is not None:
+                x0 = jnp.clip(x0, -clip, clip)
+            new = sqrt_abar_prev * x0 + direction * e
+            if noisy:
+                new = new + std * z_ref[s, a, k, 0]
+            o_ref[a, k, 0] = new
+        o_ref[a, 3, 0] = jnp.zeros_like(x_ref[a, 3, 0])
 
 
 # ---------------------------------------------------------------------------------------------
 # the forward pass
 
 def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: int, *, pending=None,
-          rotary=None, out_width: int | None = None):
-    """Run kernel `body(hidden, rot, shift_ref, scale_ref, *operand_refs, out_ref)` over the grid
-    (clouds, row blocks, groups) -> outputs (groups, A, B, R, out_width or Dp) ("shares").
+          rotary=None, out_width: int | None = None, out=None, alias: int | None = None):
+    """Run kernel `body(hidden, rot, shift, scale, *operand_refs, out_ref)` over the grid
+    (clouds, row blocks, groups) -> outputs (groups, A, B, R, out_width or Dp) ("shares"), or
+    with `out` = (ShapeDtypeStruct, BlockSpec) that output instead.
 
     `hidden(a)` gives slab a of the block's hidden state in float32, from `source`:
       ("hidden", h)            h (A, B, R, Dp);
@@ -322,11 +348,14 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
                                the input projection and point embedding of `io` (FusedIO), and
                                written out (-> (shares, hidden state));
     with `pending` = (shares, chunk, bias) of the previous sub-layer, h plus its gated residual,
-    written out too unless `out_width` is given (the output kernel, which only reads it).
+    written out too unless `out_width` or `out` is given (the output kernels only read it).
     `rot(a)` gives (cos, sin') (rows, dp): from `rotary` = ("tables", cos, sin) slabs
     (A, B, R, dp), or ("positions", xs, freqs, sign), computed in the kernel from the actions.
-    `cond` (Bc, Rc, 3n*Dp) with Bc in {1, B}, Rc in {1, R}; `chunk` = which AdaLN (its shift is
-    block 3*chunk, its scale 3*chunk + 1)."""
+    The AdaLN modulations (`chunk`: shift block 3*chunk, scale 3*chunk + 1, gate 3*chunk + 2,
+    each Dp wide) come from `cond`: ("rows", c) with c (Bc, Rc, 3n*Dp), Bc in {1, B}, Rc in
+    {1, R}; or ("table", table, step): row step[0] of the (S, 3n*Dp) table, read in the kernel
+    (a DDIM loop passes its counter, so no XLA op slices the row). `alias`: the index of an
+    operand the (first) output overwrites in place (a loop's carry: no copy per iteration)."""
     from jax.experimental import pallas as pl
 
     kind = source[0]
@@ -338,10 +367,7 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         xs, io = source[1], source[2]
         a, _, b, r = xs.shape
         dpad, dtype = io.w_in.shape[1], io.w_in.dtype
-    writes = kind == "actions" or (pending is not None and out_width is None)
-    bc, rc = cond.shape[:2]
-    crow = rows if rc > 1 else 1
-    cmap = lambda k: (lambda i, j, g: (i if bc > 1 else 0, j if rc > 1 else 0, k))  # noqa: E731
+    writes = kind == "actions" or (pending is not None and out_width is None and out is None)
     whole = lambda arr: pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)  # noqa: E731
     slab = pl.BlockSpec((a, 1, rows, dpad), lambda i, j, g: (0, i, j, 0))
     position = pl.BlockSpec((a, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
@@ -353,9 +379,21 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         args = [xs, io.w_in, io.b_in, io.embed]
     if pending is not None:
         prev, prev_chunk, prev_bias = pending
-        specs_in += [pl.BlockSpec((prev.shape[0], a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)),
-                     pl.BlockSpec((1, crow, dpad), cmap(3 * prev_chunk + 2)), whole(prev_bias)]
-        args += [prev, cond, prev_bias]
+        specs_in += [pl.BlockSpec((prev.shape[0], a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)), whole(prev_bias)]
+        args += [prev, prev_bias]
+    if cond[0] == "rows":   # one block per modulation: (gate of the pending sub-layer,) shift, scale
+        c = cond[1]
+        bc, rc = c.shape[:2]
+        crow = rows if rc > 1 else 1
+        cmap = lambda k: (lambda i, j, g: (i if bc > 1 else 0, j if rc > 1 else 0, k))  # noqa: E731
+        blocks = ([3 * pending[1] + 2] if pending is not None else []) + [3 * chunk, 3 * chunk + 1]
+        specs_in += [pl.BlockSpec((1, crow, dpad), cmap(k)) for k in blocks]
+        args += [c] * len(blocks)
+        n_cond = len(blocks)
+    else:                   # the whole table and the step index
+        specs_in += [whole(cond[1]), whole(cond[2])]
+        args += [cond[1], cond[2]]
+        n_cond = 2
     n_rot = 0
     if rotary is not None and rotary[0] == "tables":
         head = pl.BlockSpec((a, 1, rows, rotary[1].shape[-1]), lambda i, j, g: (0, i, j, 0))
@@ -363,12 +401,13 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
     elif rotary is not None:
         specs_in += [position, whole(rotary[2]), whole(rotary[3])]
         args, n_rot = args + list(rotary[1:]), 3
-    specs_in += [pl.BlockSpec((1, crow, dpad), cmap(3 * chunk)), pl.BlockSpec((1, crow, dpad), cmap(3 * chunk + 1))]
-    args += [cond, cond]
     specs_in += list(specs)
-    width = out_width or dpad
-    out_specs = [pl.BlockSpec((1, a, 1, rows, width), lambda i, j, g: (g, 0, i, j, 0))]
-    out_shape = [jax.ShapeDtypeStruct((groups, a, b, r, width), dtype)]
+    if out is not None:
+        out_shape, out_specs = [out[0]], [out[1]]
+    else:
+        width = out_width or dpad
+        out_specs = [pl.BlockSpec((1, a, 1, rows, width), lambda i, j, g: (g, 0, i, j, 0))]
+        out_shape = [jax.ShapeDtypeStruct((groups, a, b, r, width), dtype)]
     if writes:
         out_specs.append(slab)
         out_shape.append(jax.ShapeDtypeStruct((a, b, r, dpad), dtype))
@@ -383,11 +422,21 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
             return got
 
         inputs = take(1 if kind == "hidden" else 4)
-        prev_ref, gate_ref, bias_ref = take(3) if pending is not None else (None, None, None)
+        prev_ref, bias_ref = take(2) if pending is not None else (None, None)
+        cond_refs = take(n_cond)
         rot_refs = take(n_rot)
-        shift_ref, scale_ref = take(2)
         operand_refs = take(len(operands))
         out_ref, new_ref = refs[0], (refs[1] if writes else None)
+
+        if cond[0] == "rows":
+            mods = [ref[0].astype(f32) for ref in cond_refs]
+            gate = mods.pop(0) if pending is not None else None
+            shift, scale = mods
+        else:
+            table_ref, step = cond_refs[0], cond_refs[1][0]
+            mod = lambda k: table_ref[step, pl.ds(k * dpad, dpad)].astype(f32)  # noqa: E731
+            gate = mod(3 * pending[1] + 2) if pending is not None else None
+            shift, scale = mod(3 * chunk), mod(3 * chunk + 1)
 
         def hidden(i):
             if kind == "hidden":
@@ -402,7 +451,7 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
                 total = prev_ref[0, i, 0].astype(f32)
                 for k in range(1, prev_ref.shape[0]):
                     total = total + prev_ref[k, i, 0].astype(f32)
-                x = x + gate_ref[0].astype(f32) * (total + bias_ref[...].astype(f32))
+                x = x + gate * (total + bias_ref[...].astype(f32))
             if new_ref is not None:
                 new_ref[i, 0] = x.astype(new_ref.dtype)   # the same values from every program of the block
             return x
@@ -413,10 +462,11 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
             x_ref, f_ref, s_ref = rot_refs
             return _rotation(lambda k: x_ref[i, k, 0].astype(f32)[:, None], f_ref, s_ref[...])
 
-        body(hidden, rot, shift_ref, scale_ref, *operand_refs, out_ref)
+        body(hidden, rot, shift, scale, *operand_refs, out_ref)
 
+    aliases = {} if alias is None else {len(args) + alias: 0}
     outs = pl.pallas_call(kernel, grid=(b, r // rows, groups), in_specs=specs_in, out_specs=out_specs,
-                          out_shape=out_shape, **_backend())(*args, *operands)
+                          out_shape=out_shape, input_output_aliases=aliases, **_backend())(*args, *operands)
     return tuple(outs) if writes else outs[0]
 
 
@@ -438,12 +488,9 @@ def epsilon(den, x: jax.Array, t: jax.Array, ctx) -> jax.Array:
 
 
 def _forward(den, x, t, ctx, *, out: bool):
-    from jax.experimental import pallas as pl
-
     b, n, a, _ = x.shape
-    width, heads = den.out_ln.mod.in_features, den.heads
-    d = width // heads
-    dpad, hpad = dims(width, heads)
+    width = den.out_ln.mod.in_features
+    dpad = dims(width, den.heads)[0]
     dtype = den.in_proj.kernel.dtype
     if ctx.cond is None:
         cond = pad_conditioning(den.timestep_conditioning(t, x.shape, None), width)
@@ -459,14 +506,48 @@ def _forward(den, x, t, ctx, *, out: bool):
     io = ctx.weights.io
     chain = mode() == "chain"
     if chain:   # the kernels compute the input projection and the rotary tables from the actions
-        xs = jnp.pad(jnp.transpose(x.astype(jnp.float32), (2, 3, 0, 1)), ((0, 0), (0, 1), (0, 0), (0, r - n)))
+        xs = _action_slabs(x, r)
         source, rotary = ("actions", xs, io), ("positions", xs, io.freqs, io.sign)
     else:
         h = den.in_proj(x.astype(dtype)) + den.point_embed[...]
         h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
         cos, sin = _rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
         source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))
-    root = math.sqrt(d)
+    h, pending = _layers(den, ctx, source, rotary, ("rows", cond3), rows, chain)
+    if out:   # the last residual, the output AdaLN (chunk 3L) and projection: one more kernel
+        eps = _call(functools.partial(_out_kernel, points=a, width=width), ("hidden", h), ("rows", cond3),
+                    3 * len(ctx.weights.layers), *_out_operands(io), 1, rows, pending=pending, out_width=EPS_WIDTH)
+        return jnp.moveaxis(eps[0, ..., :3], 0, 2)[:, :n]
+    if chain:
+        h = h + _gate(cond3, pending[1], dpad) * (jnp.sum(pending[0], axis=0) + pending[2])
+    h = jnp.moveaxis(h, 0, 2)[:, :n, :, :width]
+    return h, unpad_conditioning(cond, width)
+
+
+def _action_slabs(x, r: int):
+    """Actions (..., B, N, A, 3) -> slabs (..., A, 4, B, R) float32: x, y, z and a zero row, the
+    candidates padded to R rows (the layout the chain kernels read)."""
+    lead = x.ndim - 4
+    y = jnp.moveaxis(x.astype(jnp.float32), (lead + 2, lead + 3), (lead, lead + 1))
+    return jnp.pad(y, [(0, 0)] * (lead + 1) + [(0, 1), (0, 0), (0, r - x.shape[-3])])
+
+
+def _out_operands(io) -> tuple:
+    from jax.experimental import pallas as pl
+
+    return [io.w_out, io.b_out], [pl.BlockSpec(io.w_out.shape, lambda i, j, g: (0, 0)),
+                                  pl.BlockSpec(io.b_out.shape, lambda i, j, g: (0,))]
+
+
+def _layers(den, ctx, source, rotary, cond, rows: int, chain: bool):
+    """The denoiser's layers, one kernel per sub-layer -> (hidden state slabs, the last
+    sub-layer's pending residual in the chain form, else None)."""
+    from jax.experimental import pallas as pl
+
+    a = den.point_embed.shape[0]
+    width, heads = den.out_ln.mod.in_features, den.heads
+    dpad, hpad = dims(width, heads)
+    root = math.sqrt(width // heads)
     col = pl.BlockSpec((dpad, hpad), lambda i, j, g: (0, g))
     bias = pl.BlockSpec((hpad,), lambda i, j, g: (g,))
     row = pl.BlockSpec((hpad, dpad), lambda i, j, g: (g, 0))
@@ -486,24 +567,58 @@ def _forward(den, x, t, ctx, *, out: bool):
               pl.BlockSpec((FFN_BLOCK,), lambda i, j, g: (g,)),
               pl.BlockSpec((FFN_BLOCK, dpad), lambda i, j, g: (g, 0))], w.fc1.shape[1] // FFN_BLOCK, w.fc2b, False),
         ]
-    pending = None
+    pending, h = None, source[1]
     for body, chunk, operands, specs, groups, out_bias, rotates in sublayers:
         rot = rotary if rotates else None
         if chain:   # each kernel adds the previous sub-layer's residual (the first makes the state)
-            shares, h = _call(body, source if pending is None else ("hidden", h), cond3, chunk, operands, specs,
+            shares, h = _call(body, source if pending is None else ("hidden", h), cond, chunk, operands, specs,
                               groups, rows, pending=pending, rotary=rot)
+            pending = (shares, chunk, out_bias)
         else:
-            shares = _call(body, ("hidden", h), cond3, chunk, operands, specs, groups, rows, rotary=rot)
-            h = h + _gate(cond3, chunk, dpad) * (jnp.sum(shares, axis=0) + out_bias)
-        pending = (shares, chunk, out_bias)
-    if out:   # the last residual, the output AdaLN (chunk 3L) and projection: one more kernel
-        eps = _call(functools.partial(_out_kernel, points=a, width=width), ("hidden", h), cond3,
-                    3 * len(ctx.weights.layers), [io.w_out, io.b_out],
-                    [pl.BlockSpec(io.w_out.shape, lambda i, j, g: (0, 0)),
-                     pl.BlockSpec(io.b_out.shape, lambda i, j, g: (0,))], 1, rows,
-                    pending=pending, out_width=EPS_WIDTH)
-        return jnp.moveaxis(eps[0, ..., :3], 0, 2)[:, :n]
-    if chain:
-        h = h + _gate(cond3, pending[1], dpad) * (jnp.sum(pending[0], axis=0) + pending[2])
-    h = jnp.moveaxis(h, 0, 2)[:, :n, :, :width]
-    return h, unpad_conditioning(cond, width)
+            shares = _call(body, ("hidden", h), cond, chunk, operands, specs, groups, rows, rotary=rot)
+            h = h + _gate(cond[1], chunk, dpad) * (jnp.sum(shares, axis=0) + out_bias)
+    return h, pending
+
+
+def sample(den, ctx, schedule, x_T: jax.Array, key, *, num_inference_steps: int, eta, clip_sample: bool,
+           unroll: int = 1) -> jax.Array:
+    """:func:`pam_jax.diffusion.sample` (DDIM) with the "chain" kernels, the loop kept in their
+    layout: the actions stay slabs (A, 4, B, R) from step to step, the kernels read the step's
+    conditioning row from the table by the loop counter, and the output kernel applies the DDIM
+    update itself. A step is then 3L + 1 kernels and the counter's increment, nothing else.
+    x_T (B, N, A, 3) -> x_0 (B, N, A, 3) float32; the same plan (timesteps, noise per step,
+    coefficients) as the plain sampler, so the same result up to float rounding."""
+    from jax.experimental import pallas as pl
+
+    from pam_jax import diffusion
+
+    b, n, a, _ = x_T.shape
+    width = den.out_ln.mod.in_features
+    dtype = den.in_proj.kernel.dtype
+    ts, zs, coefs = diffusion.sampling_plan(schedule, x_T, key, num_inference_steps=num_inference_steps, eta=eta)
+    steps = ts.shape[0]
+    table = (pad_conditioning(den.conditioning(ts), width) if ctx.cond is None else ctx.cond[ts]).astype(dtype)
+    rows = _row_block(n)
+    r = round_up(n, rows)
+    noisy = zs is not None
+    z_slabs = _action_slabs(zs, r) if noisy else jnp.zeros((1, a, 4, b, r), jnp.float32)
+    coef = jnp.stack([jnp.broadcast_to(jnp.asarray(c, jnp.float32), (steps,)) for c in coefs], -1)   # (S, 5)
+    io = ctx.weights.io
+    whole = lambda arr: pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)  # noqa: E731
+    position = pl.BlockSpec((a, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
+    noise = pl.BlockSpec((z_slabs.shape[0], a, 4, 1, rows), lambda i, j, g: (0, 0, 0, i, j))
+    step_body = functools.partial(_step_kernel, points=a, width=width, noisy=noisy,
+                                  clip=1.0 if clip_sample else None)
+
+    def body(i, xs):
+        step = jnp.reshape(i, (1,)).astype(jnp.int32)
+        cond = ("table", table, step)
+        h, pending = _layers(den, ctx, ("actions", xs, io), ("positions", xs, io.freqs, io.sign), cond, rows, True)
+        operands, specs = _out_operands(io)
+        return _call(step_body, ("hidden", h), cond, 3 * len(ctx.weights.layers),
+                     operands + [xs, z_slabs, coef, step], specs + [position, noise, whole(coef), whole(step)],
+                     1, rows, pending=pending, out=(jax.ShapeDtypeStruct(xs.shape, jnp.float32), position),
+                     alias=len(operands))   # the new actions overwrite xs (each program its own block)
+
+    xs = jax.lax.fori_loop(0, steps, body, _action_slabs(x_T, r), unroll=unroll)
+    return jnp.moveaxis(xs[:, :3], (0, 1), (2, 3))[:, :n]
