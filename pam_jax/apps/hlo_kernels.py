@@ -144,8 +144,13 @@ def compile_for_gpu(fn, *args, spec: str = "h200") -> str:
 
     sharding = SingleDeviceSharding(gpu_target(spec))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), args)
-    with geometry.targeting("gpu"):
-        return fn.trace(*abstract).lower(lowering_platforms=("cuda",)).compile().as_text()
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)   # a compile-only program cannot be loaded back
+    try:
+        with geometry.targeting("gpu"):
+            return fn.trace(*abstract).lower(lowering_platforms=("cuda",)).compile().as_text()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
 
 
 # `pam-jax bench kernels`: the decision's launches per form of the denoiser, compiled for a GPU target.
