@@ -131,7 +131,14 @@ def gpu_target(spec: str = "h200"):
         topo = topologies.get_topology_desc(platform="cuda", topology_name=spec, topology="1x1x1",
                                             target_config=open(path).read())
     except (RuntimeError, NotImplementedError) as e:
-        raise ImportError(f"{PLUGIN_HINT.format(v=jax.__version__)} ({str(e).splitlines()[0][:120]})") from None
+        import importlib.util
+
+        why = str(e).splitlines()[0][:120]
+        if importlib.util.find_spec("jax_plugins") and importlib.util.find_spec("jax_plugins.xla_cuda13"):
+            raise ImportError("the CUDA plugin is installed but did not start (it checks for CUDA libraries "
+                              "unless JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1 is set before JAX starts its "
+                              f"backends) ({why})") from None
+        raise ImportError(f"{PLUGIN_HINT.format(v=jax.__version__)} ({why})") from None
     return topo.devices[0]
 
 
