@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -112,6 +113,7 @@ def count_kernels(hlo_text: str) -> KernelCount:
     return KernelCount(total=by_op.total(), by_op=dict(by_op.most_common()), loops=loops, in_loops=outer,
                        unknown_trip_counts=unknown)
 
+
 TARGETS_DIR = os.path.join(os.path.dirname(__file__), "targets")
 PLUGIN_HINT = ("compiling for a GPU target needs JAX's CUDA plugin: pip install --no-deps "
                "'jax-cuda13-plugin=={v}' 'jax-cuda13-pjrt=={v}' (no GPU or CUDA libraries needed)")
@@ -188,8 +190,6 @@ def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200"
                   compute_dtype: str = "float32", hlo_dir: str | None = None) -> dict:
     """Kernel launches of one decision (Selector.decide, implicit reward, reference model size)
     compiled for the GPU `spec`, per denoiser form and sampler row; no GPU is needed."""
-    import time
-
     from pam_jax.apps import bench
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.models import geometry
