@@ -193,7 +193,8 @@ def cmd_bench(args) -> int:
         from pam_jax.apps import hlo_kernels
 
         r = hlo_kernels.bench_kernels(forms=tuple(args.forms.split(",")), rows=args.rows or "paper", spec=args.target,
-                                      num_points=args.points, compute_dtype=args.dtype, hlo_dir=args.hlo_dir)
+                                      num_points=args.points, compute_dtype=args.dtype, unroll=args.unroll,
+                                      hlo_dir=args.hlo_dir)
         bench.print_result(r, args.json, hlo_kernels.format_kernels)
         return 0
     if args.what == "data":
@@ -408,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--torch-reference", action="store_true",
                    help="sampler, train: also time an eager PyTorch re-statement of the reference decision path "
                         "on the paper rows, or of its train step (needs torch; slow: minutes on CPU)")
-    b.add_argument("--unroll", type=int, default=1, help="sampler: DDIM steps per iteration of the sampling loop")
+    b.add_argument("--unroll", type=int, default=1, help="sampler, kernels: DDIM steps per iteration of the sampling loop")
     b.add_argument("--trace", action="store_true",
                    help="sampler, train: trace each row (jax.profiler) and summarise its device kernels: count "
                         "per call, busy time, span, the costliest (apps.trace; a GPU's, not a CPU's)")

@@ -187,9 +187,10 @@ def _switches(env: dict):
 
 
 def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200", num_points: int = 3000,
-                  compute_dtype: str = "float32", hlo_dir: str | None = None) -> dict:
+                  compute_dtype: str = "float32", unroll: int = 1, hlo_dir: str | None = None) -> dict:
     """Kernel launches of one decision (Selector.decide, implicit reward, reference model size)
-    compiled for the GPU `spec`, per denoiser form and sampler row; no GPU is needed."""
+    compiled for the GPU `spec`, per denoiser form and sampler row; no GPU is needed. `unroll`:
+    DDIM steps per iteration of the sampling loop (SelectConfig.unroll)."""
     from pam_jax.apps import bench
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.models import geometry
@@ -208,7 +209,7 @@ def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200"
             with _switches(FORMS[form]), geometry.targeting("gpu"):
                 sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(), SelectConfig(
                     mode="implicit", num_candidates=c["N"], num_inference_steps=c["steps"], eta=1.0,
-                    reward_samples=c["M"], compute_dtype=compute_dtype))
+                    reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll))
                 t = time.perf_counter()
                 hlo = compile_for_gpu(sel.decide, sel.prepare(ref, pol), np.repeat(pts, c["B"], 0),
                                       jax.random.key(0), spec=spec)
@@ -223,12 +224,12 @@ def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200"
                         "per_trip": [x["launches_per_trip"] for x in k.loops], "by_op": k.by_op,
                         "unknown_trip_counts": k.unknown_trip_counts, "compile_s": seconds})
     return {"benchmark": "kernels", "target": spec, "num_points": num_points, "compute_dtype": compute_dtype,
-            "rows": out, "machine": bench.machine()}
+            "unroll": unroll, "rows": out, "machine": bench.machine()}
 
 
 def format_kernels(r: dict) -> str:
     lines = [f"kernel launches per decision, compiled for GPU target {r['target']} (counted in the optimised "
-             f"HLO; no GPU used), {r['num_points']} points, {r['compute_dtype']}",
+             f"HLO; no GPU used), {r['num_points']} points, {r['compute_dtype']}, unroll {r.get('unroll', 1)}",
              f"  {'row':<14} {'form':<14} {'launches':>8} {'in loops':>8} {'per trip':>9} {'outside':>7} "
              f"{'custom calls':>12} {'compile s':>9}"]
     for x in r["rows"]:
