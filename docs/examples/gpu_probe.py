@@ -121,7 +121,8 @@ def sampler_variants():
     if TAG == "tune":
         return [("fused chain", chain, {}), ("fused chain, stacked, bf16", {**chain, **stack}, {"compute_dtype": "bfloat16"}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
-                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {})]
+                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
+                ("fused chain, stacked, unrolled", {**chain, **stack}, {"unroll": "full"})]   # 10/10 only
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
