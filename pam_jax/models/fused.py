@@ -336,6 +336,20 @@ def _step_kernel(hidden, rot, shift, scale, w_ref, b_ref, x_ref, z_ref, c_ref, s
 # ---------------------------------------------------------------------------------------------
 # the forward pass
 
+def _whole(arr):
+    """The BlockSpec of an array every program reads whole."""
+    from jax.experimental import pallas as pl
+
+    return pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)
+
+
+def _positions(points: int, rows: int):
+    """The BlockSpec of a row block of the action slabs (A, 4, B, R)."""
+    from jax.experimental import pallas as pl
+
+    return pl.BlockSpec((points, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
+
+
 def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: int, *, pending=None,
           rotary=None, out_width: int | None = None, out=None, alias: int | None = None):
     """Run kernel `body(hidden, rot, shift, scale, *operand_refs, out_ref)` over the grid
@@ -368,18 +382,17 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         a, _, b, r = xs.shape
         dpad, dtype = io.w_in.shape[1], io.w_in.dtype
     writes = kind == "actions" or (pending is not None and out_width is None and out is None)
-    whole = lambda arr: pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)  # noqa: E731
     slab = pl.BlockSpec((a, 1, rows, dpad), lambda i, j, g: (0, i, j, 0))
-    position = pl.BlockSpec((a, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
+    position = _positions(a, rows)
     specs_in, args = [], []
     if kind == "hidden":
         specs_in, args = [slab], [h]
     else:
-        specs_in = [position, whole(io.w_in), whole(io.b_in), whole(io.embed)]
+        specs_in = [position, _whole(io.w_in), _whole(io.b_in), _whole(io.embed)]
         args = [xs, io.w_in, io.b_in, io.embed]
     if pending is not None:
         prev, prev_chunk, prev_bias = pending
-        specs_in += [pl.BlockSpec((prev.shape[0], a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)), whole(prev_bias)]
+        specs_in += [pl.BlockSpec((prev.shape[0], a, 1, rows, dpad), lambda i, j, g: (0, 0, i, j, 0)), _whole(prev_bias)]
         args += [prev, prev_bias]
     if cond[0] == "rows":   # one block per modulation: (gate of the pending sub-layer,) shift, scale
         c = cond[1]
@@ -391,7 +404,7 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         args += [c] * len(blocks)
         n_cond = len(blocks)
     else:                   # the whole table and the step index
-        specs_in += [whole(cond[1]), whole(cond[2])]
+        specs_in += [_whole(cond[1]), _whole(cond[2])]
         args += [cond[1], cond[2]]
         n_cond = 2
     n_rot = 0
@@ -399,7 +412,7 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
         head = pl.BlockSpec((a, 1, rows, rotary[1].shape[-1]), lambda i, j, g: (0, i, j, 0))
         specs_in, args, n_rot = specs_in + [head, head], args + list(rotary[1:]), 2
     elif rotary is not None:
-        specs_in += [position, whole(rotary[2]), whole(rotary[3])]
+        specs_in += [position, _whole(rotary[2]), _whole(rotary[3])]
         args, n_rot = args + list(rotary[1:]), 3
     specs_in += list(specs)
     if out is not None:
@@ -533,10 +546,7 @@ def _action_slabs(x, r: int):
 
 
 def _out_operands(io) -> tuple:
-    from jax.experimental import pallas as pl
-
-    return [io.w_out, io.b_out], [pl.BlockSpec(io.w_out.shape, lambda i, j, g: (0, 0)),
-                                  pl.BlockSpec(io.b_out.shape, lambda i, j, g: (0,))]
+    return [io.w_out, io.b_out], [_whole(io.w_out), _whole(io.b_out)]
 
 
 def _layers(den, ctx, source, rotary, cond, rows: int, chain: bool):
@@ -604,8 +614,7 @@ def sample(den, ctx, schedule, x_T: jax.Array, key, *, num_inference_steps: int,
     z_slabs = _action_slabs(zs, r) if noisy else jnp.zeros((1, a, 4, b, r), jnp.float32)
     coef = jnp.stack([jnp.broadcast_to(jnp.asarray(c, jnp.float32), (steps,)) for c in coefs], -1)   # (S, 5)
     io = ctx.weights.io
-    whole = lambda arr: pl.BlockSpec(arr.shape, lambda i, j, g: (0,) * arr.ndim)  # noqa: E731
-    position = pl.BlockSpec((a, 4, 1, rows), lambda i, j, g: (0, 0, i, j))
+    position = _positions(a, rows)
     noise = pl.BlockSpec((z_slabs.shape[0], a, 4, 1, rows), lambda i, j, g: (0, 0, 0, i, j))
     step_body = functools.partial(_step_kernel, points=a, width=width, noisy=noisy,
                                   clip=1.0 if clip_sample else None)
@@ -616,7 +625,7 @@ def sample(den, ctx, schedule, x_T: jax.Array, key, *, num_inference_steps: int,
         h, pending = _layers(den, ctx, ("actions", xs, io), ("positions", xs, io.freqs, io.sign), cond, rows, True)
         operands, specs = _out_operands(io)
         return _call(step_body, ("hidden", h), cond, 3 * len(ctx.weights.layers),
-                     operands + [xs, z_slabs, coef, step], specs + [position, noise, whole(coef), whole(step)],
+                     operands + [xs, z_slabs, coef, step], specs + [position, noise, _whole(coef), _whole(step)],
                      1, rows, pending=pending, out=(jax.ShapeDtypeStruct(xs.shape, jnp.float32), position),
                      alias=len(operands))   # the new actions overwrite xs (each program its own block)
 

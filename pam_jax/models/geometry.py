@@ -19,16 +19,21 @@ _PORTABLE = [False]
 
 
 @contextlib.contextmanager
+def _scoped(stack: list, value):
+    """`value` on top of `stack` (a trace-time switch) for the length of a with block."""
+    stack.append(value)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
 def portable():
     """Within it the geometry takes plain XLA forms ("rows", "top_k"; also over a "pallas" in the
     environment), whatever the backend: for graphs serialised to run elsewhere (`pam-jax
     export`), which may not hold a Triton kernel (jax.export gives no compatibility guarantee for
     one, and it has no CPU lowering)."""
-    _PORTABLE.append(True)
-    try:
-        yield
-    finally:
-        _PORTABLE.pop()
+    return _scoped(_PORTABLE, True)
 
 
 def portable_active() -> bool:
@@ -39,16 +44,11 @@ def portable_active() -> bool:
 _TARGET: list[str | None] = [None]
 
 
-@contextlib.contextmanager
 def targeting(platform: str):
     """Within it, the choices made per backend at trace time (FPS and kNN forms, Pallas lowering,
     the denoiser's padding) are those of `platform` ("cpu", "gpu") instead of the attached
     backend's: for compiling a graph for a device that is not here (`apps.hlo_kernels`)."""
-    _TARGET.append(platform)
-    try:
-        yield
-    finally:
-        _TARGET.pop()
+    return _scoped(_TARGET, platform)
 
 
 def target_backend() -> str:

@@ -68,14 +68,19 @@ def versions() -> dict:
     return {"pam_jax": pam_jax.__version__, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__}
 
 
-def _batched(fn: Callable, batching: str) -> Callable:
-    """fn(*shared, points (1, Np, 3), key) -> Selection  =>  jitted f(*shared, points (B, Np, 3),
-    seeds (B,) uint32) -> dict of outputs, one key per observation."""
+def batch_selector(selector: Callable, batching: str = "exact") -> Callable:
+    """selector(*shared, points (1, Np, 3), key) -> Selection (a Selector's four-argument call,
+    or its `decide` with the Prepared as the one shared argument) => a jitted batch function
+    f(*shared, points (B, Np, 3), seeds (B,) uint32) with one key per observation, the outputs as
+    a dict. `batching` (BATCHING): "exact" runs the observations one after another inside the
+    graph (lax.map), so each is computed by the same code whatever its batch: results are
+    bit-identical to a lone request; "vmap" vectorises them (more throughput on a GPU), and
+    kernels chosen for the batch's shape may change the last float bits."""
     if batching not in protocol.BATCHING:
         raise ValueError(f"unknown batching {batching!r}: expected one of {', '.join(protocol.BATCHING)}")
 
     def one(shared, p, s):
-        sel = fn(*shared, p[None], jax.random.key(s))
+        sel = selector(*shared, p[None], jax.random.key(s))
         return {k: getattr(sel, k)[0] for k in OUTPUTS}
 
     def batch(*args):
@@ -87,23 +92,13 @@ def _batched(fn: Callable, batching: str) -> Callable:
     return jax.jit(batch)
 
 
-def batch_selector(selector: Callable, batching: str = "exact") -> Callable:
-    """select(ref, score, points (B, Np, 3), key) -> a jitted batch function with one key per
-    observation (seeds (B,) uint32), the outputs as a dict. `batching` (BATCHING): "exact" runs
-    the observations one after another inside the graph (lax.map), so each is computed by the
-    same code whatever its batch: results are bit-identical to a lone request; "vmap" vectorises
-    them (more throughput on a GPU), and kernels chosen for the batch's shape may change the last
-    float bits."""
-    return _batched(selector, batching)
-
-
 def served_policy(selector, ref_params, score_params, norm: NormStats, num_points: int, meta: dict,
                   batching: str = "exact") -> ServedPolicy:
     """A Selector (pam_jax.select.make_selector) and its parameters -> the ServedPolicy: the
     exportable graph from the parameters, and the in-process one from what `selector.prepare`
     made of them (once, here)."""
     return ServedPolicy(batch_selector(selector, batching), ref_params, score_params, norm, num_points, meta,
-                        _batched(selector.decide, batching), selector.prepare(ref_params, score_params))
+                        batch_selector(selector.decide, batching), selector.prepare(ref_params, score_params))
 
 
 def _mode_runs(mode: str, dpo: str | None, reward: str | None) -> dict:
