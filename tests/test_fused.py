@@ -111,7 +111,11 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
         got = sel(ref, pol, pts, jax.random.key(7))
         np.testing.assert_array_equal(got.index, want.index, err_msg=form)
         np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=1e-4, err_msg=form)
-        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3, err_msg=form)
+        # a score is beta times a sum of squared-error differences, so its rounding error follows
+        # the size of the scores, not its own: a score near 0 among scores near 100 moves by 1e-2
+        # when the compiled code rounds differently (another LLVM optimisation level)
+        scale = float(np.abs(want.scores).max())
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=2e-4 * scale, err_msg=form)
 
 
 @pytest.mark.parametrize("eta,clip,table,n,dtype", [(1.0, True, 20, 8, jnp.float32), (0.0, False, None, 5, jnp.float32),
