@@ -231,3 +231,36 @@ def test_garbage_in_metrics_does_not_break_the_loss_plot(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1, 4, 5, 6]
     png = plot_curve(path, tmp_path / "loss.png")
     assert png and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_differing_in_seed_or_normalisation_share_one_program(tmp_path):
+    """The seed's key and the normalisation are arguments of the compiled step, not constants: a
+    study's second training seed, or a data set with other statistics, reuses the first one's
+    executable (the same lowered program, so the same compilation-cache key), and still steps
+    with its own key and its own normalisation."""
+    from pam_jax.normalize import NormStats
+
+    mesh = sharding.make_mesh(1)
+    cfg = tiny_config(tmp_path)
+    graphdef, tx, state = init_train_state(cfg, mesh)
+    batch = sharding.to_global(_data(cfg).batch(0), mesh)
+    norms = (NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), NormStats((0.1, -0.2, 0.3), (2.0, 2.0, 2.0)))
+    variants = [(0, norms[0]), (1, norms[0]), (0, norms[1])]
+    steps = [step_for(override(cfg, [f"train.seed={seed}"]), tx, mesh, norm) for seed, norm in variants]
+    texts = {s.lower(state, batch).as_text() for s in steps}
+    assert len(texts) == 1
+    losses, grad_norms = [], []
+    for s in steps:
+        fresh = jax.tree.map(jnp.copy, state)            # the step donates its state
+        m = s(fresh, batch)[1]
+        losses.append(float(m["loss"]))
+        grad_norms.append(float(m["grad_norm"]))
+    # each run's own key (a fresh network predicts 0, so its loss depends on the noise only) and
+    # normalisation (the gradients depend on the network's inputs)
+    assert losses[0] == losses[2] != losses[1] and len(set(grad_norms)) == 3, (losses, grad_norms)
+    # and the seed's key is what a run without this change used: fold_in(key(seed), step)
+    from pam_jax.diffusion import schedule_from_config
+
+    want = supervised_loss(state.params, graphdef, schedule_from_config(cfg.diffusion), batch, jax.random.fold_in(jax.random.key(1), 0),
+                           replicas=cfg.train.noise_replicas, norm=norms[0])
+    np.testing.assert_allclose(losses[1], float(want), rtol=1e-5)

@@ -24,7 +24,7 @@ from pam_jax.batches import PreferenceBatch
 from pam_jax.config import PreferenceConfig
 from pam_jax.models.policy import cast_params, noise_errors, normalize
 from pam_jax.normalize import NormStats
-from pam_jax.train.steps import jit_step
+from pam_jax.train.steps import jit_step, run_constants, step_key
 from pam_jax.train.state import TrainState
 
 PAIR_NOISE = ("per_pair", "per_candidate")
@@ -98,29 +98,28 @@ def reward_loss(params, graphdef, batch, *, norm: NormStats):
     return preference.bradley_terry_loss(r1, r2, batch.rankings), _pair_stats(r1, r2, batch.rankings)
 
 
-def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
+def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, ref_params, *,
                   pcfg: PreferenceConfig, norm: NormStats, seed: int, ema_decay: float,
                   compute_dtype: str = "float32"):
-    """-> jitted step(state, batch, ref_params) -> (state, metrics); the reference is frozen."""
-    base_key = jax.random.key(seed)
+    """-> step(state, batch) -> (state, metrics) against the frozen reference `ref_params`."""
 
-    def step(state: TrainState, batch, ref_params):
-        key = jax.random.fold_in(base_key, state.step)
+    def step(state: TrainState, batch, key_data, center, scale, ref):
+        key = step_key(key_data, state.step)
         (loss, aux), grads = jax.value_and_grad(dpo_loss, has_aux=True)(
-            state.params, ref_params, graphdef, schedule, batch, key, pcfg=pcfg, norm=norm,
+            state.params, ref, graphdef, schedule, batch, key, pcfg=pcfg, norm=NormStats(center, scale),
             compute_dtype=compute_dtype)
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return jit_step(step, mesh, extra_replicated=1)
+    return jit_step(step, mesh, *run_constants(seed, norm), ref_params)
 
 
 def make_reward_step(graphdef, tx: optax.GradientTransformation, mesh, *, norm: NormStats,
                      ema_decay: float):
-    def step(state: TrainState, batch):
+    def step(state: TrainState, batch, center, scale):
         (loss, aux), grads = jax.value_and_grad(reward_loss, has_aux=True)(
-            state.params, graphdef, batch, norm=norm)
+            state.params, graphdef, batch, norm=NormStats(center, scale))
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return jit_step(step, mesh)
+    return jit_step(step, mesh, *run_constants(None, norm))

@@ -31,6 +31,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def put_replicated(tree, mesh: Mesh):
+    """Host values (numpy or jax arrays; the same in every process) -> arrays replicated over
+    `mesh`, also when the mesh spans processes (where `jax.device_put` of host values fails)."""
+    where = replicated(mesh)
+
+    def put(v):
+        v = np.asarray(v)
+        return jax.make_array_from_callback(v.shape, where, lambda index: v[index])
+
+    return jax.tree.map(put, tree)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 

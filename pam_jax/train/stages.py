@@ -89,15 +89,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
         def make_step(tx, norm, mesh):
-            jitted = make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, pcfg=cfg.preference,
-                                   norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay,
-                                   compute_dtype=cfg.train.compute_dtype)
-            ref = jax.device_put(parent.params, sharding.replicated(mesh))
-            return lambda state, batch: jitted(state, batch, ref)
+            return make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, parent.params,
+                                 pcfg=cfg.preference, norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay,
+                                 compute_dtype=cfg.train.compute_dtype)
 
         def make_eval(norm, mesh):
             schedule = diffusion.schedule_from_config(d)
-            ref = jax.device_put(parent.params, sharding.replicated(mesh))
+            ref = sharding.put_replicated(parent.params, mesh)
 
             def evaluate(p, batch, key, ref):
                 loss, aux = dpo_loss(p, ref, parent.graphdef, schedule, batch, key, pcfg=cfg.preference,

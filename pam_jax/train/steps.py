@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -48,24 +49,55 @@ def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, 
 
 def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
                          replicas: int, norm: NormStats, seed: int, ema_decay: float,
-                         compute_dtype: str = "float32"):
-    """-> jitted step(state, batch) -> (state, metrics); state replicated and donated, batch sharded."""
-    base_key = jax.random.key(seed)
+                         compute_dtype: str = "float32") -> "BoundStep":
+    """-> step(state, batch) -> (state, metrics); state replicated and donated, batch sharded."""
 
-    def step(state: TrainState, batch):
-        key = jax.random.fold_in(base_key, state.step)  # resumable: the key depends on the step only
+    def step(state: TrainState, batch, key_data, center, scale):
+        key = step_key(key_data, state.step)
         loss, grads = jax.value_and_grad(supervised_loss)(
-            state.params, graphdef, schedule, batch, key, replicas=replicas, norm=norm,
+            state.params, graphdef, schedule, batch, key, replicas=replicas, norm=NormStats(center, scale),
             compute_dtype=compute_dtype)
         new_state = state.apply_gradients(grads, tx, ema_decay)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    return jit_step(step, mesh)
+    return jit_step(step, mesh, *run_constants(seed, norm))
 
 
-def jit_step(step, mesh, extra_replicated: int = 0):
-    """jit `step(state, batch, *replicated)` on the mesh: state replicated and donated, batch on
-    the data axis, any further arguments (a frozen reference model) replicated."""
+def run_constants(seed: int | None, norm: NormStats) -> tuple:
+    """What a step reads of its run besides the state and the batch, as host arrays: the seed's
+    key data (when the step draws noise; `seed` None: no key; :func:`step_key` rebuilds the key)
+    and the normalisation's centre and scale."""
+    arrays = (np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32))
+    return arrays if seed is None else (np.asarray(jax.random.key_data(jax.random.key(seed))), *arrays)
+
+
+def step_key(key_data, step):
+    """The noise key of training step `step`: the seed's key (from :func:`run_constants`' key data)
+    folded with the step, so a resumed run draws what an uninterrupted one does."""
+    return jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
+
+
+class BoundStep:
+    """A jitted `step(state, batch, *bound)`, called as `step(state, batch)` (and lowered the same
+    way). The run's constants (the seed's key, the normalisation, a frozen reference model) are
+    arguments of the compiled program, not constants folded into it: runs that differ only in
+    them (the training seeds of a study, data sets with other statistics) share one executable,
+    and the persistent compilation cache serves every run after the first."""
+
+    def __init__(self, jitted, bound: tuple):
+        self.jitted, self.bound = jitted, bound
+
+    def __call__(self, state, batch):
+        return self.jitted(state, batch, *self.bound)
+
+    def lower(self, state, batch):
+        return self.jitted.lower(state, batch, *self.bound)
+
+
+def jit_step(step, mesh, *bound) -> BoundStep:
+    """jit `step(state, batch, *bound)` on the mesh: state replicated and donated, batch on the
+    data axis, the bound arguments replicated."""
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(repl, data) + (repl,) * extra_replicated,
-                   out_shardings=(repl, repl), donate_argnums=0)
+    jitted = jax.jit(step, in_shardings=(repl, data) + (repl,) * len(bound),
+                     out_shardings=(repl, repl), donate_argnums=0)
+    return BoundStep(jitted, sharding.put_replicated(bound, mesh))
