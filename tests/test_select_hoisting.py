@@ -2,6 +2,8 @@
 for every model, the timestep conditioning once per model, DDIM's noise and coefficients before
 the loop; and the results equal an unfused re-statement (each model grouping its own cloud,
 conditioning computed per call, a Python loop of ddim_step drawing each step's noise)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -229,3 +231,38 @@ def test_bfloat16_dpo_loss_and_gradients_stay_close(models):
     assert b.dtype == np.float32
     assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
     np.testing.assert_allclose(l16, l32, rtol=2e-2)
+
+
+def test_one_projection_makes_every_layers_keys_and_values():
+    """Context.kv from the prepared ContextWeights (every layer's context LayerNorm folded into one
+    key/value matrix: one matmul) equals the per-layer form (LayerNorm, then a key and a value
+    projection per layer), with heads padded or not, and so do its gradients (training encodes
+    through it too)."""
+    import dataclasses
+
+    g, p = init_policy(dataclasses.replace(TINY_MODEL, layers=2), 0)
+    leaves, tree = jax.tree.flatten(p)   # every weight perturbed, the LayerNorm scales and offsets too
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    p = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    tokens, xyz = jax.jit(lambda q: nnx.merge(g, q).encoder(_points(b=2, n=64, seed=3)))(p)
+
+    @functools.partial(jax.jit, static_argnums=(1, 2))
+    def kv(params, dp, folded):
+        den = nnx.merge(g, params).denoiser
+        return den.context(tokens, xyz, w=den.context_weights(dp)) if folded else den.context(tokens, xyz, dp)
+
+    d = TINY_MODEL.width // TINY_MODEL.heads
+    for dp in (d, d + 8):
+        got, want = kv(p, dp, True), kv(p, dp, False)
+        assert len(got) == 2
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.shape == b.shape == (2, TINY_MODEL.heads, dp, TINY_MODEL.num_tokens)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # per observation (the ContextWeights made beforehand, once per parameters): one matmul
+    den = nnx.merge(g, p).denoiser
+    dots = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("dot_general")  # noqa: E731
+    assert dots(lambda t, w: den.context(t, xyz, w=w), tokens, den.context_weights(d)) == 1
+    assert dots(lambda t: den.context(t, xyz, d), tokens) == 2 * 2   # 2 layers x (key, value)
+    loss = lambda q, folded: sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(kv(q, d, folded)))  # noqa: E731
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(p, True)), jax.tree.leaves(jax.grad(loss)(p, False))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

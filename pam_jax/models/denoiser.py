@@ -43,6 +43,18 @@ class Context(NamedTuple):
     kv: tuple                     # per layer: (keys with rotary, values), each (B, H, dp, S)
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
     weights: tuple | None = None   # per layer: LayerWeights, or None: made per call
+    kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: per layer
+
+
+class ContextWeights(NamedTuple):
+    """Every layer's cross-attention key and value projections as one matrix
+    (:meth:`ActionDenoiser.context_weights`), so the keys and values of all layers come from one
+    matmul over the standardised tokens: each layer's context LayerNorm scale is folded into its
+    rows and its offset into the bias, each head's d columns zero-padded to dp. Per layer the
+    columns are [keys | values], H*dp each."""
+
+    kernel: jax.Array   # (D, L*2*H*dp)
+    bias: jax.Array     # (L*2*H*dp,)
 
 
 class LayerWeights(NamedTuple):
@@ -150,11 +162,36 @@ class ActionDenoiser(nnx.Module):
         d = self.out_ln.mod.in_features
         return round_up(d, width_multiple), round_up(d // self.heads, head_multiple)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int | None = None) -> tuple:
+    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int | None = None,
+                w: ContextWeights | None = None) -> tuple:
         """Per-layer cross-attention keys (with rotary) and values: `Context.kv`; each head padded
-        to `dp` columns (default: :meth:`padding`'s)."""
+        to `dp` columns (default: :meth:`padding`'s), or as `w` (:meth:`context_weights`) pads
+        them: then one matmul for every layer instead of two per layer."""
+        if w is None:
+            dp = self.padding()[1] if dp is None else dp
+            return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
+        (b, s, d), n, heads = tokens.shape, len(self.layers), self.heads
+        dp = w.kernel.shape[1] // (2 * n * heads)
+        norm = self.layers[0].ctx_norm
+        mean = jnp.mean(tokens.astype(jnp.float32), -1, keepdims=True)
+        var = jnp.mean(jnp.square(tokens.astype(jnp.float32) - mean), -1, keepdims=True)
+        z = ((tokens - mean) * jax.lax.rsqrt(var + norm.epsilon)).astype(w.kernel.dtype)
+        y = (z @ w.kernel + w.bias).reshape(b, s, n, 2, heads, dp)
+        ang = rotary_angles(xyz, d // heads, self.max_freq)   # the unpadded head width
+        return tuple(to_context_layout(apply_rotary(y[:, :, i, 0], ang), y[:, :, i, 1]) for i in range(n))
+
+    def context_weights(self, dp: int | None = None) -> ContextWeights:
+        """The :class:`ContextWeights` of :meth:`context`, heads padded to `dp` (default:
+        :meth:`padding`'s): parameters only, made once per parameters (`Context.kv_weights`)."""
         dp = self.padding()[1] if dp is None else dp
-        return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
+        d = self.out_ln.mod.in_features
+        kernels, biases = [], []
+        for layer in self.layers:
+            kernel, bias = _in_heads([layer.cross_k, layer.cross_v], d, dp)
+            scale, offset = layer.ctx_norm.scale[...], layer.ctx_norm.bias[...]
+            kernels.append(scale[:, None] * kernel)
+            biases.append(offset @ kernel + bias)
+        return ContextWeights(jnp.concatenate(kernels, axis=1), jnp.concatenate(biases))
 
     def prepare(self) -> tuple:
         """Per-layer LayerWeights: `Context.weights`."""
