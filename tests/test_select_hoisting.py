@@ -266,3 +266,25 @@ def test_one_projection_makes_every_layers_keys_and_values():
     loss = lambda q, folded: sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(kv(q, d, folded)))  # noqa: E731
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(p, True)), jax.tree.leaves(jax.grad(loss)(p, False))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_layer_projects_queries_keys_and_values_in_one_matmul():
+    """An encoder layer with its q/k/v matrices side by side (made once per parameters in a
+    Prepared: PointEncoder.weights) equals the re-statement with three projections and two
+    rotations, and runs one projection matmul per observation instead of three."""
+    from pam_jax.models.layers import apply_rotary, attention, rotary_angles
+
+    g, p = _perturbed(2)
+    layer = nnx.merge(g, p).encoder.layers[0]
+    h = jax.random.normal(jax.random.key(0), (2, TINY_MODEL.num_tokens, TINY_MODEL.width))
+    xyz = jax.random.normal(jax.random.key(1), (2, TINY_MODEL.num_tokens, 3))
+    x = layer.norm1(h)
+    q, k, v = layer.q(x), layer.k(x), layer.v(x)
+    ang = rotary_angles(xyz, q.shape[-1], layer.max_freq)
+    a = h + layer.out(attention(apply_rotary(q, ang), apply_rotary(k, ang), v).reshape(h.shape))
+    want = a + layer.mlp(layer.norm2(a))
+    np.testing.assert_allclose(layer(h, xyz), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer(h, xyz, layer.weights()), want, rtol=1e-5, atol=1e-5)
+    dots = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("dot_general")  # noqa: E731
+    # q/k/v, the two attention products, the output projection, the MLP's two layers
+    assert dots(lambda t, w: layer(t, xyz, w), h, layer.weights()) == 1 + 2 + 1 + 2

@@ -44,6 +44,7 @@ class Context(NamedTuple):
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
     weights: tuple | None = None   # per layer: LayerWeights, or None: made per call
     kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: per layer
+    encoder: tuple | None = None  # the point encoder's per-layer q/k/v matrices (PointEncoder.weights)
 
 
 class ContextWeights(NamedTuple):

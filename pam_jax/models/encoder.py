@@ -27,11 +27,21 @@ class EncoderLayer(nnx.Module):
         self.norm2 = nnx.LayerNorm(width, rngs=rngs)
         self.mlp = MLP(width, mlp_ratio * width, rngs=rngs)
 
-    def __call__(self, h: jax.Array, xyz: jax.Array) -> jax.Array:
-        x = self.norm1(h)
-        q, k, v = self.q(x), self.k(x), self.v(x)
-        ang = rotary_angles(xyz, q.shape[-1], self.max_freq)
-        a = attention(apply_rotary(q, ang), apply_rotary(k, ang), v)
+    def weights(self) -> tuple[jax.Array, jax.Array]:
+        """q, k and v side by side: a (D, 3D) kernel and its bias, for one matmul (made once per
+        parameters in a Prepared, else per call)."""
+        mods = (self.q, self.k, self.v)
+        return (jnp.concatenate([m.proj.kernel[...] for m in mods], axis=1),
+                jnp.concatenate([m.proj.bias[...] for m in mods]))
+
+    def __call__(self, h: jax.Array, xyz: jax.Array, w: tuple | None = None) -> jax.Array:
+        """h (B, S, D) tokens at xyz (B, S, 3); `w`: :meth:`weights`, else made now."""
+        kernel, bias = self.weights() if w is None else w
+        heads = self.q.heads
+        qkv = (self.norm1(h) @ kernel + bias).reshape(*h.shape[:-1], 3 * heads, -1)
+        ang = rotary_angles(xyz, qkv.shape[-1], self.max_freq)
+        qk = apply_rotary(qkv[..., : 2 * heads, :], ang)   # queries and keys in one rotation
+        a = attention(qk[..., :heads, :], qk[..., heads:, :], qkv[..., 2 * heads:, :])
         h = h + self.out(a.reshape(h.shape))
         return h + self.mlp(self.norm2(h))
 
@@ -69,17 +79,22 @@ class PointEncoder(nnx.Module):
         """(num_tokens, knn): two encoders with the same grouping can share :meth:`group`'s result."""
         return self.num_tokens, self.knn
 
-    def __call__(self, points: jax.Array, groups: tuple[jax.Array, jax.Array] | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+    def weights(self) -> tuple:
+        """Per layer, :meth:`EncoderLayer.weights`: parameter-only, made once per parameters."""
+        return tuple(layer.weights() for layer in self.layers)
+
+    def __call__(self, points: jax.Array, groups: tuple[jax.Array, jax.Array] | None = None,
+                 weights: tuple | None = None) -> tuple[jax.Array, jax.Array]:
         """Clouds (B, Np, 3) -> tokens (B, S, D) and their xyz (B, S, 3). `groups`: this cloud's
         :meth:`group` (FPS + kNN depend on the cloud only: compute them once per observation and
-        share them between models), else computed here."""
+        share them between models), else computed here. `weights`: :meth:`weights`, else made
+        per call."""
         centre, rel = self.group(points) if groups is None else groups
         feats = jnp.concatenate([rel * LOCAL_SCALE, jnp.broadcast_to(centre[:, :, None], rel.shape)], -1)
         feats = feats.astype(self.local.fc1.kernel.dtype)  # compute in the parameters' dtype; xyz stays
         h = self.local_norm(jnp.max(self.local(feats), axis=2))  # PointNet max-pool per group
-        for layer in self.layers:
-            h = layer(h, centre)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, centre, None if weights is None else weights[i])
         glob = jnp.broadcast_to(jnp.max(h, axis=1, keepdims=True), h.shape)
         h = h + self.fuse(jnp.concatenate([h, glob], axis=-1))
         return self.out_norm(h), centre

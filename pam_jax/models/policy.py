@@ -48,8 +48,9 @@ class DiffusionPolicy(nnx.Module):
         if fused and fused_lib.supports(self.encoder.num_tokens):
             width = den.out_ln.mod.in_features
             return Context((), None if cond is None else fused_lib.pad_conditioning(cond, width),
-                           fused_lib.prepare(den), den.context_weights(fused_lib.dims(width, den.heads)[1]))
-        return Context((), cond, den.prepare(), den.context_weights())
+                           fused_lib.prepare(den), den.context_weights(fused_lib.dims(width, den.heads)[1]),
+                           self.encoder.weights())
+        return Context((), cond, den.prepare(), den.context_weights(), self.encoder.weights())
 
     def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
                timesteps=None, fused: bool = False, prepared: Context | None = None) -> Context:
@@ -62,7 +63,7 @@ class DiffusionPolicy(nnx.Module):
         only, no gradients)."""
         if prepared is None:
             prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps, fused=fused)
-        tokens, xyz = self.encoder(points, groups)
+        tokens, xyz = self.encoder(points, groups, prepared.encoder)
         return prepared._replace(kv=self.denoiser.context(tokens, xyz, w=prepared.kv_weights))
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
