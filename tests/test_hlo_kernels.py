@@ -135,3 +135,22 @@ def test_bench_kernels_without_the_cuda_plugin_says_how_to_install_it(capsys):
 def test_bench_kernels_refuses_an_unknown_form():
     with pytest.raises(ValueError, match="unknown form"):
         hlo_kernels.bench_kernels(forms=("plain", "warp-speed"))
+
+
+def test_bench_kernels_keeps_the_compilation_cache_off(monkeypatch):
+    """A program compiled for a GPU this machine lacks cannot be loaded back: `bench kernels`
+    turns the persistent cache off before anything compiles (jax fixes whether a process uses the
+    cache at its first compile), whatever --compile-cache says; other commands keep the flag."""
+    from pam_jax.apps import compile_cache
+
+    chosen = []
+    monkeypatch.setattr(compile_cache, "enable", chosen.append)
+
+    def no_plugin(spec="h200"):
+        raise ImportError("no plugin here")
+    monkeypatch.setattr(hlo_kernels, "gpu_target", no_plugin)
+    assert cli.main(["--compile-cache", "/tmp/somewhere", "bench", "kernels", "--forms", "plain"]) == 2
+    assert chosen == ["off"]
+    assert cli.main(["--compile-cache", "/tmp/somewhere", "bench", "kernels", "--forms", "warp"]) == 2
+    assert cli.main(["--compile-cache", "/tmp/somewhere", "info"]) == 0
+    assert chosen == ["off", "off", "/tmp/somewhere"]

@@ -475,7 +475,11 @@ def main(argv=None) -> int:
         check_counts(args)
         from pam_jax.apps import compile_cache
 
-        compile_cache.enable(args.compile_cache)
+        # `bench kernels` compiles for a GPU it does not have: such a program cannot be loaded
+        # back, so it must neither be written to the cache nor read from it (jax decides whether a
+        # process uses the cache at its first compile; switching it off later does not hold)
+        compile_only = args.command == "bench" and args.what == "kernels"
+        compile_cache.enable("off" if compile_only else args.compile_cache)
         return args.func(args)
     except KeyboardInterrupt as e:  # train.interrupts.Interrupted: 128 + the signal number
         print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)

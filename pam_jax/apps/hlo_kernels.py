@@ -154,7 +154,10 @@ def compile_for_gpu(fn, *args, spec: str = "h200") -> str:
     sharding = SingleDeviceSharding(gpu_target(spec))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), args)
     cached = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)   # a compile-only program cannot be loaded back
+    # a compile-only program cannot be loaded back. This holds only in a process that has not
+    # compiled yet (jax fixes its use of the cache at the first compile): the CLI's `bench
+    # kernels` keeps the cache off from the start
+    jax.config.update("jax_enable_compilation_cache", False)
     try:
         with geometry.targeting("gpu"):
             return fn.trace(*abstract).lower(lowering_platforms=("cuda",)).compile().as_text()
