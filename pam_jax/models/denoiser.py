@@ -173,7 +173,7 @@ class ActionDenoiser(nnx.Module):
             return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
         (b, s, d), n, heads = tokens.shape, len(self.layers), self.heads
         dp = w.kernel.shape[1] // (2 * n * heads)
-        norm = self.layers[0].ctx_norm
+        norm = self.layers[0].ctx_norm   # every layer's has the same epsilon; scales and offsets are in w
         mean = jnp.mean(tokens.astype(jnp.float32), -1, keepdims=True)
         var = jnp.mean(jnp.square(tokens.astype(jnp.float32) - mean), -1, keepdims=True)
         z = ((tokens - mean) * jax.lax.rsqrt(var + norm.epsilon)).astype(w.kernel.dtype)
