@@ -261,6 +261,7 @@ def test_runs_differing_in_seed_or_normalisation_share_one_program(tmp_path):
     # and the seed's key is what a run without this change used: fold_in(key(seed), step)
     from pam_jax.diffusion import schedule_from_config
 
-    want = supervised_loss(state.params, graphdef, schedule_from_config(cfg.diffusion), batch, jax.random.fold_in(jax.random.key(1), 0),
-                           replicas=cfg.train.noise_replicas, norm=norms[0])
+    want = jax.jit(lambda p, b: supervised_loss(
+        p, graphdef, schedule_from_config(cfg.diffusion), b, jax.random.fold_in(jax.random.key(1), 0),
+        replicas=cfg.train.noise_replicas, norm=norms[0]))(state.params, batch)
     np.testing.assert_allclose(losses[1], float(want), rtol=1e-5)
