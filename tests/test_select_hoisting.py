@@ -240,16 +240,29 @@ def test_one_projection_makes_every_layers_keys_and_values():
     through it too)."""
     import dataclasses
 
+    from pam_jax.models.layers import apply_rotary, rotary_angles, to_context_layout
+
     g, p = init_policy(dataclasses.replace(TINY_MODEL, layers=2), 0)
     leaves, tree = jax.tree.flatten(p)   # every weight perturbed, the LayerNorm scales and offsets too
     keys = jax.random.split(jax.random.key(1), len(leaves))
     p = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
     tokens, xyz = jax.jit(lambda q: nnx.merge(g, q).encoder(_points(b=2, n=64, seed=3)))(p)
 
+    def per_layer(den, t, dp):
+        """The re-statement: per layer its LayerNorm, key and value projections, rotary keys, pads."""
+        out = []
+        for layer in den.layers:
+            c = layer.ctx_norm(t)
+            k, v = layer.cross_k(c), layer.cross_v(c)
+            k = apply_rotary(k, rotary_angles(xyz, k.shape[-1], layer.max_freq))
+            pad = ((0, 0), (0, 0), (0, 0), (0, dp - k.shape[-1]))
+            out.append(to_context_layout(jnp.pad(k, pad), jnp.pad(v, pad)))
+        return tuple(out)
+
     @functools.partial(jax.jit, static_argnums=(1, 2))
     def kv(params, dp, folded):
         den = nnx.merge(g, params).denoiser
-        return den.context(tokens, xyz, w=den.context_weights(dp)) if folded else den.context(tokens, xyz, dp)
+        return den.context(tokens, xyz, den.context_weights(dp)) if folded else per_layer(den, tokens, dp)
 
     d = TINY_MODEL.width // TINY_MODEL.heads
     for dp in (d, d + 8):
@@ -261,8 +274,8 @@ def test_one_projection_makes_every_layers_keys_and_values():
     # per observation (the ContextWeights made beforehand, once per parameters): one matmul
     den = nnx.merge(g, p).denoiser
     dots = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("dot_general")  # noqa: E731
-    assert dots(lambda t, w: den.context(t, xyz, w=w), tokens, den.context_weights(d)) == 1
-    assert dots(lambda t: den.context(t, xyz, d), tokens) == 2 * 2   # 2 layers x (key, value)
+    assert dots(lambda t, w: den.context(t, xyz, w), tokens, den.context_weights(d)) == 1
+    assert dots(lambda t: per_layer(den, t, d), tokens) == 2 * 2   # 2 layers x (key, value)
     loss = lambda q, folded: sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(kv(q, d, folded)))  # noqa: E731
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(p, True)), jax.tree.leaves(jax.grad(loss)(p, False))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

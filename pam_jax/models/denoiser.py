@@ -104,13 +104,6 @@ class DenoiserLayer(nnx.Module):
         self.ffn_ln = AdaLN(width, rngs=rngs)
         self.ffn = MLP(width, mlp_ratio * width, rngs=rngs)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int) -> tuple[jax.Array, jax.Array]:
-        c = self.ctx_norm(tokens)
-        k = self.cross_k(c)
-        k = apply_rotary(k, rotary_angles(xyz, k.shape[-1], self.max_freq))
-        pad = ((0, 0), (0, 0), (0, 0), (0, dp - k.shape[-1]))
-        return to_context_layout(jnp.pad(k, pad), jnp.pad(self.cross_v(c), pad))
-
     def adalns(self) -> tuple[AdaLN, AdaLN, AdaLN]:
         return self.cross_ln, self.self_ln, self.ffn_ln
 
@@ -163,14 +156,11 @@ class ActionDenoiser(nnx.Module):
         d = self.out_ln.mod.in_features
         return round_up(d, width_multiple), round_up(d // self.heads, head_multiple)
 
-    def context(self, tokens: jax.Array, xyz: jax.Array, dp: int | None = None,
-                w: ContextWeights | None = None) -> tuple:
-        """Per-layer cross-attention keys (with rotary) and values: `Context.kv`; each head padded
-        to `dp` columns (default: :meth:`padding`'s), or as `w` (:meth:`context_weights`) pads
-        them: then one matmul for every layer instead of two per layer."""
-        if w is None:
-            dp = self.padding()[1] if dp is None else dp
-            return tuple(layer.context(tokens, xyz, dp) for layer in self.layers)
+    def context(self, tokens: jax.Array, xyz: jax.Array, w: ContextWeights | None = None) -> tuple:
+        """Per-layer cross-attention keys (with rotary) and values: `Context.kv`, each head padded
+        as `w` (:meth:`context_weights`, default made now with :meth:`padding`'s) pads them; one
+        standardisation and one matmul for every layer's keys and values."""
+        w = self.context_weights() if w is None else w
         (b, s, d), n, heads = tokens.shape, len(self.layers), self.heads
         dp = w.kernel.shape[1] // (2 * n * heads)
         norm = self.layers[0].ctx_norm   # every layer's has the same epsilon; scales and offsets are in w

@@ -64,7 +64,7 @@ class DiffusionPolicy(nnx.Module):
         if prepared is None:
             prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps, fused=fused)
         tokens, xyz = self.encoder(points, groups, prepared.encoder)
-        return prepared._replace(kv=self.denoiser.context(tokens, xyz, w=prepared.kv_weights))
+        return prepared._replace(kv=self.denoiser.context(tokens, xyz, prepared.kv_weights))
 
     def denoise(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         return self.denoiser(x, t, ctx)
