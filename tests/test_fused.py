@@ -83,7 +83,7 @@ def test_rotary_folded_into_swapped_columns():
     d, f = 26, 4                                    # 24 rotated columns, 2 passed through
     q = jax.random.normal(jax.random.key(0), (5, 1, d))
     ang = jax.random.uniform(jax.random.key(1), (5, 3 * f), minval=-3, maxval=3)
-    partner, angle, sign = fused.rotary_pairs(d)
+    partner, angle, sign = layers.rotary_pairs(d)
     a = jnp.pad(ang, ((0, 0), (0, 1)))[:, angle][:, None, :]
     np.testing.assert_allclose(q * jnp.cos(a) + q[..., partner] * jnp.sin(a) * sign,
                                layers.apply_rotary(q, ang), rtol=1e-6, atol=1e-6)
@@ -110,7 +110,10 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
         assert "pallas_call" in str(jax.make_jaxpr(sel)(ref, pol, pts, jax.random.key(7)))
         got = sel(ref, pol, pts, jax.random.key(7))
         np.testing.assert_array_equal(got.index, want.index, err_msg=form)
-        np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=1e-4, err_msg=form)
+        # ten noisy, clipped DDIM steps amplify float32 rounding: the plain selector alone moves
+        # its candidates by 7e-5 between two LLVM optimisation levels, and by 9e-5 when its rotary
+        # encoding went from slices to a column permutation (BUILD_NOTES, issue 12)
+        np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=3e-4, err_msg=form)
         # a score is beta times a sum of squared-error differences, so its rounding error follows
         # the size of the scores, not its own: a score near 0 among scores near 100 moves by 1e-2
         # when the compiled code rounds differently (another LLVM optimisation level)

@@ -7,7 +7,8 @@ from flax import nnx
 
 from _tiny import TINY_MODEL
 from pam_jax.models import geometry
-from pam_jax.models.layers import apply_rotary, rotary_angles, sinusoidal_embedding
+from pam_jax.models import layers
+from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns, sinusoidal_embedding
 from pam_jax.models.policy import DiffusionPolicy, init_policy
 
 
@@ -93,6 +94,60 @@ def test_rotary_scores_depend_only_on_relative_position():
     # a rotation preserves the norm
     rotated = apply_rotary(q, rotary_angles(pq, 24, 8.0)[None])
     assert float(jnp.linalg.norm(rotated)) == pytest.approx(float(jnp.linalg.norm(q)), rel=1e-5)
+
+
+@pytest.mark.parametrize("pad", ["off", "on"])
+def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
+    """A denoiser layer from its prepared weights (rotary as elementwise arithmetic on the
+    projections and their partner columns; heads padded as on a GPU with "on") equals the layer
+    written out from its modules: AdaLN, three head projections, apply_rotary on the queries and
+    the self-attention's keys, softmax attention to the context and among a candidate's points,
+    gated residuals."""
+    monkeypatch.setenv(layers.PAD_ENV, pad)
+    den = model.denoiser
+    pts, x, t = _inputs()
+    h = jax.random.normal(jax.random.key(3), x.shape[:-1] + (TINY_MODEL.width,))
+    ctx = model.encode(pts)
+    cross, self_, ffn = den._split(den.conditioning(t))[0][0]
+    layer, kv, w = den.layers[0], ctx.kv[0], ctx.weights[0]
+    dp = w.cross_out[0].shape[0] // den.heads
+    got = layer(h, rotary_columns(x, TINY_MODEL.width // den.heads, den.max_freq, dp), (cross, self_, ffn), kv, w)
+
+    b, n, a, d = h.shape
+    ang = rotary_angles(x, d // den.heads, den.max_freq)
+    keys, values = (jnp.moveaxis(z, -1, 1)[..., : d // den.heads] for z in kv)   # (B, S, H, d), unpadded
+    y, gate = layer.cross_ln.modulate(h, cross)
+    q = apply_rotary(layer.cross_q(y), ang).reshape(b, n * a, den.heads, -1)
+    want = h + gate * layer.cross_out(attention(q, keys, values).reshape(b, n, a, d))
+    y, gate = layer.self_ln.modulate(want, self_)
+    q, k, v = apply_rotary(layer.self_q(y), ang), apply_rotary(layer.self_k(y), ang), layer.self_v(y)
+    want = want + gate * layer.self_out(attention(q, k, v).reshape(b, n, a, d))
+    y, gate = layer.ffn_ln.modulate(want, ffn)
+    want = want + gate * layer.ffn(y)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_rotate_is_apply_rotary_as_arithmetic():
+    """rotate (x * cos + x[partner] * signed sin) == apply_rotary for heads of 26 columns (24
+    rotated, 2 passed through) zero-padded to 32: the same real columns, zeros in the padding,
+    where rotary_columns gives cos 1 and sin 0."""
+    d, pad = 26, 32
+    xyz = jax.random.uniform(jax.random.key(0), (5, 3), minval=-2, maxval=2)
+    q = jax.random.normal(jax.random.key(1), (5, 2, d))   # 5 tokens, 2 heads
+    rot = rotary_columns(xyz, d, 8.0, pad)
+    assert rot[0].shape == rot[1].shape == (5, 1, pad)
+    got = layers.rotate(jnp.pad(q, ((0, 0), (0, 0), (0, pad - d))), rot, d)
+    np.testing.assert_allclose(got[..., :d], apply_rotary(q, rotary_angles(xyz, d, 8.0)), rtol=1e-6, atol=1e-6)
+    assert not np.asarray(got[..., d:]).any()
+    np.testing.assert_array_equal(rot[0][..., 24:], 1.0)
+    np.testing.assert_array_equal(rot[1][..., 24:], 0.0)
+
+
+def test_few_inputs_is_the_linear_layer():
+    lin = nnx.Linear(3, 7, rngs=nnx.Rngs(0))
+    lin.bias[...] = jnp.arange(7.0)
+    x = jax.random.normal(jax.random.key(2), (4, 2, 3))
+    np.testing.assert_allclose(layers.few_inputs(x, lin), lin(x), rtol=1e-6, atol=1e-6)
 
 
 def test_rotary_needs_six_dims():

@@ -31,8 +31,8 @@ from flax import nnx
 
 from pam_jax.models import fused
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, apply_rotary, context_attention, pad_heads_in, pad_heads_out,
-    pad_multiples, rotary_angles, round_up, small_attention, to_context_layout,
+    MLP, AdaLN, Heads, TimestepEmbedding, context_attention, few_inputs, pad_heads_in, pad_heads_out, pad_multiples,
+    rotary_columns, rotate, round_up, small_attention, to_context_layout,
 )
 
 
@@ -113,8 +113,9 @@ class DenoiserLayer(nnx.Module):
                             _in_heads([self.self_q, self.self_k, self.self_v], rows, dp),
                             _out_heads(self.self_out, heads, dp))
 
-    def __call__(self, h, ang, mods, kv, w: LayerWeights):
-        """h (B, N, A, D); ang (B, N, A, 3F) rotary angles at the action xyz; mods: the three
+    def __call__(self, h, rot, mods, kv, w: LayerWeights):
+        """h (B, N, A, D); rot the rotary (cos, signed sin) at the action xyz
+        (:func:`~pam_jax.models.layers.rotary_columns`, each (B, N, A, 1, dp)); mods: the three
         AdaLN modulations (shift, scale, gate), each broadcastable to h; kv this layer's
         `Context.kv`; w its LayerWeights."""
         b, n, a, d = h.shape
@@ -123,14 +124,14 @@ class DenoiserLayer(nnx.Module):
         cross, self_, ffn = mods
         # 1. cross-attention to the point tokens: all N*A action tokens are independent queries
         x, gate = self.cross_ln.modulate(h, cross)
-        q = apply_rotary(_affine(x, w.cross_q).reshape(b, n, a, heads, dp), ang)
+        q = rotate(_affine(x, w.cross_q).reshape(b, n, a, heads, dp), rot, d // heads)
         y = context_attention(q.reshape(b, n * a, heads, dp), *kv, dim=d // heads)
         h = h + gate * _affine(y.reshape(b, n, a, heads * dp), w.cross_out)
         # 2. self-attention within one candidate's A points
         x, gate = self.self_ln.modulate(h, self_)
         qkv = _affine(x, w.self_qkv).reshape(b, n, a, 3, heads, dp)
         q, k, v = (qkv[..., i, :, :] for i in range(3))
-        y = small_attention(apply_rotary(q, ang), apply_rotary(k, ang), v, dim=d // heads)
+        y = small_attention(rotate(q, rot, d // heads), rotate(k, rot, d // heads), v, dim=d // heads)
         h = h + gate * _affine(y.reshape(b, n, a, heads * dp), w.self_out)
         # 3. feed-forward
         x, gate = self.ffn_ln.modulate(h, ffn)
@@ -168,8 +169,8 @@ class ActionDenoiser(nnx.Module):
         var = jnp.mean(jnp.square(tokens.astype(jnp.float32) - mean), -1, keepdims=True)
         z = ((tokens - mean) * jax.lax.rsqrt(var + norm.epsilon)).astype(w.kernel.dtype)
         y = (z @ w.kernel + w.bias).reshape(b, s, n, 2, heads, dp)
-        ang = rotary_angles(xyz, d // heads, self.max_freq)   # the unpadded head width
-        return tuple(to_context_layout(apply_rotary(y[:, :, i, 0], ang), y[:, :, i, 1]) for i in range(n))
+        rot = rotary_columns(xyz, d // heads, self.max_freq, dp, y.dtype)
+        return tuple(to_context_layout(rotate(y[:, :, i, 0], rot, d // heads), y[:, :, i, 1]) for i in range(n))
 
     def context_weights(self, dp: int | None = None) -> ContextWeights:
         """The :class:`ContextWeights` of :meth:`context`, heads padded to `dp` (default:
@@ -245,11 +246,12 @@ class ActionDenoiser(nnx.Module):
         dtype = self.in_proj.kernel.dtype   # compute in the parameters' dtype (rotary angles: float32)
         cond = self.timestep_conditioning(t, x.shape, ctx.cond).astype(dtype)
         layer_mods, _ = self._split(cond)
-        h = self.in_proj(x.astype(dtype)) + self.point_embed[...]
-        ang = rotary_angles(x, h.shape[-1] // self.heads, self.max_freq)
+        h = few_inputs(x.astype(dtype), self.in_proj) + self.point_embed[...]
         weights = self.prepare() if ctx.weights is None else ctx.weights
+        dp = weights[0].cross_out[0].shape[0] // self.heads
+        rot = rotary_columns(x, h.shape[-1] // self.heads, self.max_freq, dp, dtype)
         for layer, mods, kv, w in zip(self.layers, layer_mods, ctx.kv, weights):
-            h = layer(h, ang, mods, kv, w)
+            h = layer(h, rot, mods, kv, w)
         return h, cond
 
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:

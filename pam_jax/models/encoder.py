@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pam_jax.models import geometry
-from pam_jax.models.layers import MLP, Heads, apply_rotary, attention, rotary_angles
+from pam_jax.models.layers import MLP, Heads, attention, rotary_columns, rotate
 
 LOCAL_SCALE = 10.0  # neighbourhood offsets are ~0.05 normalised units; bring them to O(1)
 
@@ -39,8 +39,8 @@ class EncoderLayer(nnx.Module):
         kernel, bias = self.weights() if w is None else w
         heads = self.q.heads
         qkv = (self.norm1(h) @ kernel + bias).reshape(*h.shape[:-1], 3 * heads, -1)
-        ang = rotary_angles(xyz, qkv.shape[-1], self.max_freq)
-        qk = apply_rotary(qkv[..., : 2 * heads, :], ang)   # queries and keys in one rotation
+        d = qkv.shape[-1]
+        qk = rotate(qkv[..., : 2 * heads, :], rotary_columns(xyz, d, self.max_freq, dtype=qkv.dtype), d)   # q and k at once
         a = attention(qk[..., :heads, :], qk[..., heads:, :], qkv[..., 2 * heads:, :])
         h = h + self.out(a.reshape(h.shape))
         return h + self.mlp(self.norm2(h))

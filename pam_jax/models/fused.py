@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pam_jax.models import geometry
-from pam_jax.models.layers import pad_heads_in, pad_heads_out, rotary_angles, round_up
+from pam_jax.models.layers import few_inputs, pad_heads_in, pad_heads_out, rotary_pairs, rotary_table, round_up
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
 MODES = ("off", "on", "chain")
@@ -139,26 +139,12 @@ def dims(width: int, heads: int) -> tuple[int, int]:
     return _pow2(width), _pow2(width // heads)
 
 
-def rotary_pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For a head of width d (:func:`~pam_jax.models.layers.apply_rotary`'s layout): each column's
-    partner (the other member of its rotated pair; itself past the 6F rotated columns), the index
-    of its angle (3F = a zero angle past them) and the sign of its sine term."""
-    f = d // 6
-    j = np.arange(d)
-    axis, half, i = j // (2 * f), (j // f) % 2, j % f
-    rotated = j < 6 * f
-    partner = np.where(rotated, axis * 2 * f + (1 - half) * f + i, j)
-    angle = np.where(rotated, axis * f + i, 3 * f)
-    sign = np.where(rotated, np.where(half == 0, -1.0, 1.0), 0.0)
-    return partner, angle, sign.astype(np.float32)
-
-
 def prepare(den) -> FusedWeights:
     """The denoiser's layers in the fused layout (once per parameters, outside the loops)."""
     width, heads = den.out_ln.mod.in_features, den.heads
     d = width // heads
     dpad, hpad = dims(width, heads)
-    partner, angle, sign = rotary_pairs(d)
+    partner = rotary_pairs(d)[0]
     out = []
     def heads_in(m, columns=None):
         return pad_heads_in(m.proj.kernel[...], m.proj.bias[...], heads, dpad, hpad, columns)
@@ -180,12 +166,12 @@ def prepare(den) -> FusedWeights:
             jnp.pad(fc1.kernel[...], ((0, dpad - width), (0, hp - hidden))), jnp.pad(fc1.bias[...], (0, hp - hidden)),
             jnp.pad(fc2.kernel[...], ((0, hp - hidden), (0, dpad - width))), jnp.pad(fc2.bias[...], (0, dpad - width)),
         ))
-    per_axis = jnp.pad(rotary_angles(jnp.eye(3, dtype=jnp.float32), d, den.max_freq), ((0, 1), (0, 1)))  # (4, 3F+1)
+    freq, sign = rotary_table(d, den.max_freq, hpad)
     wide = (0, dpad - width)
     io = FusedIO(jnp.pad(den.in_proj.kernel[...], ((0, 1), wide)), jnp.pad(den.in_proj.bias[...], wide),
                  jnp.pad(den.point_embed[...], ((0, 0), wide)),
                  jnp.pad(den.out.kernel[...], (wide, (0, EPS_WIDTH - 3))), jnp.pad(den.out.bias[...], (0, EPS_WIDTH - 3)),
-                 jnp.pad(per_axis[:, angle], ((0, 0), (0, hpad - d))), jnp.pad(jnp.asarray(sign), (0, hpad - d)))
+                 jnp.asarray(np.pad(freq, ((0, 1), (0, 0)))), jnp.asarray(sign))
     return FusedWeights(tuple(out), io)
 
 
@@ -522,7 +508,7 @@ def _forward(den, x, t, ctx, *, out: bool):
         xs = _action_slabs(x, r)
         source, rotary = ("actions", xs, io), ("positions", xs, io.freqs, io.sign)
     else:
-        h = den.in_proj(x.astype(dtype)) + den.point_embed[...]
+        h = few_inputs(x.astype(dtype), den.in_proj) + den.point_embed[...]
         h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
         cos, sin = _rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
         source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))

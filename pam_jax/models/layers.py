@@ -7,6 +7,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pam_jax.models import geometry
@@ -64,12 +65,13 @@ def rotary_angles(xyz: jax.Array, head_dim: int, max_freq: float) -> jax.Array:
     f = head_dim // 6
     if f == 0:
         raise ValueError(f"3D rotary encoding needs head_dim >= 6, got {head_dim}")
-    freqs = max_freq ** (jnp.arange(f, dtype=jnp.float32) / max(f - 1, 1))
+    freqs = np.float32(max_freq) ** (np.arange(f, dtype=np.float32) / np.float32(max(f - 1, 1)))
     return (xyz[..., :, None] * freqs).reshape(*xyz.shape[:-1], 3 * f)
 
 
 def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
-    """Rotate feature pairs of x (..., H, dh) by angles (..., 3F); dims past 6F pass through.
+    """Rotate feature pairs of x (..., H, dh) by angles (..., 3F); dims past 6F pass through. The
+    definition: the models run :func:`rotate`, the same rotation as elementwise arithmetic.
 
     For each axis a and frequency i, the pair (x[a, 0, i], x[a, 1, i]) is rotated by angle[a, i],
     so q.k depends only on the difference of the two positions.
@@ -82,6 +84,69 @@ def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
     x1, x2 = rot[..., 0, :], rot[..., 1, :]
     out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-2)
     return jnp.concatenate([out.reshape(*x.shape[:-1], 2 * n_ang), rest], axis=-1)
+
+
+def rotary_pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a head of width d (:func:`apply_rotary`'s layout): each column's partner (the other
+    member of its rotated pair; itself past the 6F rotated columns), the index of its angle (3F =
+    a zero angle past them) and the sign of its sine term (0 past them)."""
+    f = d // 6
+    j = np.arange(d)
+    axis, half, i = j // (2 * f), (j // f) % 2, j % f
+    rotated = j < 6 * f
+    partner = np.where(rotated, axis * 2 * f + (1 - half) * f + i, j)
+    angle = np.where(rotated, axis * f + i, 3 * f)
+    sign = np.where(rotated, np.where(half == 0, -1.0, 1.0), 0.0)
+    return partner, angle, sign.astype(np.float32)
+
+
+def rotary_table(head_dim: int, max_freq: float, padded: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a head padded to `padded` (default head_dim): its frequency on the row of
+    the axis it rotates with (3, padded), 0 elsewhere and past the 6F rotated columns, and the
+    sign of its sine term (padded,) (:func:`rotary_pairs`). Host constants."""
+    padded = head_dim if padded is None else padded
+    _, angle, sign = rotary_pairs(head_dim)
+    per_axis = rotary_angles(np.eye(3, dtype=np.float32), head_dim, max_freq)   # (3, 3F): e_k's angles
+    freq = np.pad(np.pad(per_axis, ((0, 0), (0, 1)))[:, angle], ((0, 0), (0, padded - head_dim)))
+    return freq, np.pad(sign, (0, padded - head_dim))
+
+
+def rotary_columns(xyz: jax.Array, head_dim: int, max_freq: float, padded: int | None = None,
+                   dtype=None) -> tuple[jax.Array, jax.Array]:
+    """(..., 3) positions -> (cos, signed sin), each (..., 1, padded), for :func:`rotate`. Each
+    column's angle is its axis's coordinate times its frequency (:func:`rotary_table`; the
+    product :func:`rotary_angles` forms); columns past the 6F rotated ones, and the zero padding
+    up to `padded`, get cos 1 and sin 0. The angles are float32; cos and sin are cast to `dtype`
+    (default float32). The size-1 axis broadcasts over heads."""
+    freq, sign = rotary_table(head_dim, max_freq, padded)
+    xyz = xyz.astype(jnp.float32)[..., None, :]
+    ang = xyz[..., 0:1] * freq[0] + xyz[..., 1:2] * freq[1] + xyz[..., 2:3] * freq[2]   # one product non-zero
+    dtype = dtype or jnp.float32
+    return jnp.cos(ang).astype(dtype), (jnp.sin(ang) * sign).astype(dtype)
+
+
+def rotate(x: jax.Array, rot: tuple[jax.Array, jax.Array], head_dim: int) -> jax.Array:
+    """:func:`apply_rotary` of heads x (..., H, dp) (head_dim real columns, then zero padding) as
+    elementwise arithmetic, rot = :func:`rotary_columns` at the tokens' positions:
+
+        apply_rotary(x, rotary_angles(xyz)) == x * cos + x[..., partner] * signed_sin,
+
+    partner (:func:`rotary_pairs`) a constant permutation swapping each rotated pair's columns. A
+    GPU fuses this into the kernel that reads the result, where apply_rotary's slices, stack and
+    concatenation are a kernel launch of their own (one per rotated projection and step)."""
+    partner = np.concatenate([rotary_pairs(head_dim)[0], np.arange(head_dim, x.shape[-1])])
+    cos, sin = rot
+    return x * cos + x[..., partner] * sin
+
+
+def few_inputs(x: jax.Array, linear: nnx.Linear) -> jax.Array:
+    """`linear(x)` for a layer with a few inputs (the 3 coordinates of a point), as a sum of
+    products: elementwise work XLA fuses into the ops that read the result, where a matmul of
+    inner size 3 is a kernel launch of its own on a GPU."""
+    w, y = linear.kernel[...], linear.bias[...]
+    for i in range(x.shape[-1]):
+        y = y + x[..., i:i + 1] * w[i]
+    return y
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) -> jax.Array:
