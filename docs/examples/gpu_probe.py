@@ -122,7 +122,8 @@ def sampler_variants():
         return [("fused chain", chain, {}), ("fused chain, stacked, bf16", {**chain, **stack}, {"compute_dtype": "bfloat16"}),
                 ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
                 ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
-                ("fused chain, stacked, unrolled", {**chain, **stack}, {"unroll": "full"})]   # 10/10 only
+                ("fused chain, stacked, unrolled", {**chain, **stack}, {"unroll": "full"}),   # 10/10 only
+                ("plain, unrolled", {}, {"unroll": "full"})]   # 10/10 only: no loop, so XLA's command buffers may hold it all
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
@@ -133,7 +134,7 @@ def sampler_variants():
 
 SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
             "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS", "PAM_JAX_STACK_MODELS")
-PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked")
+PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked", "plain, unrolled")
 TORCH_TAGS = ("fused",)   # the sampler section also times the eager PyTorch reference (when torch imports)
 
 
