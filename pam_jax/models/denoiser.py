@@ -43,7 +43,7 @@ class Context(NamedTuple):
     kv: tuple                     # per layer: (keys with rotary, values), each (B, H, dp, S)
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
     weights: tuple | None = None   # per layer: LayerWeights, or None: made per call
-    kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: per layer
+    kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: made per call
     encoder: tuple | None = None  # the point encoder's per-layer q/k/v matrices (PointEncoder.weights)
 
 

@@ -49,7 +49,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from pam_jax.models import geometry
-from pam_jax.models.layers import few_inputs, pad_heads_in, pad_heads_out, rotary_pairs, rotary_table, round_up
+from pam_jax.models.layers import (
+    few_inputs, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+)
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
 MODES = ("off", "on", "chain")
@@ -275,17 +277,6 @@ def _ffn_kernel(hidden, rot, shift, scale, w1_ref, b1_ref, w2_ref, o_ref, *, poi
         o_ref[0, a, 0] = _dot(g, w2_ref[...]).astype(o_ref.dtype)
 
 
-def _rotation(coordinate, freqs, sign):
-    """(cos, sin') of the rotary angles, each column's angle one product x_axis * frequency
-    (`freqs` (4, dp): row k the column's frequency if it rotates with axis k, else 0; `sign`
-    its sine term's sign, 0 past the rotated columns): `coordinate(k)` gives axis k's
-    coordinates as a column broadcastable against (..., dp). Used in the kernels and in XLA."""
-    ang = coordinate(0) * freqs[0]
-    for k in (1, 2):
-        ang = ang + coordinate(k) * freqs[k]
-    return jnp.cos(ang), jnp.sin(ang) * sign
-
-
 def _out_kernel(hidden, rot, shift, scale, w_ref, b_ref, o_ref, *, points: int, width: int):
     """The output AdaLN and projection: epsilon in the first 3 of EPS_WIDTH columns."""
     for a in range(points):
@@ -459,7 +450,7 @@ def _call(body, source, cond, chunk: int, operands, specs, groups: int, rows: in
             if n_rot == 2:
                 return rot_refs[0][i, 0], rot_refs[1][i, 0]
             x_ref, f_ref, s_ref = rot_refs
-            return _rotation(lambda k: x_ref[i, k, 0].astype(f32)[:, None], f_ref, s_ref[...])
+            return rotary_rotation(lambda k: x_ref[i, k, 0].astype(f32)[:, None], f_ref, s_ref[...])
 
         body(hidden, rot, shift, scale, *operand_refs, out_ref)
 
@@ -510,7 +501,7 @@ def _forward(den, x, t, ctx, *, out: bool):
     else:
         h = few_inputs(x.astype(dtype), den.in_proj) + den.point_embed[...]
         h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
-        cos, sin = _rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
+        cos, sin = rotary_rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
         source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))
     h, pending = _layers(den, ctx, source, rotary, ("rows", cond3), rows, chain)
     if out:   # the last residual, the output AdaLN (chunk 3L) and projection: one more kernel

@@ -120,9 +120,22 @@ def rotary_columns(xyz: jax.Array, head_dim: int, max_freq: float, padded: int |
     (default float32). The size-1 axis broadcasts over heads."""
     freq, sign = rotary_table(head_dim, max_freq, padded)
     xyz = xyz.astype(jnp.float32)[..., None, :]
-    ang = xyz[..., 0:1] * freq[0] + xyz[..., 1:2] * freq[1] + xyz[..., 2:3] * freq[2]   # one product non-zero
+    cos, sin = rotary_rotation(lambda k: xyz[..., k:k + 1], freq, sign)
     dtype = dtype or jnp.float32
-    return jnp.cos(ang).astype(dtype), (jnp.sin(ang) * sign).astype(dtype)
+    return cos.astype(dtype), sin.astype(dtype)
+
+
+def rotary_rotation(coordinate, freqs, sign):
+    """(cos, signed sin) of the rotary angles, each column's angle one product x_axis * frequency
+    (`freqs` (>= 3, dp): row k the column's frequency if it rotates with axis k, else 0
+    (:func:`rotary_table`); `sign` its sine term's sign, 0 past the rotated columns):
+    `coordinate(k)` gives axis k's coordinates as a column broadcastable against (..., dp). The
+    arithmetic of :func:`rotary_columns` and of the fused kernels (models.fused), which read the
+    coordinates from refs."""
+    ang = coordinate(0) * freqs[0]
+    for k in (1, 2):
+        ang = ang + coordinate(k) * freqs[k]
+    return jnp.cos(ang), jnp.sin(ang) * sign
 
 
 def rotate(x: jax.Array, rot: tuple[jax.Array, jax.Array], head_dim: int) -> jax.Array:
