@@ -25,6 +25,7 @@ import yaml
 
 CHROMIUM = "/usr/bin/chromium"
 try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover
     sync_playwright = None
@@ -132,33 +133,44 @@ def ranking(page) -> list[str]:
     return [t.strip() for t in page.locator("#ranking li").all_inner_texts() if t.strip().startswith("#")]
 
 
-def click_cloud(page, roles=("cloud",), start=0):
+def click_cloud(page, roles=("cloud",), start=0, hold=False):
     """Click a point of the 3D view with the mouse: sweep the pointer until plotly reports a
-    hover on one of ``roles``, then press on the exact screen position plotly gives for it."""
+    hover on one of ``roles``, point at the exact screen position plotly gives for it, wait for
+    the frame that hovers there, and click. ``hold``: keep the button down until the page takes
+    the click (plotly's own click, emitted by a frame drawn while the button is down); otherwise
+    press and release at once, quicker than a frame on a loaded machine (the page then takes the
+    point hovered where the button was released)."""
     box = page.locator("#plot").bounding_box()
     page.evaluate("window.__hover = null")
     rows = [0.5, 0.45, 0.55, 0.4, 0.6, 0.35, 0.65, 0.3, 0.7]
     spots = [(fx / 24, fy) for fy in rows for fx in range(2, 23)]
+    role_js = "document.getElementById('hover').dataset.role"
     for fx, fy in spots[start:] + spots[:start]:
         page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-        role = page.evaluate("document.getElementById('hover').dataset.role")
+        role = page.evaluate(role_js)
         bb = page.evaluate("window.__hover")
-        if role in roles and bb:
-            x, y = box["x"] + (bb["x0"] + bb["x1"]) / 2, box["y"] + (bb["y0"] + bb["y1"]) / 2
-            page.mouse.move(x, y)
-            page.wait_for_timeout(150)
-            page.mouse.down()
-            page.wait_for_timeout(200)      # plotly picks on the next frame drawn
-            page.mouse.up()
-            page.wait_for_timeout(100)
-            return
         page.evaluate("window.__hover = null")
+        if not (role in roles and bb):
+            continue
+        page.mouse.move(box["x"] + (bb["x0"] + bb["x1"]) / 2, box["y"] + (bb["y0"] + bb["y1"]) / 2)
+        try:     # a frame drawn with the pointer here
+            page.wait_for_function("window.__hover !== null", timeout=10_000)
+        except PlaywrightTimeout:
+            continue
+        if page.evaluate(role_js) not in roles:
+            continue
+        status = page.inner_text("#own-status")
+        page.mouse.down()
+        if hold:
+            expect(page.locator("#own-status")).not_to_have_text(status)
+        page.mouse.up()
+        return
     raise AssertionError(f"no {roles} point found under the pointer")
 
 
 def give_own_action(page):
     page.click("#own-btn")                               # mouse
-    click_cloud(page)                                    # pick: on the rope
+    click_cloud(page, hold=True)                         # pick: on the rope
     expect(page.locator("#own-status")).to_have_text(re.compile(r"^first point"))
     click_cloud(page, roles=("cloud", "table"), start=60)   # place: elsewhere on the rope or table
     expect(page.locator("#own-status")).to_have_text(re.compile(r"^pick \("))

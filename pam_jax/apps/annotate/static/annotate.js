@@ -510,19 +510,34 @@
                                         modeBarButtonsToRemove: ["resetCameraLastSave3d"] });
     if (!div.dataset.bound) {
       div.dataset.bound = "1";
-      // plotly emits plotly_click on every frame drawn while the button is held: take one per press
-      div.addEventListener("mousedown", () => { app.clickArmed = true; }, true);
+      // plotly emits plotly_click on every frame drawn while the button is held: take one per press.
+      // A press shorter than a frame (a slow machine drawing WebGL in software) draws none, so on
+      // release, a press that did not move takes the point hovered at that spot instead.
+      const near = (a, b) => a && b && Math.abs(a.x - b.x) <= 3 && Math.abs(a.y - b.y) <= 3;
+      div.addEventListener("mousemove", (e) => { app.pointer = { x: e.clientX, y: e.clientY }; }, true);
+      div.addEventListener("mousedown", (e) => {
+        app.clickArmed = true;
+        app.pressAt = { x: e.clientX, y: e.clientY };
+      }, true);
+      div.addEventListener("mouseup", (e) => {
+        const at = { x: e.clientX, y: e.clientY }, h = app.lastHover;
+        if (app.clickArmed && near(at, app.pressAt) && h && near(at, h.at)) {
+          app.clickArmed = false;
+          onPlotClick(h.ev);
+        }
+      }, true);
       div.addEventListener("touchstart", () => { app.clickArmed = true; }, true);
       div.on("plotly_click", (ev) => { if (app.clickArmed) { app.clickArmed = false; onPlotClick(ev); } });
       div.on("plotly_hover", (ev) => {
         const p = ev && ev.points && ev.points[0];
         if (!p) return;
+        app.lastHover = { ev: ev, at: app.pointer };
         const r = app.roles[p.curveNumber] || {};
         const where = r.role === "cand" ? label(r.k) : r.role || "";
         $("hover").textContent = where + ": " + [p.x, p.y, p.z].map((v) => Number(v).toFixed(3)).join(", ");
         $("hover").dataset.role = r.role || "";
       });
-      div.on("plotly_unhover", () => { $("hover").dataset.role = ""; });
+      div.on("plotly_unhover", () => { $("hover").dataset.role = ""; app.lastHover = null; });
     }
   }
 
