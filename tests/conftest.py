@@ -1,6 +1,6 @@
 """Test-wide settings: 8 forced CPU devices and LLVM's lowest optimisation level for XLA's CPU
 code, both set before jax is imported anywhere (and inherited by the tests' subprocesses), and
-a compilation cache private to this test process.
+a compilation cache shared by the whole run.
 
 The suite spends more than half its CPU time compiling tiny programs (a tiny train step is about
 a thousand fusions, compiled in 5.5 s), and at `--xla_backend_optimization_level=0` they compile
@@ -10,12 +10,14 @@ the last bits, so no test may compare against figures computed at another level:
 compare results computed in the same process or the same environment.
 
 Many tests train or select with the same tiny models, so the same programs compile again and
-again; an in-process persistent cache in a temporary folder (one per pytest worker, removed at
-exit, so a run never reads another run's entries) serves the repeats. It is set on jax's config,
-not in the environment, so subprocesses (the CLI, multi-process runs) do not share it: the
-cache's file writes are not atomic across processes. In-process, the CLI's "off" (from the
-environment above) leaves the tests' cache on: switching jax's cache folder to None stops its
-use for the rest of the worker, so every later test compiled its programs afresh.
+again; a persistent cache in a temporary folder serves the repeats. One folder serves the whole
+run: the pytest workers and every subprocess of the tests (the CLI, multi-process runs) find it
+in the environment (made by the first process that loads this file, pytest's controller under
+xdist, and removed when that process exits, so a run never reads another run's entries). A size
+limit is set only because it turns on jax's file lock around every read and write of the cache:
+without it, one process could read an entry another is still writing. In-process, the CLI's
+"off" leaves the tests' cache on: switching jax's cache folder to None stops its use for the
+rest of the process, so every later test compiled its programs afresh.
 """
 import atexit
 import os
@@ -25,12 +27,18 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("PAM_JAX_COMPILE_CACHE", "off")  # the CLI's cache stays out of the tests' home
+_SHARED = "PAM_JAX_TESTS_XLA_CACHE"
+if os.environ.get(_SHARED):      # a pytest worker, or a subprocess of a test: the run's folder
+    _CACHE = os.environ[_SHARED]
+else:
+    _CACHE = os.environ[_SHARED] = tempfile.mkdtemp(prefix="pam_jax_tests_xla_")
+    atexit.register(shutil.rmtree, _CACHE, True)
+os.environ.setdefault("PAM_JAX_COMPILE_CACHE", _CACHE)          # the CLI in subprocesses
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)      # other jax subprocesses
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(64 << 30))  # -> jax's file lock
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 
-_CACHE = tempfile.mkdtemp(prefix="pam_jax_tests_xla_")
-atexit.register(shutil.rmtree, _CACHE, True)
 # jax decides once per process, at the first compilation, whether the cache is used: a later
 # in-process `pam-jax --compile-cache off` does not turn it off again
 jax.config.update("jax_compilation_cache_dir", _CACHE)
@@ -43,8 +51,9 @@ _enable = _compile_cache.enable
 
 
 def _enable_keeping_the_tests_cache(choice=None):
-    if _compile_cache.resolve(choice) is None:
-        return None
+    path = _compile_cache.resolve(choice)
+    if path is None or str(path) == _CACHE:     # off, or the tests' own: keep the tests' settings
+        return path
     return _enable(choice)
 
 
