@@ -2,7 +2,8 @@
 
 Each signal is sent to a subprocess while its loop is stepping (log_every is large, so the
 loop never waits on a metric): when the progress bar first shows the run, i.e. during the
-first (compiling) step, and 3 and 30 steps later, alternating SIGINT and SIGTERM. Every
+first step (tracing it, and loading the program the race's winner compiled into the test run's
+compilation cache), and 3 and 30 steps later, alternating SIGINT and SIGTERM. Every
 interrupted run must exit with 128 + the signal number, print one line and no traceback, and
 leave a checkpoint at the step it names; the same command then resumes. After the three
 interrupts the run finishes bitwise equal to an uninterrupted run. The uninterrupted run is the
