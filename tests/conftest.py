@@ -33,9 +33,11 @@ if os.environ.get(_SHARED):      # a pytest worker, or a subprocess of a test: t
 else:
     _CACHE = os.environ[_SHARED] = tempfile.mkdtemp(prefix="pam_jax_tests_xla_")
     atexit.register(shutil.rmtree, _CACHE, True)
-os.environ.setdefault("PAM_JAX_COMPILE_CACHE", _CACHE)          # the CLI in subprocesses
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)      # other jax subprocesses
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(64 << 30))  # -> jax's file lock
+# set, not defaulted: a cache folder from the caller's environment would let the tests'
+# subprocesses read another run's entries
+os.environ["PAM_JAX_COMPILE_CACHE"] = _CACHE                # the CLI in subprocesses
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE            # other jax subprocesses
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(64 << 30)  # -> jax's file lock
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 
