@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pam-jax demo
 
+# Two passes: the suite under XLA's legacy CPU emitters (faster to compile), then the tests of
+# bit-identity between programs under the default emitters users run (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q --timeout 600 --durations 15 tests
+	$(BIN)/python -m pytest -n 2 -q --timeout 600 --durations 15 -m "not bit_identity" tests
+	PAM_JAX_TESTS_CODEGEN=default $(BIN)/python -m pytest -n 2 -q --timeout 600 -m bit_identity tests
 
 bench: $(STAMP)
 	$(BIN)/pam-jax bench train

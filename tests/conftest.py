@@ -1,13 +1,21 @@
-"""Test-wide settings: 8 forced CPU devices and LLVM's lowest optimisation level for XLA's CPU
-code, both set before jax is imported anywhere (and inherited by the tests' subprocesses), and
-a compilation cache shared by the whole run.
+"""Test-wide settings: 8 forced CPU devices and cheaper code generation for XLA's CPU programs,
+both set before jax is imported anywhere (and inherited by the tests' subprocesses), and a
+compilation cache shared by the whole run.
 
-The suite spends more than half its CPU time compiling tiny programs (a tiny train step is about
-a thousand fusions, compiled in 5.5 s), and at `--xla_backend_optimization_level=0` they compile
-about 40% faster (3.4 s) while running no slower at these sizes: the suite went from 11.5 to 7.8
-minutes on 2 cores (BUILD_NOTES, "Test suite"). Results can differ from the default level's in
-the last bits, so no test may compare against figures computed at another level: the ones here
-compare results computed in the same process or the same environment.
+The suite spends most of its CPU time compiling tiny programs (a tiny train step is about a
+thousand fusions). Two XLA flags make them compile faster while running no slower at these sizes
+(BUILD_NOTES, "Test suite"): LLVM's lowest optimisation level (`--xla_backend_optimization_level=0`:
+5.5 -> 3.4 s for the tiny train step) and XLA's legacy CPU emitters instead of its newer fusion
+emitters (`--xla_cpu_use_fusion_emitters=false`: about half the CPU time of the compile again;
+the suite 17.5 -> 11 minutes on 2 cores). Results can differ from the defaults' in the last bits,
+so no test may compare against figures computed with other flags: the ones here compare results
+computed in the same process or the same environment.
+
+Under the legacy emitters, two different programs that compute the same thing (a batch of one
+inside `lax.map` and one observation alone, a decision from prepared parameters and the one
+graph) no longer agree bit for bit, as they do under the default emitters users run. The tests
+of that guarantee are marked `bit_identity`: they are skipped here and run in a second pass with
+`PAM_JAX_TESTS_CODEGEN=default` (XLA's default emitters), as `make test` does.
 
 Many tests train or select with the same tiny models, so the same programs compile again and
 again; a persistent cache in a temporary folder serves the repeats. One folder serves the whole
@@ -24,7 +32,13 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+import pytest
+
+_CODEGEN = os.environ.setdefault("PAM_JAX_TESTS_CODEGEN", "legacy")
+if _CODEGEN not in ("legacy", "default"):
+    raise SystemExit(f"PAM_JAX_TESTS_CODEGEN must be 'legacy' or 'default', got {_CODEGEN!r}")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+                      + (" --xla_cpu_use_fusion_emitters=false" if _CODEGEN == "legacy" else ""))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 _SHARED = "PAM_JAX_TESTS_XLA_CACHE"
@@ -64,5 +78,12 @@ _compile_cache.enable = _enable_keeping_the_tests_cache
 
 def pytest_collection_modifyitems(config, items):
     """The tests marked slow (end to end, a minute or more each) go first, so that pytest -n 2
-    does not end with one worker running a long test while the other idles."""
+    does not end with one worker running a long test while the other idles. Under the legacy
+    emitters, the tests marked bit_identity are skipped: `make test` runs them in a second pass."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if _CODEGEN == "legacy":
+        skip = pytest.mark.skip(reason="compares two programs bit for bit, which holds under XLA's default CPU "
+                                       "emitters only: run with PAM_JAX_TESTS_CODEGEN=default (make test does)")
+        for item in items:
+            if item.get_closest_marker("bit_identity"):
+                item.add_marker(skip)

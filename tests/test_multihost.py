@@ -41,8 +41,10 @@ def _free_port() -> int:
 def test_two_processes_from_the_cli_agree_with_one(tmp_path):
     exp = tmp_path / "tiny_exp.py"
     exp.write_text(EXPERIMENT.format(tests=str(HERE), run=str(tmp_path / "run")))
-    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    # 2 devices per process; the rest of the suite's XLA flags (its cheaper CPU code generation) kept
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",
+           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", str(exp),
                                "--no-progress", "--distributed", "--coordinator", f"127.0.0.1:{port}",

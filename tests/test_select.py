@@ -74,6 +74,7 @@ def test_custom_scorer_is_traced_into_the_graph(models):
         make_selector(g, DIFF, NORM, _cfg(mode="custom"))
 
 
+@pytest.mark.bit_identity
 def test_snapped_grasp_rows_are_the_nearest_cloud_points_in_xy(models):
     """Row 0 of every candidate becomes the cloud point nearest in xy to the row as sampled (the
     same key without snapping gives the sampled rows); row 1 is unchanged; the scores see the
@@ -121,6 +122,7 @@ def test_selection_is_one_compiled_computation(models):
     assert sel.decide._cache_size() == 1
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("mode", ["implicit", "explicit", "custom", "first"])
 def test_prepare_once_then_decide_equals_the_one_graph(models, mode):
     """decide(prepare(params), ...) is select(params, ...), bit for bit on CPU, for every cloud

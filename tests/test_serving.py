@@ -131,6 +131,7 @@ def test_same_request_twice_is_identical_and_equals_in_process(server, served):
     assert same(drawn, served.select(pts, drawn["seed"]))
 
 
+@pytest.mark.bit_identity
 def test_concurrent_clients_get_exactly_what_they_get_alone(server, served):
     pts = clouds(8, seed=1)
     alone = [served.select(pts[i], 100 + i) for i in range(8)]   # one at a time: batch size 1
@@ -287,6 +288,7 @@ print(json.dumps(sorted(m for m in ("flax", "optax", "orbax") if m in sys.module
 """
 
 
+@pytest.mark.bit_identity
 @pytest.mark.slow
 def test_export_round_trip_without_flax_equals_in_process_selection(runs, served, tmp_path, capsys):
     out = tmp_path / "policy.pamx"
