@@ -114,9 +114,10 @@ def _denoiser_out(g, params, pts, x, t, hoist: bool):
 
 
 def test_padded_fused_layout_is_the_same_function(monkeypatch):
-    """The tiny model's heads (d = 24) padded to 32 and its width (48) to 64, as on a GPU, give
-    the unpadded denoiser's outputs; so does the layout made per call rather than hoisted into
-    the Context. The fused q/k/v matmul is the three projections side by side."""
+    """The tiny model's heads (d = 24) padded to 32 and its width (48) to 64 (every matrix that
+    reads or writes the hidden state, which is kept padded), as on a GPU, give the unpadded
+    denoiser's outputs; so does the layout made per call rather than hoisted into the Context.
+    The fused q/k/v matmul is the three projections side by side."""
     g, params = perturbed_policy(0)
     pts = _cloud(64)
     x = jax.random.normal(jax.random.key(1), (2, 4, 2, 3))
@@ -127,9 +128,10 @@ def test_padded_fused_layout_is_the_same_function(monkeypatch):
     monkeypatch.setenv(layers.PAD_ENV, "on")
     model = nnx.merge(g, params)
     assert model.denoiser.padding() == (64, 32)
-    w = model.denoiser.prepare()[0]
+    w = model.denoiser.prepare().layers[0]
     assert w.cross_q[0].shape == (64, 2 * 32) and w.self_qkv[0].shape == (64, 3 * 2 * 32)
-    assert w.cross_out[0].shape == (2 * 32, 48)
+    assert w.cross_out[0].shape == (2 * 32, 64) and w.ffn_in[0].shape[0] == 64 and w.ffn_out[0].shape[1] == 64
+    assert not np.asarray(w.cross_out[0][:, 48:]).any() and not np.asarray(w.ffn_out[1][48:]).any()
     # the q block of the fused matrix is self_q's kernel, head by head, zeros in the padding
     layer = model.denoiser.layers[0]
     q_block = np.asarray(w.self_qkv[0][:48, :64]).reshape(48, 2, 32)

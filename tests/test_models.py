@@ -102,16 +102,22 @@ def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
     projections and their partner columns; heads padded as on a GPU with "on") equals the layer
     written out from its modules: AdaLN, three head projections, apply_rotary on the queries and
     the self-attention's keys, softmax attention to the context and among a candidate's points,
-    gated residuals."""
+    gated residuals. With "on" the hidden state is zero-padded too, and its padding stays zero."""
     monkeypatch.setenv(layers.PAD_ENV, pad)
     den = model.denoiser
     pts, x, t = _inputs()
     h = jax.random.normal(jax.random.key(3), x.shape[:-1] + (TINY_MODEL.width,))
     ctx = model.encode(pts)
-    cross, self_, ffn = den._split(den.conditioning(t))[0][0]
-    layer, kv, w = den.layers[0], ctx.kv[0], ctx.weights[0]
-    dp = w.cross_out[0].shape[0] // den.heads
-    got = layer(h, rotary_columns(x, TINY_MODEL.width // den.heads, den.max_freq, dp), (cross, self_, ffn), kv, w)
+    layer, kv, w = den.layers[0], ctx.kv[0], ctx.weights.layers[0]
+    dp, wide = w.cross_out[0].shape[0] // den.heads, w.cross_q[0].shape[0]
+    assert wide == (64 if pad == "on" else TINY_MODEL.width)
+    cond = den.conditioning(t)
+    mods = den._split(layers.pad_blocks(cond, TINY_MODEL.width, wide))[0][0]
+    got = layer(layers.pad_blocks(h, TINY_MODEL.width, wide),
+                rotary_columns(x, TINY_MODEL.width // den.heads, den.max_freq, dp), mods, kv, w)
+    np.testing.assert_array_equal(got[..., TINY_MODEL.width:], 0.0)
+    got = got[..., :TINY_MODEL.width]
+    cross, self_, ffn = den._split(cond)[0][0]
 
     b, n, a, d = h.shape
     ang = rotary_angles(x, d // den.heads, den.max_freq)
@@ -147,7 +153,7 @@ def test_few_inputs_is_the_linear_layer():
     lin = nnx.Linear(3, 7, rngs=nnx.Rngs(0))
     lin.bias[...] = jnp.arange(7.0)
     x = jax.random.normal(jax.random.key(2), (4, 2, 3))
-    np.testing.assert_allclose(layers.few_inputs(x, lin), lin(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layers.few_inputs(x, lin.kernel[...], lin.bias[...]), lin(x), rtol=1e-6, atol=1e-6)
 
 
 def test_rotary_needs_six_dims():

@@ -11,9 +11,11 @@ The point side of the cross-attention (normalised tokens -> keys with rotary, va
 depend on the timestep or on the candidates, so `context()` computes it once per observation and
 `__call__` reuses it for every candidate, every DDIM step and every Monte-Carlo sample.
 
-The attention matrices are read in one layout, `LayerWeights` (q/k/v side by side, heads and
+The layers' matrices are read in one layout, `LayerWeights` (q/k/v side by side, heads and
 the hidden width zero-padded on accelerators so that XLA pads nothing inside a loop), made by
-`prepare()` once per parameters and kept in the Context with the keys and values.
+`prepare()` once per parameters and kept in the Context with the keys and values. With the
+width padded, the hidden state itself is kept padded through the layers (zero past the model
+width), so nothing between a LayerNorm and the matmul that reads it pads either.
 
 Everything that depends on the timestep only (the sinusoidal embedding, its MLP and the shift /
 scale / gate of every AdaLN) is `conditioning(t)`: one row of width `conditioning_width` per
@@ -31,8 +33,8 @@ from flax import nnx
 
 from pam_jax.models import fused
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, context_attention, few_inputs, pad_heads_in, pad_heads_out, pad_multiples,
-    rotary_columns, rotate, round_up, small_attention, to_context_layout,
+    MLP, AdaLN, Heads, TimestepEmbedding, context_attention, few_inputs, pad_blocks, pad_heads_in, pad_heads_out,
+    pad_multiples, rotary_columns, rotate, round_up, small_attention, to_context_layout,
 )
 
 
@@ -42,7 +44,7 @@ class Context(NamedTuple):
 
     kv: tuple                     # per layer: (keys with rotary, values), each (B, H, dp, S)
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
-    weights: tuple | None = None   # per layer: LayerWeights, or None: made per call
+    weights: "DenoiserWeights | None" = None   # or fused.FusedWeights; None: made per call
     kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: made per call
     encoder: tuple | None = None  # the point encoder's per-layer q/k/v matrices (PointEncoder.weights)
 
@@ -59,17 +61,31 @@ class ContextWeights(NamedTuple):
 
 
 class LayerWeights(NamedTuple):
-    """A denoiser layer's attention matrices as its forward reads them (:meth:`DenoiserLayer.weights`):
+    """A denoiser layer's matrices as its forward reads them (:meth:`DenoiserLayer.weights`):
     the self-attention's q, k and v side by side (one matmul instead of three), each head's d
-    columns zero-padded to dp and the D input rows of the matrices that read the hidden state
-    zero-padded to Dp (:func:`~pam_jax.models.layers.pad_multiples`: on accelerators only). The
-    padded dimensions are zero in every query, key and value, so logits and outputs are those of
-    the unpadded layer. Made once per parameters, outside the sampler's loops (`Context.weights`)."""
+    columns zero-padded to dp, and the hidden state's D columns zero-padded to Dp
+    (:func:`~pam_jax.models.layers.pad_multiples`: on accelerators only) in the rows of every
+    matrix that reads it and the columns of every matrix that writes it. The padded dimensions
+    are zero in every query, key, value and hidden state, so logits and outputs are those of the
+    unpadded layer. Made once per parameters, outside the sampler's loops (`Context.weights`)."""
 
     cross_q: tuple     # kernel (Dp, H*dp), bias (H*dp,)
-    cross_out: tuple   # (H*dp, D), (D,)
+    cross_out: tuple   # (H*dp, Dp), (Dp,)
     self_qkv: tuple    # (Dp, 3*H*dp), (3*H*dp,)
-    self_out: tuple    # (H*dp, D), (D,)
+    self_out: tuple    # (H*dp, Dp), (Dp,)
+    ffn_in: tuple      # (Dp, F), (F,)
+    ffn_out: tuple     # (F, Dp), (Dp,)
+
+
+class DenoiserWeights(NamedTuple):
+    """`Context.weights` of the XLA forward (:meth:`ActionDenoiser.prepare`): every layer's
+    :class:`LayerWeights`, and the input projection and point embedding with their columns
+    zero-padded to the same hidden width Dp."""
+
+    layers: tuple        # per layer: LayerWeights
+    w_in: jax.Array      # (3, Dp)
+    b_in: jax.Array      # (Dp,)
+    embed: jax.Array     # (A, Dp)
 
 
 def _in_heads(heads_modules, rows: int, dp: int) -> tuple[jax.Array, jax.Array]:
@@ -78,16 +94,14 @@ def _in_heads(heads_modules, rows: int, dp: int) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate([w for w, _ in padded], axis=1), jnp.concatenate([b for _, b in padded])
 
 
-def _out_heads(linear: nnx.Linear, heads: int, dp: int) -> tuple[jax.Array, jax.Array]:
-    """An output projection (H*d -> D) -> its kernel with zero rows for the padded head dims."""
-    return pad_heads_out(linear.kernel[...], linear.bias[...], heads, dp)
+def _out_heads(linear: nnx.Linear, heads: int, dp: int, cols: int) -> tuple[jax.Array, jax.Array]:
+    """An output projection (H*d -> D) -> its kernel with zero rows for the padded head dims and
+    zero columns past D (up to `cols`)."""
+    return pad_heads_out(linear.kernel[...], linear.bias[...], heads, dp, cols)
 
 
 def _affine(x: jax.Array, wb: tuple) -> jax.Array:
-    """x (..., K) @ kernel (K', N) + bias, x zero-padded from K to K' when K' > K."""
     w, b = wb
-    if w.shape[0] > x.shape[-1]:
-        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, w.shape[0] - x.shape[-1])])
     return x @ w + b
 
 
@@ -108,18 +122,23 @@ class DenoiserLayer(nnx.Module):
         return self.cross_ln, self.self_ln, self.ffn_ln
 
     def weights(self, rows: int, dp: int) -> LayerWeights:
+        """This layer's :class:`LayerWeights`, the hidden width padded to `rows` and the heads to `dp`."""
         heads = self.cross_q.heads
-        return LayerWeights(_in_heads([self.cross_q], rows, dp), _out_heads(self.cross_out, heads, dp),
+        fc1, fc2 = self.ffn.fc1, self.ffn.fc2
+        wide = (0, rows - fc1.kernel.shape[0])
+        return LayerWeights(_in_heads([self.cross_q], rows, dp), _out_heads(self.cross_out, heads, dp, rows),
                             _in_heads([self.self_q, self.self_k, self.self_v], rows, dp),
-                            _out_heads(self.self_out, heads, dp))
+                            _out_heads(self.self_out, heads, dp, rows),
+                            (jnp.pad(fc1.kernel[...], (wide, (0, 0))), fc1.bias[...]),
+                            (jnp.pad(fc2.kernel[...], ((0, 0), wide)), jnp.pad(fc2.bias[...], wide)))
 
     def __call__(self, h, rot, mods, kv, w: LayerWeights):
-        """h (B, N, A, D); rot the rotary (cos, signed sin) at the action xyz
-        (:func:`~pam_jax.models.layers.rotary_columns`, each (B, N, A, 1, dp)); mods: the three
-        AdaLN modulations (shift, scale, gate), each broadcastable to h; kv this layer's
-        `Context.kv`; w its LayerWeights."""
-        b, n, a, d = h.shape
-        heads = self.cross_q.heads
+        """h (B, N, A, Dp), zero past the model width D; rot the rotary (cos, signed sin) at the
+        action xyz (:func:`~pam_jax.models.layers.rotary_columns`, each (B, N, A, 1, dp)); mods:
+        the three AdaLN modulations (shift, scale, gate), each broadcastable to h and zero past
+        D; kv this layer's `Context.kv`; w its LayerWeights (Dp wide) -> the next h."""
+        b, n, a, _ = h.shape
+        heads, d = self.cross_q.heads, self.cross_ln.width
         dp = w.cross_out[0].shape[0] // heads
         cross, self_, ffn = mods
         # 1. cross-attention to the point tokens: all N*A action tokens are independent queries
@@ -135,7 +154,7 @@ class DenoiserLayer(nnx.Module):
         h = h + gate * _affine(y.reshape(b, n, a, heads * dp), w.self_out)
         # 3. feed-forward
         x, gate = self.ffn_ln.modulate(h, ffn)
-        return h + gate * self.ffn(x)
+        return h + gate * _affine(nnx.gelu(_affine(x, w.ffn_in)), w.ffn_out)
 
 
 class ActionDenoiser(nnx.Module):
@@ -185,10 +204,13 @@ class ActionDenoiser(nnx.Module):
             biases.append(offset @ kernel + bias)
         return ContextWeights(jnp.concatenate(kernels, axis=1), jnp.concatenate(biases))
 
-    def prepare(self) -> tuple:
-        """Per-layer LayerWeights: `Context.weights`."""
+    def prepare(self) -> DenoiserWeights:
+        """`Context.weights`: the matrices padded as :meth:`padding` says, made once per parameters."""
         rows, dp = self.padding()
-        return tuple(layer.weights(rows, dp) for layer in self.layers)
+        d = self.out_ln.width
+        return DenoiserWeights(tuple(layer.weights(rows, dp) for layer in self.layers),
+                               *(pad_blocks(p[...], d, rows) for p in (self.in_proj.kernel, self.in_proj.bias,
+                                                                       self.point_embed)))
 
     def _adalns(self) -> list[AdaLN]:
         return [ln for layer in self.layers for ln in layer.adalns()] + [self.out_ln]
@@ -208,10 +230,12 @@ class ActionDenoiser(nnx.Module):
 
     def _split(self, cond: jax.Array):
         """(..., M) -> per layer (cross, self, ffn) modulations, and the output AdaLN's; each a
-        (shift, scale, gate) triple broadcastable against (B, N, A, D) hidden states."""
+        (shift, scale, gate) triple broadcastable against (B, N, A, D) hidden states. A `cond`
+        whose every D-block is zero-padded to Dp (:func:`~pam_jax.models.layers.pad_blocks`)
+        gives Dp-wide ones."""
         if cond.ndim > 1:
             cond = cond[..., None, :]   # (B, N, M) -> (B, N, 1, M): shared by a candidate's A points
-        d = self.out_ln.mod.in_features
+        d = cond.shape[-1] // len(self._adalns()) // 3
         trip = [tuple(jnp.split(cond[..., 3 * d * i: 3 * d * (i + 1)], 3, axis=-1))
                 for i in range(cond.shape[-1] // (3 * d))]
         return [tuple(trip[3 * i: 3 * i + 3]) for i in range(len(self.layers))], trip[-1]
@@ -237,28 +261,39 @@ class ActionDenoiser(nnx.Module):
             return rows
         return jnp.full((num_timesteps, rows.shape[-1]), jnp.nan, rows.dtype).at[ts].set(rows)
 
+    def _hidden(self, x: jax.Array, t: jax.Array, ctx: Context):
+        """The layers: (final hidden states (B, N, A, Dp), zero past D; the output AdaLN's
+        modulation, Dp wide; the timestep conditioning (..., M) used)."""
+        dtype = self.in_proj.kernel.dtype   # compute in the parameters' dtype (rotary angles: float32)
+        weights = self.prepare() if ctx.weights is None else ctx.weights
+        d, wide = self.out_ln.width, weights.w_in.shape[-1]
+        dp = weights.layers[0].cross_out[0].shape[0] // self.heads
+        cond = self.timestep_conditioning(t, x.shape, ctx.cond).astype(dtype)
+        layer_mods, out_mod = self._split(pad_blocks(cond, d, wide))
+        h = few_inputs(x.astype(dtype), weights.w_in, weights.b_in) + weights.embed
+        rot = rotary_columns(x, d // self.heads, self.max_freq, dp, dtype)
+        for layer, mods, kv, w in zip(self.layers, layer_mods, ctx.kv, weights.layers):
+            h = layer(h, rot, mods, kv, w)
+        return h, out_mod, cond
+
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
         """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.
         t: a scalar or broadcastable to (B, N). A Context made for the fused kernels
         (`Context.weights` a :class:`~pam_jax.models.fused.FusedWeights`) runs them instead."""
         if isinstance(ctx.weights, fused.FusedWeights):
             return fused.features(self, x, t, ctx)
-        dtype = self.in_proj.kernel.dtype   # compute in the parameters' dtype (rotary angles: float32)
-        cond = self.timestep_conditioning(t, x.shape, ctx.cond).astype(dtype)
-        layer_mods, _ = self._split(cond)
-        h = few_inputs(x.astype(dtype), self.in_proj) + self.point_embed[...]
-        weights = self.prepare() if ctx.weights is None else ctx.weights
-        dp = weights[0].cross_out[0].shape[0] // self.heads
-        rot = rotary_columns(x, h.shape[-1] // self.heads, self.max_freq, dp, dtype)
-        for layer, mods, kv, w in zip(self.layers, layer_mods, ctx.kv, weights):
-            h = layer(h, rot, mods, kv, w)
-        return h, cond
+        h, _, cond = self._hidden(x, t, ctx)
+        return h[..., :self.out_ln.width], cond
 
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         """Noisy actions x (B, N, A, 3), timesteps t (a scalar or broadcastable to (B, N)) ->
         epsilon (B, N, A, 3)."""
-        if isinstance(ctx.weights, fused.FusedWeights) and fused.mode() == "chain":
-            return fused.epsilon(self, x, t, ctx)
-        h, cond = self.features(x, t, ctx)
-        y, _ = self.out_ln.modulate(h, self._split(cond)[1])
-        return self.out(y)
+        if isinstance(ctx.weights, fused.FusedWeights):
+            if fused.mode() == "chain":
+                return fused.epsilon(self, x, t, ctx)
+            h, cond = fused.features(self, x, t, ctx)
+            out_mod = self._split(cond)[1]
+        else:
+            h, out_mod, _ = self._hidden(x, t, ctx)
+        y, _ = self.out_ln.modulate(h, out_mod)
+        return self.out(y[..., :self.out_ln.width])

@@ -21,10 +21,10 @@ LOCAL_SCALE = 10.0  # neighbourhood offsets are ~0.05 normalised units; bring th
 class EncoderLayer(nnx.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: int, max_freq: float, *, rngs: nnx.Rngs):
         self.max_freq = max_freq
-        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(width, use_fast_variance=False, rngs=rngs)
         self.q, self.k, self.v = (Heads(width, heads, rngs=rngs) for _ in range(3))
         self.out = nnx.Linear(width, width, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, use_fast_variance=False, rngs=rngs)
         self.mlp = MLP(width, mlp_ratio * width, rngs=rngs)
 
     def weights(self) -> tuple[jax.Array, jax.Array]:
@@ -51,12 +51,12 @@ class PointEncoder(nnx.Module):
                  mlp_ratio: int, max_freq: float, rngs: nnx.Rngs):
         self.num_tokens, self.knn = num_tokens, knn
         self.local = MLP(6, width, width, rngs=rngs)
-        self.local_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.local_norm = nnx.LayerNorm(width, use_fast_variance=False, rngs=rngs)
         self.layers = nnx.List(
             [EncoderLayer(width, heads, mlp_ratio, max_freq, rngs=rngs) for _ in range(layers)]
         )
         self.fuse = MLP(2 * width, width, width, rngs=rngs)
-        self.out_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.out_norm = nnx.LayerNorm(width, use_fast_variance=False, rngs=rngs)
 
     def group(self, points: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(B, Np, 3) -> centroids (B, S, 3) and neighbourhoods (B, S, k, 3) relative to them."""

@@ -50,7 +50,7 @@ import numpy as np
 
 from pam_jax.models import geometry
 from pam_jax.models.layers import (
-    few_inputs, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+    LN_EPS, few_inputs, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
 )
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
@@ -60,7 +60,6 @@ WARPS_ENV = "PAM_JAX_FUSED_WARPS"    # Triton warps per program, for benchmarks
 FFN_BLOCK = 128                      # hidden units per program of the feed-forward kernel
 EPS_WIDTH = 16                       # the output projection's 3 columns, padded for a Triton matmul
 MAX_ROWS = 32                        # default row block for many candidates (logits: rows x tokens)
-LN_EPS = 1e-6                        # nnx.LayerNorm's default, as AdaLN uses it
 
 
 def mode() -> str:
@@ -180,9 +179,7 @@ def prepare(den) -> FusedWeights:
 def pad_conditioning(cond: jax.Array, width: int) -> jax.Array:
     """(..., 3n*D) AdaLN modulations (:meth:`ActionDenoiser.conditioning`) -> (..., 3n*Dp): each
     shift / scale / gate zero-padded to Dp, so a kernel reads one as block k of width Dp."""
-    dpad = _pow2(width)
-    c = cond.reshape(*cond.shape[:-1], -1, width)
-    return jnp.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, dpad - width)]).reshape(*cond.shape[:-1], -1)
+    return pad_blocks(cond, width, _pow2(width))
 
 
 def unpad_conditioning(cond: jax.Array, width: int) -> jax.Array:
@@ -499,7 +496,7 @@ def _forward(den, x, t, ctx, *, out: bool):
         xs = _action_slabs(x, r)
         source, rotary = ("actions", xs, io), ("positions", xs, io.freqs, io.sign)
     else:
-        h = few_inputs(x.astype(dtype), den.in_proj) + den.point_embed[...]
+        h = few_inputs(x.astype(dtype), den.in_proj.kernel[...], den.in_proj.bias[...]) + den.point_embed[...]
         h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
         cos, sin = rotary_rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
         source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))

@@ -36,11 +36,33 @@ class TimestepEmbedding(nnx.Module):
         return self.fc2(nnx.silu(self.fc1(sinusoidal_embedding(t, self.width))))
 
 
+LN_EPS = 1e-6   # nnx.LayerNorm's default epsilon
+
+
+def layer_norm(x: jax.Array, width: int | None = None, eps: float = LN_EPS) -> jax.Array:
+    """LayerNorm over the last axis without scale or offset, statistics in float32, the result
+    in x's dtype. With `width` below x's last dimension, x is a `width`-wide row followed by
+    zero padding: the statistics count the `width` real columns and the padding stays zero.
+
+    Two passes (the mean, then the mean square of the centred row), not E[x^2] - E[x]^2 as
+    nnx.LayerNorm computes it by default: a GPU runs the two-pass form, its modulation and the
+    producer of x as one kernel (XLA's Triton normalization fusion), where the one-pass form is
+    a reduction kernel of its own (BUILD_NOTES, issue 12)."""
+    d = x.shape[-1]
+    width = d if width is None else width
+    xf = x.astype(jnp.float32)
+    centred = xf - jnp.sum(xf, axis=-1, keepdims=True) / width
+    if width < d:
+        centred = jnp.where(jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1) < width, centred, 0.0)
+    var = jnp.sum(centred * centred, axis=-1, keepdims=True) / width
+    return (centred * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
 class AdaLN(nnx.Module):
     """LayerNorm whose shift/scale/gate come from the timestep embedding (zero-initialised)."""
 
     def __init__(self, width: int, *, rngs: nnx.Rngs):
-        self.norm = nnx.LayerNorm(width, use_scale=False, use_bias=False, rngs=rngs)
+        self.width = width
         self.mod = nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def modulation(self, temb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -48,9 +70,11 @@ class AdaLN(nnx.Module):
         return tuple(jnp.split(self.mod(nnx.silu(temb)), 3, axis=-1))
 
     def modulate(self, x: jax.Array, mod) -> tuple[jax.Array, jax.Array]:
-        """(modulated normalised x, gate) for a (shift, scale, gate) that broadcasts against x."""
+        """(modulated normalised x, gate) for a (shift, scale, gate) that broadcasts against x.
+        x may be zero-padded past the model width, and then so are shift and scale
+        (:func:`layer_norm`): the padding stays zero."""
         shift, scale, gate = mod
-        return self.norm(x) * (1.0 + scale) + shift, gate
+        return layer_norm(x, self.width) * (1.0 + scale) + shift, gate
 
     def __call__(self, x: jax.Array, temb: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns (modulated normalised x, gate); temb broadcasts against x."""
@@ -152,11 +176,10 @@ def rotate(x: jax.Array, rot: tuple[jax.Array, jax.Array], head_dim: int) -> jax
     return x * cos + x[..., partner] * sin
 
 
-def few_inputs(x: jax.Array, linear: nnx.Linear) -> jax.Array:
-    """`linear(x)` for a layer with a few inputs (the 3 coordinates of a point), as a sum of
+def few_inputs(x: jax.Array, w: jax.Array, y: jax.Array) -> jax.Array:
+    """x @ w + y for a layer with a few inputs (the 3 coordinates of a point), as a sum of
     products: elementwise work XLA fuses into the ops that read the result, where a matmul of
     inner size 3 is a kernel launch of its own on a GPU."""
-    w, y = linear.kernel[...], linear.bias[...]
     for i in range(x.shape[-1]):
         y = y + x[..., i:i + 1] * w[i]
     return y
@@ -228,6 +251,15 @@ def pad_multiples() -> tuple[int, int]:
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def pad_blocks(y: jax.Array, width: int, padded: int) -> jax.Array:
+    """(..., k*width) -> (..., k*padded): each block of `width` columns zero-padded to `padded`
+    (the hidden state is one block, the AdaLN modulations 3 per AdaLN)."""
+    if padded == width:
+        return y
+    z = y.reshape(*y.shape[:-1], -1, width)
+    return jnp.pad(z, [(0, 0)] * (z.ndim - 1) + [(0, padded - width)]).reshape(*y.shape[:-1], -1)
 
 
 def pad_heads_in(kernel: jax.Array, bias: jax.Array, heads: int, rows: int, dp: int, columns=None):
