@@ -51,7 +51,7 @@ import numpy as np
 
 from pam_jax.models import geometry
 from pam_jax.models.layers import (
-    LN_EPS, few_inputs, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+    few_inputs, layer_norm, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
 )
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
@@ -216,13 +216,10 @@ def _dot(a, b):
 
 
 def _modulated(x, shift, scale, width: int):
-    """AdaLN on a (rows, Dp) block whose columns past `width` are padding: LayerNorm over the
-    real columns, then * (1 + scale) + shift (zero in the padding)."""
-    real = jax.lax.broadcasted_iota(jnp.int32, x.shape, 1) < width
-    x = jnp.where(real, x, 0.0)
-    centred = jnp.where(real, x - jnp.sum(x, axis=1, keepdims=True) / width, 0.0)
-    var = jnp.sum(centred * centred, axis=1, keepdims=True) / width
-    return centred * jax.lax.rsqrt(var + LN_EPS) * (1.0 + scale) + shift
+    """AdaLN on a (rows, Dp) block whose columns past `width` are zero padding: LayerNorm over the
+    real columns (:func:`~pam_jax.models.layers.layer_norm`, as the XLA path's AdaLN), then
+    * (1 + scale) + shift (zero in the padding)."""
+    return layer_norm(x, width) * (1.0 + scale) + shift
 
 
 def _softmax_rows(logits):
