@@ -9,7 +9,7 @@
 #      HLO of the chain-stacked 10/10 decision.
 # The traced kernels per call can be set against the counts of `pam-jax bench kernels`, made on a
 # CPU for an H200 target (BUILD_NOTES: plain 622 / 4575, chain-stacked 156 / 875 at 10/10 / 100/100).
-# Then, if device time is left, `bash docs/examples/gpu_tune.sh` (about 3 minutes).
+# Then, if device time is left, `bash docs/examples/gpu_tune.sh` (about 5 minutes, timeout_s 360).
 # Results in $OUT (default bench_out/). Make the fastest forms the default on accelerators
 # (fused.mode, select.stack_models) if parity holds, and record the figures in BUILD_NOTES.md.
 . docs/examples/gpu_common.sh

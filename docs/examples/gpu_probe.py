@@ -14,7 +14,9 @@ pam_jax first on PYTHONPATH); "after" the current code and the current code with
 at a time (each change has an environment switch read at trace time); "fused" the current
 defaults, the two networks stacked ($PAM_JAX_STACK_MODELS=on), the fused Pallas denoiser
 ($PAM_JAX_FUSED=on) and its chain form with stacked networks, then the PyTorch reference; "tune"
-the other fused forms and block sizes. With the current code a row times the decision from
+the other fused forms and block sizes; "cublas" the plain and stacked forms again, for a process
+started with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (cuBLAS matmuls, the GELU in their
+epilogue: 42 launches per DDIM step instead of 44 for an H200). With the current code a row times the decision from
 parameters prepared once (Selector.decide); the first variant also times the one graph from the
 parameters. The first variant of each section (and the main fused forms) is also traced
 (jax.profiler) and its device kernels summarised: kernels per call, their summed time ("busy"),
@@ -124,6 +126,9 @@ def sampler_variants():
                 ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
                 ("fused chain, stacked, unrolled", {**chain, **stack}, {"unroll": "full"}),   # 10/10 only
                 ("plain, unrolled", {}, {"unroll": "full"})]   # 10/10 only: no loop, so XLA's command buffers may hold it all
+    if TAG == "cublas":   # run with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (gpu_tune.sh does)
+        return [("plain, cuBLAS", {}, {}), ("stacked, cuBLAS", stack, {}),
+                ("plain, cuBLAS, unrolled", {}, {"unroll": "full"})]
     return [("after", {}, {}),
             ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
             ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
@@ -134,7 +139,8 @@ def sampler_variants():
 
 SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
             "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS", "PAM_JAX_STACK_MODELS")
-PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked", "plain, unrolled")
+PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked", "plain, unrolled", "stacked, cuBLAS",
+            "plain, cuBLAS, unrolled")
 TORCH_TAGS = ("fused",)   # the sampler section also times the eager PyTorch reference (when torch imports)
 
 
