@@ -56,13 +56,14 @@ def compiled_flops(compiled) -> float | None:
 
 def machine() -> dict:
     """Where a benchmark ran, with the $PAM_JAX_* switches of the accelerator paths in effect
-    (geometry and denoiser forms: BUILD_NOTES, issue 12)."""
+    (geometry and denoiser forms: BUILD_NOTES, issue 12) and the $XLA_FLAGS it ran under."""
     return {"platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "devices": jax.device_count(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "jax": jax.__version__,
             "date": time.strftime("%Y-%m-%d"),
             "switches": {k: v for k, v in sorted(os.environ.items())
-                         if k.startswith("PAM_JAX_") and k != "PAM_JAX_COMPILE_CACHE"}}
+                         if k.startswith("PAM_JAX_") and k != "PAM_JAX_COMPILE_CACHE"},
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int = 8,
