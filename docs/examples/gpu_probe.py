@@ -16,9 +16,9 @@ defaults, the two networks stacked ($PAM_JAX_STACK_MODELS=on), the fused Pallas 
 ($PAM_JAX_FUSED=on) and its chain form with stacked networks, then the PyTorch reference; "tune"
 the other fused forms and block sizes; "cublas" the plain and stacked forms again, for a process
 started with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (cuBLAS matmuls, the GELU in their
-epilogue: 42 launches per DDIM step instead of 44 for an H200). With the current code a row times the decision from
-parameters prepared once (Selector.decide); the first variant also times the one graph from the
-parameters. The first variant of each section (and the main fused forms) is also traced
+epilogue: 42 launches per DDIM step instead of 44 for an H200). With the current code a row
+times the decision from parameters prepared once (Selector.decide); the first variant also times
+the one graph from the parameters. The first variant of each section (and the main fused forms) is also traced
 (jax.profiler) and its device kernels summarised: kernels per call, their summed time ("busy"),
 the span from the first kernel's start to the last one's end, and the costliest kernel names.
 Writes $OUT/probe_<tag>.json and prints a line per row.
