@@ -114,8 +114,8 @@ class FusedLayer(NamedTuple):
 
 
 class FusedIO(NamedTuple):
-    """What the "chain" form's kernels read around the layers: the input projection (its rows
-    the x, y, z weights and a zero row), the point embedding, the output projection (its columns
+    """What the "chain" form's kernels read around the layers (the "on" form reads the first
+    three): the input projection (its rows the x, y, z weights and a zero row), the point embedding, the output projection (its columns
     padded to EPS_WIDTH), and the rotary frequencies per head column (row k: the column's
     frequency if it rotates with axis k, else 0) and the sign of its sine term."""
 
@@ -494,8 +494,8 @@ def _forward(den, x, t, ctx, *, out: bool):
         xs = _action_slabs(x, r)
         source, rotary = ("actions", xs, io), ("positions", xs, io.freqs, io.sign)
     else:
-        h = few_inputs(x.astype(dtype), den.in_proj.kernel[...], den.in_proj.bias[...]) + den.point_embed[...]
-        h = to_slabs(jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, dpad - width))))  # (A, B, R, Dp)
+        # the input projection and point embedding as prepared for the chain kernels: already Dp wide
+        h = to_slabs(few_inputs(x.astype(dtype), io.w_in[:3], io.b_in) + io.embed)  # (A, B, R, Dp)
         cos, sin = rotary_rotation(lambda k: x[..., k:k + 1].astype(jnp.float32), io.freqs, io.sign)   # (B, N, A, dp)
         source, rotary = ("hidden", h), ("tables", to_slabs(cos), to_slabs(sin))
     h, pending = _layers(den, ctx, source, rotary, ("rows", cond3), rows, chain)
