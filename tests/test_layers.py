@@ -23,7 +23,7 @@ LAYERS = [
     (1, "models", ["pam_jax.models"]),
     (2, "data and configs", ["pam_jax.data", "pam_jax.data_builders", "pam_jax.experiments"]),
     (3, "training, selection, simulation", ["pam_jax.train", "pam_jax.select", "pam_jax.sim"]),
-    (4, "evaluation and serving", ["pam_jax.eval", "pam_jax.serving"]),
+    (4, "evaluation and serving", ["pam_jax.eval", "pam_jax.serving", "pam_jax.policy"]),
     (5, "apps", ["pam_jax.apps"]),
 ]
 
