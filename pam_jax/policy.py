@@ -271,6 +271,7 @@ class Agent:
                            num_inference_steps=num_inference_steps, reward_samples=reward_samples,
                            reward_noise=reward_noise, snap_rows=snap_rows, **scoring)
         self.num_points = self.policy.num_points
+        self.ref, self.score = self.policy.ref_params, self.policy.score_params   # what samples, what scores
 
     def prepare(self, cloud, rng: np.random.Generator):
         """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""

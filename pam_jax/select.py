@@ -204,11 +204,14 @@ def host_checked(points, norm: NormStats):
     """A batch of clouds checked on the host (:func:`pam_jax.pointcloud.check_clouds`: shape,
     finite, plausible range) before it enters a compiled graph. Inside a trace (the caller jits
     a function that calls the selector) only the shape and dtype can be checked: the values are
-    the outer caller's to check."""
+    the outer caller's to check. (Reading an array that is on a device is a transfer: a caller
+    that must not make one checks on the host itself and makes the selector with checked=False.)"""
     if isinstance(points, jax.core.Tracer):
         check_batch_shape(points.shape, points.dtype)
         return points
-    return check_clouds(points, norm)
+    pts = check_clouds(points, norm)
+    # an array already on the devices in float32 goes in as it is (its placement kept)
+    return points if isinstance(points, jax.Array) and points.dtype == np.float32 else pts
 
 
 class _Checked:

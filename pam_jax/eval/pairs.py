@@ -21,14 +21,15 @@ from pam_jax.policy import load
 from pam_jax.select import implicit_scores
 
 
-def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise: str | None = None):
+def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise: str | None = None, *,
+                sl_step: int | None = None):
     """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame,
     the clouds checked. The SL checkpoint is the one the scoring run was trained against.
     The implicit reward uses the scoring (DPO) run's settings (beta, timesteps; M = `samples`
     and the Monte-Carlo noise `noise` (select.REWARD_NOISE), or their stored values)."""
     if mode not in ("implicit", "explicit"):
         raise ValueError(f"mode must be 'implicit' or 'explicit', got {mode!r}")
-    policy = load(sl_run, mode=mode, reward_samples=samples, reward_noise=noise,
+    policy = load(sl_run, mode=mode, reward_samples=samples, reward_noise=noise, sl_step=sl_step,
                   **{"dpo" if mode == "implicit" else "reward": score_run})
     cfg, graphdef, ref_params, norm = policy.sl.cfg, policy.sl.graphdef, policy.ref_params, policy.norm
     score_graphdef, score_params = policy.scorer.graphdef, policy.score_params

@@ -12,12 +12,12 @@ from pam_jax.policy import Runs, bound_sl, load
 
 def evaluate_selection(sl_run, dpo_run, *, scenes: int = 64, num_candidates: int = 8,
                        reward_samples: int = 10, seed: int = 777, modes=("first", "implicit"),
-                       reward_run=None) -> dict:
+                       reward_run=None, sl_step: int | None = None) -> dict:
     """Fraction of fresh scenes where each selection mode picks the preferred (mode-0) order,
     and where the chosen action is a correct endpoint pair at all. `sl_run` None: the SL run the
     preference runs were trained against."""
     # every mode samples from the SL checkpoint the preference runs were trained against
-    sl, step = bound_sl(Runs(sl=sl_run or "", dpo=dpo_run or "", reward=reward_run or ""))
+    sl, step = bound_sl(Runs(sl=sl_run or "", dpo=dpo_run or "", reward=reward_run or "", sl_step=sl_step))
     out, batch = {}, None
     for mode in modes:
         kw = {"reward": reward_run} if mode == "explicit" else {"dpo": dpo_run} if mode == "implicit" else {}
