@@ -217,7 +217,7 @@ def test_a_trained_dpo_run_stays_bound_when_its_sl_run_trains_on(tmp_path, capsy
     policy, the toy evaluation, the server's and the export's loader and a DPO resume all use
     SL step 6 (kept in the DPO run), or refuse with one line naming both steps."""
     from _tiny import tiny_config
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
     from pam_jax.config import override
     from pam_jax.serving.graph import load_served
     from pam_jax.train.loop import train
