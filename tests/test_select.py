@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
+from helpers.tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
 from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig
 from pam_jax.models.reward import init_reward_model

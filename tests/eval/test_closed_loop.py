@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 from pam_jax.config import override
 from pam_jax.eval import closed_loop as evaluate
 from pam_jax.eval import report

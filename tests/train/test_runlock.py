@@ -1,5 +1,5 @@
 """One writer per run folder: the lock file, its race, stale locks, and a trainer that finds the
-folder taken. (The race between two real `pam-jax train` processes is in test_interrupts.py.)"""
+folder taken. (The race between two real `pam-jax train` processes is in tests/train/test_interrupts.py.)"""
 import json
 import os
 import socket
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 from pam_jax.train.loop import train
 from pam_jax.train.runlock import LOCK_NAME, RunLock, RunLocked
 

@@ -1,11 +1,11 @@
-"""Networks: shapes, candidate independence, encoder reuse, rotary relativity, geometry."""
+"""The diffusion policy network: shapes, candidate independence, encoder reuse, the denoiser layer."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from _tiny import TINY_MODEL
+from helpers.tiny import TINY_MODEL
 from pam_jax.models import geometry
 from pam_jax.models import layers
 from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns, sinusoidal_embedding
@@ -78,24 +78,6 @@ def test_timestep_conditions_the_output(model):
     assert not np.allclose(model(pts, x, t), model(pts, x, t + 7))
 
 
-def test_rotary_scores_depend_only_on_relative_position():
-    r = np.random.default_rng(0)
-    q = jnp.asarray(r.normal(size=(1, 24)), jnp.float32)
-    k = jnp.asarray(r.normal(size=(1, 24)), jnp.float32)
-    pq, pk, shift = (jnp.asarray(r.normal(size=3), jnp.float32) for _ in range(3))
-
-    def score(a, b):
-        qa = apply_rotary(q, rotary_angles(a, 24, 8.0)[None])
-        kb = apply_rotary(k, rotary_angles(b, 24, 8.0)[None])
-        return float(jnp.sum(qa * kb))
-
-    assert score(pq, pk) == pytest.approx(score(pq + shift, pk + shift), rel=1e-4, abs=1e-4)
-    assert score(pq, pk) != pytest.approx(score(pq, pk + shift), rel=1e-3)
-    # a rotation preserves the norm
-    rotated = apply_rotary(q, rotary_angles(pq, 24, 8.0)[None])
-    assert float(jnp.linalg.norm(rotated)) == pytest.approx(float(jnp.linalg.norm(q)), rel=1e-5)
-
-
 @pytest.mark.parametrize("pad", ["off", "on"])
 def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
     """A denoiser layer from its prepared weights (rotary as elementwise arithmetic on the
@@ -131,88 +113,6 @@ def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
     y, gate = layer.ffn_ln.modulate(want, ffn)
     want = want + gate * layer.ffn(y)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_rotate_is_apply_rotary_as_arithmetic():
-    """rotate (x * cos + x[partner] * signed sin) == apply_rotary for heads of 26 columns (24
-    rotated, 2 passed through) zero-padded to 32: the same real columns, zeros in the padding,
-    where rotary_columns gives cos 1 and sin 0."""
-    d, pad = 26, 32
-    xyz = jax.random.uniform(jax.random.key(0), (5, 3), minval=-2, maxval=2)
-    q = jax.random.normal(jax.random.key(1), (5, 2, d))   # 5 tokens, 2 heads
-    rot = rotary_columns(xyz, d, 8.0, pad)
-    assert rot[0].shape == rot[1].shape == (5, 1, pad)
-    got = layers.rotate(jnp.pad(q, ((0, 0), (0, 0), (0, pad - d))), rot, d)
-    np.testing.assert_allclose(got[..., :d], apply_rotary(q, rotary_angles(xyz, d, 8.0)), rtol=1e-6, atol=1e-6)
-    assert not np.asarray(got[..., d:]).any()
-    np.testing.assert_array_equal(rot[0][..., 24:], 1.0)
-    np.testing.assert_array_equal(rot[1][..., 24:], 0.0)
-
-
-def test_few_inputs_is_the_linear_layer():
-    lin = nnx.Linear(3, 7, rngs=nnx.Rngs(0))
-    lin.bias[...] = jnp.arange(7.0)
-    x = jax.random.normal(jax.random.key(2), (4, 2, 3))
-    np.testing.assert_allclose(layers.few_inputs(x, lin.kernel[...], lin.bias[...]), lin(x), rtol=1e-6, atol=1e-6)
-
-
-def test_rotary_needs_six_dims():
-    with pytest.raises(ValueError, match="head_dim"):
-        rotary_angles(jnp.zeros((2, 3)), 4, 8.0)
-
-
-def test_sinusoidal_embedding_values():
-    e = sinusoidal_embedding(jnp.array([0, 3]), 8)
-    # t = 0: cos = 1, sin = 0
-    np.testing.assert_allclose(e[0], [1, 1, 1, 1, 0, 0, 0, 0], atol=1e-7)
-    freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
-    np.testing.assert_allclose(e[1], np.concatenate([np.cos(3 * freqs), np.sin(3 * freqs)]), rtol=1e-5)
-
-
-@pytest.mark.parametrize("method", geometry.FPS_METHODS)
-def test_fps_picks_the_ends_of_a_line_first(method):
-    pts = jnp.asarray(np.stack([np.linspace(0.0, 1.0, 11), np.zeros(11), np.zeros(11)], 1), jnp.float32)
-    idx = np.asarray(geometry.farthest_point_sample(pts, 3, method))
-    assert idx.tolist() == [0, 10, 5]
-
-
-@pytest.mark.parametrize("method", geometry.FPS_METHODS)
-def test_fps_matches_brute_force(method):
-    r = np.random.default_rng(3)
-    pts = r.normal(size=(50, 3)).astype(np.float32)
-    idx = np.asarray(geometry.farthest_point_sample(jnp.asarray(pts), 10, method))
-    chosen = [0]
-    for _ in range(9):
-        d = np.min(np.linalg.norm(pts[:, None] - pts[chosen][None], axis=-1), axis=1)
-        chosen.append(int(np.argmax(d)))
-    assert idx.tolist() == chosen
-
-
-def test_fps_forms_agree_under_vmap_with_ties_and_the_env_override(monkeypatch):
-    """The Pallas kernel batched by vmap (a grid axis), on clouds with duplicate points (ties go
-    to the lowest index) and a size that is not a power of two, against the scan forms;
-    $PAM_JAX_FPS picks the default form and a wrong value is one line."""
-    r = np.random.default_rng(5)
-    pts = r.uniform(-1, 1, size=(3, 37, 3)).astype(np.float32)
-    pts[:, 20:25] = pts[:, 3:4]                                    # duplicates
-    got = {m: np.asarray(jax.vmap(lambda p, m=m: geometry.farthest_point_sample(p, 12, m))(jnp.asarray(pts)))
-           for m in geometry.FPS_METHODS}
-    for m in geometry.FPS_METHODS:
-        np.testing.assert_array_equal(got[m], got["argmax"])
-    monkeypatch.setenv(geometry.FPS_ENV, "pallas")
-    assert geometry.default_fps_method() == "pallas"
-    monkeypatch.setenv(geometry.FPS_ENV, "fast")
-    with pytest.raises(ValueError, match=r"\$PAM_JAX_FPS='fast': expected one of"):
-        geometry.default_fps_method()
-
-
-def test_knn_matches_brute_force():
-    r = np.random.default_rng(4)
-    pts = r.normal(size=(40, 3)).astype(np.float32)
-    q = r.normal(size=(5, 3)).astype(np.float32)
-    idx = np.asarray(geometry.knn(jnp.asarray(q), jnp.asarray(pts), 4))
-    want = np.argsort(np.linalg.norm(q[:, None] - pts[None], axis=-1), axis=1)[:, :4]
-    np.testing.assert_array_equal(np.sort(idx, 1), np.sort(want, 1))
 
 
 def test_too_few_points_is_a_clear_error(model):

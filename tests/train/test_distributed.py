@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from _tiny import checksum, tiny_config
+from helpers.tiny import checksum, tiny_config
 from pam_jax.train.loop import train
 from pam_jax.train.restore import load_policy
 
-HERE = pathlib.Path(__file__).resolve().parent
+TESTS = pathlib.Path(__file__).resolve().parents[1]   # helpers/ lives there
 EXPERIMENT = """import sys
 sys.path.insert(0, {tests!r})
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 
 
 def get_config():
@@ -40,7 +40,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_from_the_cli_agree_with_one(tmp_path):
     exp = tmp_path / "tiny_exp.py"
-    exp.write_text(EXPERIMENT.format(tests=str(HERE), run=str(tmp_path / "run")))
+    exp.write_text(EXPERIMENT.format(tests=str(TESTS), run=str(tmp_path / "run")))
     # 2 devices per process; the rest of the suite's XLA flags (its cheaper CPU code generation) kept
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",

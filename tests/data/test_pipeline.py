@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fixtures_deformpam import build_fixture, text
+from helpers.fixtures_deformpam import build_fixture, text
 from pam_jax import pointcloud as pc
 from pam_jax.data import pipeline, sources, stats
 

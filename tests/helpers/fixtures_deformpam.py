@@ -1,4 +1,4 @@
-"""Shared helpers for the tests/test_data_*.py files: write the fixture layout and build it."""
+"""Shared helpers for the data and data-builder tests: write the fixture layout and build it."""
 from __future__ import annotations
 
 import logging

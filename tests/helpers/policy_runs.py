@@ -5,7 +5,7 @@ import pathlib
 import jax
 import numpy as np
 
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 from pam_jax.config import override
 from pam_jax.models.build import build_model
 from pam_jax.normalize import NormStats

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 from pam_jax.toy import preference_data as tp
 from pam_jax.config import override
 from pam_jax.select import SelectConfig, make_selector

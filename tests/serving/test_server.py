@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from _policy_runs import NORM, policy_run
+from helpers.policy_runs import NORM, policy_run
 from pam_jax import pointcloud as pc
 from pam_jax.cli import app as cli
 from pam_jax.serving import PolicyClient, ServerError, protocol
@@ -26,7 +26,7 @@ from pam_jax.serving.server import HARD_LIMIT_FACTOR, PolicyServer, batch_sizes,
 from pam_jax.tasks import get_task
 
 NP = 64   # tiny_config's data.num_points
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

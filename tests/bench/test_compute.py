@@ -1,7 +1,7 @@
 """Benchmarks run end to end at a tiny size (no timing assertions: figures go to BUILD_NOTES)."""
 import dataclasses
 
-from _tiny import TINY_MODEL
+from helpers.tiny import TINY_MODEL
 from pam_jax.bench import compute as bench
 
 TINY = {k: v for k, v in dataclasses.asdict(TINY_MODEL).items()}

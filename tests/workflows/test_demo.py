@@ -64,7 +64,7 @@ def test_the_demo_names_exactly_the_committed_studies_that_resolve_the_gain():
 
     from pam_jax.workflows import study
 
-    repo = pathlib.Path(__file__).resolve().parents[1]
+    repo = pathlib.Path(__file__).resolve().parents[2]
     resolved = set()
     for path in (repo / "docs" / "results").glob("study_*/study.json"):
         record = json.loads(path.read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from _tiny import TINY_MODEL
+from helpers.tiny import TINY_MODEL
 from pam_jax.config import DiffusionConfig
 from pam_jax.models import fused, geometry, layers
 from pam_jax.models.policy import init_policy
