@@ -19,9 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pam-jax demo
 
-# Two passes: the suite under XLA's legacy CPU emitters (faster to compile), then the tests of
+# ruff, then two passes: the suite under XLA's legacy CPU emitters (faster to compile), then the tests of
 # bit-identity between programs under the default emitters users run (tests/conftest.py).
 test: $(STAMP)
+	$(BIN)/ruff check pam_jax tests experiments data_builders benchmarks
 	$(BIN)/python -m pytest -n 2 -q --timeout 600 --durations 15 -m "not bit_identity" tests
 	PAM_JAX_TESTS_CODEGEN=default $(BIN)/python -m pytest -n 2 -q --timeout 600 -m bit_identity tests
 

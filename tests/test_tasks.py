@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers.tiny import tiny_config
+
 from pam_jax import tasks
 from pam_jax.cli import app as cli
 from pam_jax.config import override

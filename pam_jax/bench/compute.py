@@ -342,11 +342,10 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
     `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). Each of
     `probes` is called on every row as probe(decide, median_s=, setting=) (`setting`: the row with
     its "points" cloud) and returns fields added to the row."""
+    from pam_jax import diffusion
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
-
-    from pam_jax import diffusion
 
     model_cfg = dataclasses.replace(ModelConfig(), **(model_overrides or {}))
     diff = DiffusionConfig()

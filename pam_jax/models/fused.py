@@ -51,7 +51,15 @@ import numpy as np
 
 from pam_jax.models import geometry
 from pam_jax.models.layers import (
-    few_inputs, layer_norm, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+    few_inputs,
+    layer_norm,
+    pad_blocks,
+    pad_heads_in,
+    pad_heads_out,
+    rotary_pairs,
+    rotary_rotation,
+    rotary_table,
+    round_up,
 )
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)

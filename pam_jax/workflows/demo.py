@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import pathlib
 
-
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
-from pam_jax.workflows.collect import collect
 from pam_jax.data.build import build as build_dataset
 from pam_jax.eval import closed_loop as evaluate
 from pam_jax.eval import pairs as reward_eval
 from pam_jax.eval import report
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
+from pam_jax.workflows.collect import collect
 
 STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward", "reward_sl": "reward_sl"}
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> its method

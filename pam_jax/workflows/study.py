@@ -49,7 +49,6 @@ import numpy as np
 
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
-from pam_jax.workflows.collect import collect
 from pam_jax.data.build import build as build_dataset
 from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop, report
@@ -59,6 +58,7 @@ from pam_jax.select import REWARD_NOISE
 from pam_jax.sim import make_task, task_class
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
+from pam_jax.workflows.collect import collect
 
 try:                                     # the top-1 regret (issue 11, item 2), when present
     from pam_jax.eval import regret as regret_eval

@@ -2,6 +2,7 @@
 import dataclasses
 
 from helpers.tiny import TINY_MODEL
+
 from pam_jax.bench import compute as bench
 
 TINY = {k: v for k, v in dataclasses.asdict(TINY_MODEL).items()}

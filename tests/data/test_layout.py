@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pam_jax import tasks
 from pam_jax.data import fixtures, layout, scan

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers.fixtures_deformpam import build_fixture, text
+
 from pam_jax import pointcloud as pc
 from pam_jax.data import pipeline, sources, stats
 

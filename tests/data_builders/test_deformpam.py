@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers.fixtures_deformpam import build_fixture, text
+
 from pam_jax.data import fixtures, layout, sources, stats
 from pam_jax.data.build import build as build_dataset
 

@@ -6,8 +6,8 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from helpers.tiny import tiny_config
+
 from pam_jax.cli import app as cli
 from pam_jax.config import override
 from pam_jax.eval import closed_loop

@@ -4,13 +4,12 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers.tiny import tiny_config
+
 from pam_jax.config import override
 from pam_jax.eval import closed_loop as evaluate
 from pam_jax.eval import report
 from pam_jax.train.loop import train
-
 
 T3 = 3.182446305284263    # Student t, 0.975 quantile, 3 dof
 T1 = 12.706204736174707   # ... 1 dof

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from helpers.tiny import perturbed_policy
+
 from pam_jax.models import geometry, layers
 
 

@@ -5,11 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers.tiny import TINY_MODEL
-from pam_jax.models import geometry
 from pam_jax.models import layers
-from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns, sinusoidal_embedding
-from pam_jax.models.policy import DiffusionPolicy, init_policy
+from pam_jax.models.layers import apply_rotary, rotary_angles, rotary_columns, sinusoidal_embedding
 
 
 def _inputs(b=2, n=5, npts=64, seed=0):

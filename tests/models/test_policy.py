@@ -4,11 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from helpers.tiny import TINY_MODEL
-from pam_jax.models import geometry
+
 from pam_jax.models import layers
-from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns, sinusoidal_embedding
+from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns
 from pam_jax.models.policy import DiffusionPolicy, init_policy
 
 

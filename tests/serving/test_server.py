@@ -14,10 +14,10 @@ import zipfile
 import msgpack
 import numpy as np
 import pytest
+from helpers.policy_runs import NORM, policy_run
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from helpers.policy_runs import NORM, policy_run
 from pam_jax import pointcloud as pc
 from pam_jax.cli import app as cli
 from pam_jax.serving import PolicyClient, ServerError, protocol

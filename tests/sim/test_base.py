@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from pam_jax.sim import make_task
+from pam_jax.sim.base import StepInfo
 from pam_jax.tasks import sim_task_names
 
 TASK_NAMES = sim_task_names()
-from pam_jax.sim.base import StepInfo
 
 
 @pytest.fixture(scope="module")

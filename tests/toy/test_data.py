@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from pam_jax.normalize import NormStats
 from pam_jax.toy import data as toy
 from pam_jax.toy.evaluate import score_samples
-from pam_jax.normalize import NormStats
 
 
 def test_scene_geometry():

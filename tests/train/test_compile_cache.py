@@ -5,8 +5,6 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 from pam_jax.train import compile_cache
 
 TINY_EXPERIMENT = '''

@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers.tiny import checksum, tiny_config
+
 from pam_jax.train.loop import train
 from pam_jax.train.restore import load_policy
 

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers.tiny import run_steps, tiny_config
+
 from pam_jax.config import override
 from pam_jax.toy.data import ToyBimodalData
 from pam_jax.train import sharding

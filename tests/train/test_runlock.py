@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from helpers.tiny import tiny_config
+
 from pam_jax.train.loop import train
 from pam_jax.train.runlock import LOCK_NAME, RunLock, RunLocked
 

@@ -6,11 +6,11 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-
 from helpers.tiny import tiny_config
-from pam_jax.toy import preference_data as tp
+
 from pam_jax.config import override
 from pam_jax.select import SelectConfig, make_selector
+from pam_jax.toy import preference_data as tp
 from pam_jax.train.checkpoint import CheckpointError
 from pam_jax.train.loop import train
 from pam_jax.train.restore import load_policy

@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 import pytest
-
 from helpers.tiny import tiny_config
+
 from pam_jax.config import override
 from pam_jax.train.loop import train
 from pam_jax.train.state import learning_rate

@@ -29,8 +29,8 @@ def test_rope_pipeline_runs_end_to_end(tmp_path, capsys):
     import numpy as np
 
     from pam_jax import preference
-    from pam_jax.eval import pairs as reward_eval
     from pam_jax.data.pipeline import eval_batches
+    from pam_jax.eval import pairs as reward_eval
     score, _ = reward_eval.make_scorer("implicit", tmp_path / "sl", tmp_path / "sl")
     batch = preference.dpo_batch(next(eval_batches(tmp_path / "tfds" / "deformpam" / "rope_finetune" / "1.0.0",
                                                    split="train", num_points=128)))

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from pam_jax.cli import app as cli
-from pam_jax.workflows import study
 from pam_jax.eval.report import strict_json
+from pam_jax.workflows import study
 
 TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
         "model.heads=2", "model.mlp_ratio=2", "diffusion.num_inference_steps=3", "data.num_points=128",
