@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/pam-jax bench train
 	$(BIN)/pam-jax bench sampler
 
-# issue 11: the full study of each task (hours on 2 cores). Resumable: run it again to continue,
+# The full study of each task (hours on 2 cores). Resumable: run it again to continue,
 # on this machine or another; the small results land in docs/results/study_TASK (commit them).
 STUDY_TASKS ?= granular rope cloth
 studies: $(STAMP)

@@ -1,4 +1,4 @@
-"""Where the selector's and the train step's time goes on an accelerator (issue 12): one run.
+"""Where the selector's and the train step's time goes on an accelerator: one run.
 
     OUT=dir PROBE_TAG=after python benchmarks/gpu_probe.py [sections...]
 
