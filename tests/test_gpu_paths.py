@@ -1,4 +1,4 @@
-"""The accelerator paths of issue 12, checked on CPU: the Pallas kNN gives lax.top_k's indices
+"""The accelerator paths, checked on CPU: the Pallas kNN gives lax.top_k's indices
 (interpreted here), both Pallas kernels lower to Triton for CUDA (no GPU needed to lower), and the
 denoiser's padded, fused attention layout and the elementwise small attention compute the same
 function as the plain layers."""

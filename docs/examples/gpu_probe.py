@@ -1,4 +1,4 @@
-"""Where the selector's and the train step's time goes on an accelerator (issue 12): one run.
+"""Where the selector's and the train step's time goes on an accelerator: one run.
 
     OUT=dir PROBE_TAG=after python docs/examples/gpu_probe.py [sections...]
 
@@ -204,7 +204,7 @@ def section_sampler():
 
 def section_torch():
     """The eager PyTorch re-statement of the reference decision (apps.torch_reference) at the
-    same settings, in this process: the denominator of the issue's speed-up."""
+    same settings, in this process: the denominator of the speed-up against the reference."""
     try:
         reference = bench._torch_reference("make_reference")()
     except ImportError as e:
