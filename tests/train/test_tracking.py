@@ -1,4 +1,4 @@
-"""Tracked training (issue 13, item 5): interval means, learning rate and throughput in every
+"""Tracked training: interval means, learning rate and throughput in every
 record, validation every N steps, TensorBoard and wandb sinks, and a run id kept across resumes."""
 import json
 import pathlib
