@@ -32,10 +32,12 @@ bench: $(STAMP)
 
 # The full study of each task (hours on 2 cores). Resumable: run it again to continue,
 # on this machine or another; the small results land in docs/results/study_TASK (commit them).
+# Cloth's committed study has 8 training seeds, each fine-tuned on its own preferences.
 STUDY_TASKS ?= granular rope cloth
 studies: $(STAMP)
 	for t in $(STUDY_TASKS); do \
-	  $(BIN)/pam-jax study --task $$t --scale full --run-dir runs/study_$$t --results docs/results/study_$$t --no-progress || exit 1; \
+	  case $$t in cloth) d=study_cloth_pp; x="--train-seeds 8 --per-seed-preferences";; *) d=study_$$t; x="";; esac; \
+	  $(BIN)/pam-jax study --task $$t --scale full $$x --run-dir runs/$$d --results docs/results/$$d --no-progress || exit 1; \
 	done
 
 clean:

@@ -57,7 +57,7 @@ def compiled_flops(compiled) -> float | None:
 
 def machine() -> dict:
     """Where a benchmark ran, with the $PAM_JAX_* switches of the accelerator paths in effect
-    (geometry and denoiser forms: BUILD_NOTES) and the $XLA_FLAGS it ran under."""
+    (geometry and denoiser forms: BUILD_NOTES, "Accelerator layouts") and the $XLA_FLAGS it ran under."""
     return {"platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "devices": jax.device_count(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "jax": jax.__version__,

@@ -1,8 +1,8 @@
 """The denoiser's forward pass for sampling on a GPU with one Pallas (Triton) kernel per sub-layer.
 
 Why: in the DDIM loop each step is a few small matmuls (16 action tokens at K = 8), and XLA runs
-about 44 kernels per step for them on an H200 (57 when this was written; BUILD_NOTES, issue 12),
-each doing almost nothing.
+about 44 kernels per step for them compiled for an H200 (57 traced on one for an older layout;
+BUILD_NOTES), each doing almost nothing.
 Here each sub-layer is one kernel that does all of its work per (cloud, block of rows, head):
 
   cross  AdaLN (LayerNorm + shift/scale) -> this head's query with 3D rotary -> attention to the

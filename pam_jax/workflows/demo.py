@@ -108,8 +108,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     print(f"This demo is sized to finish in minutes: its table shows the pipeline, not the method's effect. "
           f"The comparison with 3 training seeds, every baseline and 30 report start states (resumable, "
           f"hours on 2 CPU cores): pam-jax study --task {task} --scale full")
-    print("The studies that resolve DeformPAM's gain over SL (95% interval above 0; figures in BUILD_NOTES.md, "
-          "'The issue-11 study'): " + "; ".join(f"{cmd} (tables: {folder}/study.md)" for folder, cmd in RESOLVED.items()))
+    print("The studies that resolve DeformPAM's gain over SL (95% interval above 0; figures in BUILD_NOTES.md and "
+          "docs/results/README.md): " + "; ".join(f"{cmd} (tables: {folder}/study.md)" for folder, cmd in RESOLVED.items()))
     return result
 
 

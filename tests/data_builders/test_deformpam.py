@@ -163,7 +163,7 @@ def test_out_of_range_coordinates_are_skipped_and_named(tmp_path, capsys):
     meta = tmp_path / "src" / far_pose / layout.METADATA
     doc = yaml.safe_load(meta.read_text())
     ann = next(iter(doc.values()))["annotation"]
-    ann["action_poses"][0][0] = 1e30                     # the case: scale would become ~1e30
+    ann["action_poses"][0][0] = 1e30                     # a coordinate of 1e30: the scale would become ~1e30
     meta.write_text(yaml.safe_dump(doc))
     npz = next((tmp_path / "src" / far_cloud).rglob("processed_begin.npz"))
     with np.load(npz) as z:

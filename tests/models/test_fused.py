@@ -112,7 +112,7 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
         np.testing.assert_array_equal(got.index, want.index, err_msg=form)
         # ten noisy, clipped DDIM steps amplify float32 rounding: the plain selector alone moves
         # its candidates by 7e-5 between two LLVM optimisation levels, and by 9e-5 when its rotary
-        # encoding went from slices to a column permutation (BUILD_NOTES)
+        # encoding is a column permutation instead of slices (BUILD_NOTES)
         np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=3e-4, err_msg=form)
         # a score is beta times a sum of squared-error differences, so its rounding error follows
         # the size of the scores, not its own: a score near 0 among scores near 100 moves by 1e-2

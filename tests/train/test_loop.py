@@ -258,7 +258,7 @@ def test_runs_differing_in_seed_or_normalisation_share_one_program(tmp_path):
     # each run's own key (a fresh network predicts 0, so its loss depends on the noise only) and
     # normalisation (the gradients depend on the network's inputs)
     assert losses[0] == losses[2] != losses[1] and len(set(grad_norms)) == 3, (losses, grad_norms)
-    # and the seed's key is what a run without this change used: fold_in(key(seed), step)
+    # and the seed's key is fold_in(key(seed), step), as if it were a constant of the program
     from pam_jax.diffusion import schedule_from_config
 
     want = jax.jit(lambda p, b: supervised_loss(
