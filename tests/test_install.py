@@ -13,7 +13,7 @@ import yaml
 from packaging.markers import Marker
 from packaging.specifiers import SpecifierSet
 
-from pam_jax.apps import cli
+from pam_jax import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

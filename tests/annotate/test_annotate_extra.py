@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from pam_jax.apps import cli
+from pam_jax import cli
 
-SERVER = "pam_jax.apps.annotate.server"
+SERVER = "pam_jax.annotate.server"
 
 
 @pytest.mark.parametrize("missing", ["starlette", "uvicorn", "plotly"])
@@ -23,8 +23,8 @@ def test_annotate_without_its_extra_names_the_extra(missing, tmp_path, monkeypat
 
 def test_plotly_js_without_plotly_names_the_extra(monkeypatch):
     pytest.importorskip("starlette")
-    from pam_jax.apps.annotate import server as server_lib
-    from pam_jax.apps.annotate import store as store_lib
+    from pam_jax.annotate import server as server_lib
+    from pam_jax.annotate import store as store_lib
 
     monkeypatch.setitem(sys.modules, "plotly", None)
     with pytest.raises(store_lib.StoreError, match=r"pip install 'pam_jax\[annotate\]'"):

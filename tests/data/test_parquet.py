@@ -12,7 +12,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from pam_jax.apps import cli  # noqa: E402
+from pam_jax import cli  # noqa: E402
 from pam_jax.data import parquet, sources  # noqa: E402
 
 FIELDS = ("points", "action", "action_finite", "multiple_actions", "multiple_actions_finite",
