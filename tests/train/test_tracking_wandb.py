@@ -8,8 +8,8 @@ import sys
 import types
 
 import pytest
+from helpers.tiny import tiny_config
 
-from _tiny import tiny_config
 from pam_jax.config import override
 from pam_jax.train.loop import train
 from pam_jax.train.tracking import Tracker
