@@ -42,7 +42,7 @@ def served(runs):
 
 @pytest.fixture(scope="module")
 def server(served):
-    srv = PolicyServer(served, port=0, sizes=(1, 8), window_ms=50.0)
+    srv = PolicyServer(served, port=0, sizes=(1, 8), window_ms=50.0, max_world_points=4096)
     thread = srv.start_in_thread()
     yield srv
     srv.stop()
@@ -102,7 +102,8 @@ def test_healthz_and_metadata(server):
     assert m["model"]["width"] == 48 and m["diffusion"]["num_inference_steps"] == 5
     assert set(m["versions"]) >= {"pam_jax", "jax", "flax"} and m["runs"]["sl"]["step"] == 6
     toy = get_task("toy")
-    assert m["preprocess"] == {"xy_scale": toy.xy_scale, "voxel_size": toy.voxel_size}
+    assert m["preprocess"] == {"xy_scale": toy.xy_scale, "voxel_size": toy.voxel_size, "n_sigma": 3.0,
+                               "subsample_method": "random"}
 
 
 def test_the_robot_recipe_world_frame_cloud_to_world_frame_action(server):
@@ -110,10 +111,11 @@ def test_the_robot_recipe_world_frame_cloud_to_world_frame_action(server):
     world = np.random.default_rng(3).uniform([0.9, -0.2, 0.7], [1.1, 0.2, 0.75], (4000, 3))
     with PolicyClient("127.0.0.1", server.port) as policy:
         m = policy.metadata
-        cloud, _, frame = pc.preprocess(world, (), **m["preprocess"])
+        prep = {k: m["preprocess"][k] for k in ("xy_scale", "voxel_size", "n_sigma")}
+        cloud, _, frame = pc.preprocess(world, (), **prep)
         out = policy.select(pc.subsample(cloud, m["num_points"], np.random.default_rng(0)), seed=0)
     action = frame.invert(out["action"])
-    np.testing.assert_allclose(pc.preprocess(world, (action,), **m["preprocess"])[1][0], out["action"], atol=1e-5)
+    np.testing.assert_allclose(pc.preprocess(world, (action,), **prep)[1][0], out["action"], atol=1e-5)
 
 
 def test_same_request_twice_is_identical_and_equals_in_process(server, served):
@@ -167,7 +169,8 @@ def _select(points, **extra):
 
 def test_malformed_requests_get_error_replies_and_a_later_request_succeeds(server, served):
     good = clouds(1, seed=2)[0]
-    limit = request_limit(NP)
+    limit = server.limit
+    assert limit == request_limit(4096)
     cases = [
         ("hello", "expected a binary msgpack message, got text"),
         (b"\xc1", "malformed msgpack message"),
@@ -202,7 +205,7 @@ def test_malformed_requests_get_error_replies_and_a_later_request_succeeds(serve
 def test_a_frame_beyond_the_hard_limit_closes_only_its_connection(server):
     with connect(f"ws://127.0.0.1:{server.port}", proxy=None, compression=None) as ws:
         ws.recv(timeout=30)
-        ws.send(b"x" * (HARD_LIMIT_FACTOR * request_limit(NP) + 1))
+        ws.send(b"x" * (HARD_LIMIT_FACTOR * server.limit + 1))
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=30)
         assert e.value.rcvd.code == 1009   # message too big
