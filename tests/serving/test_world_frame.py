@@ -1,0 +1,129 @@
+"""World frame in, world frame out: the server frames a raw world-frame cloud as the training
+data was prepared, applies the calibration, drops non-finite points, and maps the actions back."""
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import NP, rotation, scene
+from pam_jax import pointcloud as pc
+from pam_jax.serving import PolicyClient, ServerError
+
+TOL = 1e-4   # float32 rounding of the framed cloud, carried through the sampler
+
+
+def test_translated_scene_gives_the_translated_action(world_server):
+    s, shift = scene(), np.array([1.25, -2.5, 0.75])
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        a = c.select_world(s, seed=11)
+        b = c.select_world(s + shift, seed=11)
+    assert a["action"].shape == (2, 3) and a["candidates"].shape == (4, 2, 3) and a["task_action"].shape == (2, 3)
+    assert a["index"] == b["index"] and a["seed"] == 11
+    np.testing.assert_allclose(b["task_candidates"], a["task_candidates"], atol=TOL)
+    np.testing.assert_allclose(b["action"], a["action"] + shift, atol=TOL)
+    np.testing.assert_allclose(b["candidates"], a["candidates"] + shift, atol=TOL)
+    # the scene's bounding box is centred on the origin and xy_scale is 1: task frame == scene frame
+    np.testing.assert_allclose(a["action"], a["task_action"], atol=1e-6)
+
+
+def test_rotated_scene_with_its_calibration_maps_back(world_server):
+    s = scene(seed=1)
+    r, t = rotation(0.3, 2.0), np.array([0.4, -0.1, 0.9])
+    cal = np.eye(4)
+    cal[:3, :3], cal[:3, 3] = r, t                      # world -> task: p = R w + t
+    world = (s - t) @ r                                 # w = R^T (p - t), rows
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        a = c.select_world(s, seed=3)
+        b = c.select_world(world, seed=3, calibration=cal)
+    assert a["index"] == b["index"]
+    np.testing.assert_allclose(b["task_action"], a["task_action"], atol=TOL)
+    want = (a["action"] - t) @ r                        # the task-frame action mapped back to the world
+    np.testing.assert_allclose(b["action"], want, atol=TOL)
+    np.testing.assert_allclose(b["candidates"], (a["candidates"] - t) @ r, atol=TOL)
+    # the same rotation with no calibration is another cloud: another task-frame input
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        assert not np.allclose(c.select_world(world, seed=3)["task_candidates"], a["task_candidates"], atol=1e-3)
+
+
+def test_nan_points_are_dropped_and_an_all_nan_cloud_is_refused(world_server):
+    s = scene(seed=2)
+    holed = s.copy()
+    rows = np.random.default_rng(0).choice(len(s), len(s) // 5, replace=False)   # 20% of the points
+    holed[rows, np.arange(len(rows)) % 3] = np.nan
+    holed[rows[:10], 0] = np.inf
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        got = c.select_world(holed, seed=5)
+        want = c.select_world(np.delete(s, rows, axis=0), seed=5)   # dropping them is not sending them
+        for k in ("action", "candidates", "scores", "task_action"):
+            assert np.array_equal(got[k], want[k]), k
+        with pytest.raises(ServerError, match=f"points: 0 of 2000 points are finite .* at least {NP} needed"):
+            c.select_world(np.full((2000, 3), np.nan), seed=5)
+        few = s[: NP + 5].copy()
+        few[:6] = np.nan
+        with pytest.raises(ServerError, match=f"points: {NP - 1} of {NP + 5} points are finite"):
+            c.select_world(few, seed=5)
+        assert c.select_world(s, seed=5)["action"].shape == (2, 3)   # the connection keeps serving
+
+
+def test_world_requests_refused_with_one_line(world_server):
+    s = scene(seed=3)
+    shear = np.eye(4)
+    shear[0, 1] = 0.5
+    cases = [
+        ((np.zeros((4097, 3)),), {}, "4097 points, more than this server's limit of 4096"),
+        ((s[:, :2],), {}, "expected one cloud of shape (N, 3), got (2000, 2)"),
+        ((s[None],), {}, "send one cloud per request"),
+        ((s,), {"calibration": shear}, "is not a rotation"),
+        ((s,), {"calibration": np.eye(3)}, "calibration: expected a (4, 4) world-to-task matrix, got (3, 3)"),
+    ]
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        for args, kw, want in cases:
+            with pytest.raises(ServerError) as e:
+                c.select_world(*args, seed=0, **kw)
+            assert want in str(e.value) and "\n" not in str(e.value), (want, str(e.value))
+
+
+def test_a_bad_cloud_never_fails_the_requests_batched_with_it(world_server):
+    clouds = [scene(seed=10 + i) for i in range(4)]
+    with PolicyClient("127.0.0.1", world_server.port) as c:
+        alone = [c.select_world(x, seed=i) for i, x in enumerate(clouds)]
+    got, start = {}, threading.Barrier(5)
+
+    def client(i):
+        with PolicyClient("127.0.0.1", world_server.port) as c:
+            start.wait()
+            try:
+                got[i] = c.select_world(clouds[i] if i < 4 else np.full((500, 3), np.nan), seed=i)
+            except ServerError as e:
+                got[i] = e
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert isinstance(got[4], ServerError) and "finite" in str(got[4])
+    for i in range(4):
+        np.testing.assert_allclose(got[i]["action"], alone[i]["action"], atol=TOL)
+        assert got[i]["index"] == alone[i]["index"]
+
+
+def test_framing_helpers():
+    s = scene(seed=4)
+    r, t = rotation(-0.7, 0.4), np.array([0.1, 0.2, -0.3])
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = r, t
+    cal = pc.Rigid(m)
+    np.testing.assert_allclose(cal.invert(cal.apply(s)), s, atol=1e-12)
+    np.testing.assert_allclose(cal.apply(np.zeros(3)), t)
+    pts, framing = pc.frame_world_cloud(cal.invert(s), num_points=NP, rng=np.random.default_rng(0), calibration=m,
+                                        voxel_size=0.002)
+    assert pts.shape == (NP, 3) and pts.dtype == np.float32
+    # every framed point is a scene point (the bbox is centred on the origin): the framing undid the calibration
+    d = np.abs(pts[:, None, :] - s[None]).max(-1).min(-1)
+    assert d.max() < 1e-6
+    np.testing.assert_allclose(framing.to_world(pts), cal.invert(pts), atol=1e-6)
+    with pytest.raises(ValueError, match="last row must be"):
+        pc.Rigid(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="not a rotation"):
+        pc.Rigid(np.diag([1.0, 1.0, -1.0, 1.0]))   # a reflection
