@@ -344,6 +344,9 @@ def preprocess(points, actions: Sequence = (), *, xy_scale: float = 1.0,
     return cloud, tuple(frame.apply(a) for a in acts), frame
 
 
+_preprocess = preprocess   # frame_world_cloud's flag shadows the name
+
+
 def augment(points, actions: Sequence = (), *, rng: np.random.Generator,
             max_rotation_deg: float = 0.0, depth_offset: float = 0.0,
             swap_pick_prob: float = 0.0) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
@@ -455,13 +458,19 @@ class WorldFraming:
 
 
 def frame_world_cloud(points, *, num_points: int, rng: np.random.Generator, calibration=None,
-                      xy_scale: float = 1.0, voxel_size: float | None = None, n_sigma: float | None = 3.0,
-                      method: str = "random") -> tuple[np.ndarray, WorldFraming]:
+                      preprocess: bool = True, xy_scale: float = 1.0, voxel_size: float | None = None,
+                      n_sigma: float | None = 3.0, subsample_method: str = "random") -> tuple[np.ndarray, WorldFraming]:
     """A raw world-frame cloud of any size -> (the policy's input (num_points, 3) float32,
-    the :class:`WorldFraming`), as the training data was prepared: non-finite points dropped
+    the :class:`WorldFraming`), as the training data were made: non-finite points dropped
     (refused when fewer than `num_points` remain), the calibration applied (a :class:`Rigid`, a
-    (4, 4) matrix or None for the identity), then :func:`preprocess` and :func:`subsample`."""
+    (4, 4) matrix or None for the identity), then, when `preprocess` (False: data used as they
+    are, e.g. synthetic clouds already in the task frame), :func:`preprocess`, and
+    :func:`subsample` drawn with `rng`."""
     finite = drop_nonfinite(points, num_points)
     cal = calibration if isinstance(calibration, Rigid) else Rigid(np.eye(4) if calibration is None else calibration)
-    cloud, _, frame = preprocess(cal.apply(finite), (), xy_scale=xy_scale, voxel_size=voxel_size, n_sigma=n_sigma)
-    return subsample(cloud, num_points, rng, method=method), WorldFraming(cal, frame)
+    task = cal.apply(finite)
+    if preprocess:
+        cloud, _, frame = _preprocess(task, (), xy_scale=xy_scale, voxel_size=voxel_size, n_sigma=n_sigma)
+    else:
+        cloud, frame = check_cloud(task), Frame(np.zeros(3), 1.0)
+    return subsample(cloud, num_points, rng, method=subsample_method), WorldFraming(cal, frame)

@@ -102,8 +102,7 @@ def test_healthz_and_metadata(server):
     assert m["model"]["width"] == 48 and m["diffusion"]["num_inference_steps"] == 5
     assert set(m["versions"]) >= {"pam_jax", "jax", "flax"} and m["runs"]["sl"]["step"] == 6
     toy = get_task("toy")
-    assert m["preprocess"] == {"xy_scale": toy.xy_scale, "voxel_size": toy.voxel_size, "n_sigma": 3.0,
-                               "subsample_method": "random"}
+    assert m["preprocess"] == {"xy_scale": toy.xy_scale, "voxel_size": toy.voxel_size}
 
 
 def test_the_robot_recipe_world_frame_cloud_to_world_frame_action(server):
@@ -111,11 +110,10 @@ def test_the_robot_recipe_world_frame_cloud_to_world_frame_action(server):
     world = np.random.default_rng(3).uniform([0.9, -0.2, 0.7], [1.1, 0.2, 0.75], (4000, 3))
     with PolicyClient("127.0.0.1", server.port) as policy:
         m = policy.metadata
-        prep = {k: m["preprocess"][k] for k in ("xy_scale", "voxel_size", "n_sigma")}
-        cloud, _, frame = pc.preprocess(world, (), **prep)
+        cloud, _, frame = pc.preprocess(world, (), **m["preprocess"])
         out = policy.select(pc.subsample(cloud, m["num_points"], np.random.default_rng(0)), seed=0)
     action = frame.invert(out["action"])
-    np.testing.assert_allclose(pc.preprocess(world, (action,), **prep)[1][0], out["action"], atol=1e-5)
+    np.testing.assert_allclose(pc.preprocess(world, (action,), **m["preprocess"])[1][0], out["action"], atol=1e-5)
 
 
 def test_same_request_twice_is_identical_and_equals_in_process(server, served):

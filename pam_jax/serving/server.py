@@ -194,9 +194,11 @@ class PolicyServer:
         self.calibration = pc.Rigid(np.eye(4) if calibration is None else calibration)
         self.max_world_points = max_world_points
         self.limit = request_limit(max_world_points)
-        prep = dict(served.metadata.get("preprocess") or {})
-        self.framing = {"xy_scale": float(prep.get("xy_scale", 1.0)), "voxel_size": prep.get("voxel_size"),
-                        "n_sigma": prep.get("n_sigma", 3.0), "method": prep.get("subsample_method", "random")}
+        frame = served.metadata.get("frame")
+        if not isinstance(frame, dict):
+            raise ValueError("the served policy's metadata has no 'frame' (how its training clouds were made): "
+                             "export it again with this version")
+        self.framing = {k: frame[k] for k in ("preprocess", "xy_scale", "voxel_size", "n_sigma", "subsample_method")}
         self.metadata = {**served.metadata, "protocol": protocol.VERSION, "batch_sizes": list(self.sizes),
                          "batch_window_ms": window_ms, "max_request_bytes": self.limit,
                          "max_world_points": max_world_points, "calibration": self.calibration.matrix.tolist()}

@@ -12,18 +12,40 @@ from pam_jax.serving import PolicyClient, ServerError
 TOL = 1e-4   # float32 rounding of the framed cloud, carried through the sampler
 
 
-def test_translated_scene_gives_the_translated_action(world_server):
+def test_translated_scene_with_its_calibration_gives_the_translated_action(world_server):
     s, shift = scene(), np.array([1.25, -2.5, 0.75])
+    cal = np.eye(4)
+    cal[:3, 3] = -shift                                 # world -> task: p = w - shift
     with PolicyClient("127.0.0.1", world_server.port) as c:
         a = c.select_world(s, seed=11)
-        b = c.select_world(s + shift, seed=11)
+        b = c.select_world(s + shift, seed=11, calibration=cal)
     assert a["action"].shape == (2, 3) and a["candidates"].shape == (4, 2, 3) and a["task_action"].shape == (2, 3)
     assert a["index"] == b["index"] and a["seed"] == 11
     np.testing.assert_allclose(b["task_candidates"], a["task_candidates"], atol=TOL)
     np.testing.assert_allclose(b["action"], a["action"] + shift, atol=TOL)
     np.testing.assert_allclose(b["candidates"], a["candidates"] + shift, atol=TOL)
-    # the scene's bounding box is centred on the origin and xy_scale is 1: task frame == scene frame
+    # the toy task's clouds are used as they are (no centring): identity calibration, task frame == world frame
     np.testing.assert_allclose(a["action"], a["task_action"], atol=1e-6)
+
+
+def test_the_server_takes_its_calibration_from_its_config(served):
+    from pam_jax.serving.server import PolicyServer
+
+    s, shift = scene(seed=5), np.array([0.5, 0.25, -1.0])
+    cal = np.eye(4)
+    cal[:3, 3] = -shift
+    srv = PolicyServer(served, port=0, sizes=(1,), calibration=cal, max_world_points=4096)
+    thread = srv.start_in_thread()
+    try:
+        with PolicyClient("127.0.0.1", srv.port) as c:
+            assert c.metadata["calibration"] == cal.tolist()
+            a = c.select_world(s + shift, seed=2)                      # the server's calibration
+            b = c.select_world(s, seed=2, calibration=np.eye(4))       # a request's own wins
+    finally:
+        srv.stop()
+        thread.join(30)
+    np.testing.assert_allclose(a["task_candidates"], b["task_candidates"], atol=TOL)
+    np.testing.assert_allclose(a["action"], b["action"] + shift, atol=TOL)
 
 
 def test_rotated_scene_with_its_calibration_maps_back(world_server):
@@ -56,11 +78,11 @@ def test_nan_points_are_dropped_and_an_all_nan_cloud_is_refused(world_server):
         want = c.select_world(np.delete(s, rows, axis=0), seed=5)   # dropping them is not sending them
         for k in ("action", "candidates", "scores", "task_action"):
             assert np.array_equal(got[k], want[k]), k
-        with pytest.raises(ServerError, match=f"points: 0 of 2000 points are finite .* at least {NP} needed"):
+        with pytest.raises(ServerError, match=f"0 of 2000 points are finite .* {NP}"):
             c.select_world(np.full((2000, 3), np.nan), seed=5)
         few = s[: NP + 5].copy()
         few[:6] = np.nan
-        with pytest.raises(ServerError, match=f"points: {NP - 1} of {NP + 5} points are finite"):
+        with pytest.raises(ServerError, match=f"{NP - 1} of {NP + 5} points are finite"):
             c.select_world(few, seed=5)
         assert c.select_world(s, seed=5)["action"].shape == (2, 3)   # the connection keeps serving
 
@@ -123,6 +145,14 @@ def test_framing_helpers():
     d = np.abs(pts[:, None, :] - s[None]).max(-1).min(-1)
     assert d.max() < 1e-6
     np.testing.assert_allclose(framing.to_world(pts), cal.invert(pts), atol=1e-6)
+    # with the preprocessing (centring, xy scale, voxels), a translated cloud needs no calibration
+    kw = dict(num_points=NP, preprocess=True, xy_scale=1.75, voxel_size=0.002 * 1.75, n_sigma=3.0)
+    p0, f0 = pc.frame_world_cloud(s, rng=np.random.default_rng(1), **kw)
+    p1, f1 = pc.frame_world_cloud(s + [3.0, -4.0, 0.5], rng=np.random.default_rng(1), **kw)
+    np.testing.assert_allclose(p1, p0, atol=1e-5)
+    np.testing.assert_allclose(f1.to_world(p1), f0.to_world(p0) + [3.0, -4.0, 0.5], atol=1e-5)
+    sx = np.unique(s[:, 0]) * 1.75   # x scaled by 1.75 about the bbox centre (the origin)
+    assert np.abs(p0[:, 0][:, None] - sx[None]).min(1).max() < 1e-6
     with pytest.raises(ValueError, match="last row must be"):
         pc.Rigid(np.ones((4, 4)))
     with pytest.raises(ValueError, match="not a rotation"):
