@@ -60,13 +60,13 @@ class EventLog:
     """One line per event on `logger`, at most `burst` lines per kind at once and `per_s` a
     second after that; a line after a quiet spell says how many were not logged."""
 
-    def __init__(self, logger: logging.Logger = log, burst: int = 10, per_s: float = 1.0):
-        self.logger, self.burst, self.per_s = logger, burst, per_s
+    def __init__(self, logger: logging.Logger = log, burst: int = 10, per_s: float = 1.0, clock=time.monotonic):
+        self.logger, self.burst, self.per_s, self.clock = logger, burst, per_s, clock
         self._kinds: dict[str, list] = {}
         self._lock = threading.Lock()
 
     def __call__(self, kind: str, message: str, level: int = logging.INFO) -> None:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             tokens, last, dropped = self._kinds.get(kind, (self.burst, now, 0))
             tokens = min(self.burst, tokens + (now - last) * self.per_s)
@@ -275,8 +275,8 @@ class PolicyServer:
                 self._inflight += 1
                 try:
                     await self._answer(ws, req, t0)
-                finally:
                     busy = False
+                finally:
                     self._inflight -= 1
                     if self._inflight == 0 and self._idle is not None:
                         self._idle.set()
