@@ -261,17 +261,19 @@ class PolicyServer:
             await ws.send(protocol.metadata_frame(self.metadata))
             async for message in ws:
                 t0 = time.perf_counter()
-                if self.draining:
-                    await self._send_error(ws, dialect, SHUTTING_DOWN)
-                    continue
                 try:
-                    req = protocol.parse_request(protocol.decode(message, self.limit), self.served.num_points,
-                                                 self.max_world_points)
+                    msg = protocol.decode(message, self.limit)
+                    if isinstance(msg, dict):   # the dialect of the reply, even to a refused request
+                        dialect = "pam_jax" if "type" in msg else "openpi"
+                    if self.draining:
+                        await self._send_error(ws, dialect, SHUTTING_DOWN)
+                        continue
+                    req = protocol.parse_request(msg, self.served.num_points, self.max_world_points)
                 except protocol.ProtocolError as e:
                     self.events("refused", f"{_peer(ws)}: request refused: {e}")
-                    await self._send_error(ws, dialect, e)
+                    await self._send_error(ws, dialect, SHUTTING_DOWN if self.draining else e)
                     continue
-                dialect, busy = req.dialect, True
+                busy = True
                 self._inflight += 1
                 try:
                     await self._answer(ws, req, t0)

@@ -46,11 +46,16 @@ try:
     error = None
 except RuntimeError as e:
     error = str(e)
+try:
+    policy.infer({"points": cloud, "prompt": "fold the cloth"})   # an observation field it does not know
+    unknown = None
+except RuntimeError as e:
+    unknown = str(e)
 c = policy.infer({"points": cloud.astype(np.float32), "seed": 7})
 np.savez(sys.argv[4], **{f"{n}_{k}": np.asarray(r[k]) for n, r in (("a", a), ("b", b), ("c", c))
                          for k in ("action", "candidates", "scores", "index", "task_action", "task_candidates")})
 print(json.dumps({"meta": {k: meta[k] for k in ("type", "protocol", "num_points", "mode", "max_world_points")},
-                  "keys": sorted(a), "timing": sorted(a["server_timing"]), "seed": a["seed"], "error": error,
+                  "keys": sorted(a), "timing": sorted(a["server_timing"]), "seed": a["seed"], "error": error, "unknown": unknown,
                   "openpi_client": msgpack_numpy.__file__.startswith(sys.argv[1]),
                   "pam_jax": any(m.startswith("pam_jax") for m in sys.modules)}))
 """
@@ -71,6 +76,7 @@ def test_openpi_client_drives_the_server(openpi_target, world_server, tmp_path):
                            "task_candidates"]
     assert got["timing"] == ["infer_ms"] and got["seed"] == 7
     assert got["error"].startswith("Error in inference server:\n") and "0 of 2000 points are finite" in got["error"]
+    assert "unknown observation field(s) prompt" in got["unknown"]
     out = np.load(tmp_path / "out.npz")
     for k in ("action", "candidates", "scores", "index"):   # same seed, same answer, before and after the error
         assert np.array_equal(out[f"a_{k}"], out[f"b_{k}"]) and np.array_equal(out[f"a_{k}"], out[f"c_{k}"]), k
