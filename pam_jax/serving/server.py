@@ -194,11 +194,9 @@ class PolicyServer:
         self.calibration = pc.Rigid(np.eye(4) if calibration is None else calibration)
         self.max_world_points = max_world_points
         self.limit = request_limit(max_world_points)
-        frame = served.metadata.get("frame")
-        if not isinstance(frame, dict):
-            raise ValueError("the served policy's metadata has no 'frame' (how its training clouds were made): "
-                             "export it again with this version")
-        self.framing = {k: frame[k] for k in ("preprocess", "xy_scale", "voxel_size", "n_sigma", "subsample_method")}
+        frame = served.metadata.get("frame")   # how the training clouds were made; without it, task frame only
+        self.framing = ({k: frame[k] for k in ("preprocess", "xy_scale", "voxel_size", "n_sigma", "subsample_method")}
+                        if isinstance(frame, dict) else None)
         self.metadata = {**served.metadata, "protocol": protocol.VERSION, "batch_sizes": list(self.sizes),
                          "batch_window_ms": window_ms, "max_request_bytes": self.limit,
                          "max_world_points": max_world_points, "calibration": self.calibration.matrix.tolist()}
@@ -226,6 +224,9 @@ class PolicyServer:
         or None). World-frame clouds are framed here; a bad cloud is a one-line ValueError."""
         if not req.world:
             return self.served.check(req.points), None
+        if self.framing is None:
+            raise ValueError("this policy's metadata does not say how its training clouds were framed (an older "
+                             "export?): send task-frame clouds, or export it again")
         cal = self.calibration if req.calibration is None else pc.Rigid(req.calibration)
         pts, framing = pc.frame_world_cloud(req.points, num_points=self.served.num_points,
                                             rng=np.random.default_rng(seed), calibration=cal, **self.framing)
