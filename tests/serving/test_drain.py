@@ -124,7 +124,7 @@ def test_sigterm_with_eight_clients_mid_request_drains(runs, tmp_path):
     """A 2 s batch window and a 16-request batch keep 8 requests waiting in the server when
     SIGTERM arrives; a ninth, idle client asks during the drain."""
     err = open(tmp_path / "stderr.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "serve", "--sl", runs["sl"], "--mode", "first",
+    proc = subprocess.Popen([sys.executable, "-m", "pam_jax.cli", "serve", "--sl", runs["sl"], "--mode", "first",
                              "--port", "0", "--max-batch", "16", "--batch-window-ms", "2000"],
                             stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
     try:

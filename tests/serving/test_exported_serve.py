@@ -24,7 +24,7 @@ class Refuse(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Refuse())
-from pam_jax.apps.cli import main
+from pam_jax.cli import main
 code = main(sys.argv[1:])
 print("loaded:", sorted(m for m in BLOCKED if m in sys.modules), flush=True)
 sys.exit(code)
@@ -33,7 +33,7 @@ sys.exit(code)
 
 @pytest.mark.slow
 def test_serve_exported_without_flax_orbax_tfds_or_mujoco(runs, world_server, tmp_path, capsys):
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
 
     art = tmp_path / "policy.pamx"
     assert cli.main(["export", "--sl", runs["sl"], "--dpo", runs["dpo"], "--out", str(art)]) == 0
