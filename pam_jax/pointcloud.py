@@ -233,9 +233,17 @@ def voxel_downsample(points, voxel_size: float | None) -> np.ndarray:
     cells = np.floor(p64 / v)
     if np.abs(cells).max() >= 2.0**62:
         raise ValueError(f"voxel_size: {v} is too small for the cloud's extent")
-    _, inverse, counts = np.unique(
-        cells.astype(np.int64), axis=0, return_inverse=True, return_counts=True
-    )
+    cells = cells.astype(np.int64)
+    lo = cells.min(axis=0)
+    span = cells.max(axis=0) - lo + 1
+    if float(span[0]) * float(span[1]) * float(span[2]) < 2.0**62:
+        # one int64 key per cell, in the same lexicographic (x, y, z) order: a 1-D unique (a plain
+        # sort) instead of a row-wise one, same cells, same order, same result, ~10x faster
+        rel = cells - lo
+        key = (rel[:, 0] * span[1] + rel[:, 1]) * span[2] + rel[:, 2]
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    else:
+        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     n = counts.shape[0]
     sums = np.stack([np.bincount(inverse, weights=p64[:, d], minlength=n) for d in range(3)], 1)

@@ -94,8 +94,11 @@ def _log_to_stderr() -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("pam-jax serve: %(message)s"))
+    handler.set_name("pam-jax serve")
     for name in ("pam_jax.serving", "websockets.server"):
         logger = logging.getLogger(name)
+        if any(h.get_name() == "pam-jax serve" for h in logger.handlers):   # a second serve in one process
+            continue
         logger.addHandler(handler)
         logger.setLevel(logging.INFO if name == "pam_jax.serving" else logging.WARNING)
         logger.propagate = False

@@ -8,12 +8,11 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import NP, REPO, scene
+from conftest import REPO, scene
 from pam_jax.serving import PolicyClient, ServerError, protocol
 from pam_jax.serving.server import HARD_LIMIT_FACTOR, EventLog
 

@@ -25,7 +25,8 @@ def openpi_target(tmp_path_factory):
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.skip(f"cannot install openpi-client ({e})")
     if r.returncode != 0 or not (target / "openpi_client" / "websocket_client_policy.py").exists():
-        pytest.skip(f"cannot install openpi-client (no network or index?): {(r.stderr.strip().splitlines() or [''])[-1]}")
+        why = (r.stderr.strip().splitlines() or [""])[-1]
+        pytest.skip(f"cannot install openpi-client (no network or index?): {why}")
     return target
 
 
@@ -55,7 +56,8 @@ c = policy.infer({"points": cloud.astype(np.float32), "seed": 7})
 np.savez(sys.argv[4], **{f"{n}_{k}": np.asarray(r[k]) for n, r in (("a", a), ("b", b), ("c", c))
                          for k in ("action", "candidates", "scores", "index", "task_action", "task_candidates")})
 print(json.dumps({"meta": {k: meta[k] for k in ("type", "protocol", "num_points", "mode", "max_world_points")},
-                  "keys": sorted(a), "timing": sorted(a["server_timing"]), "seed": a["seed"], "error": error, "unknown": unknown,
+                  "keys": sorted(a), "timing": sorted(a["server_timing"]), "seed": a["seed"], "error": error,
+                  "unknown": unknown,
                   "openpi_client": msgpack_numpy.__file__.startswith(sys.argv[1]),
                   "pam_jax": any(m.startswith("pam_jax") for m in sys.modules)}))
 """

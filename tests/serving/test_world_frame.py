@@ -157,3 +157,18 @@ def test_framing_helpers():
         pc.Rigid(np.ones((4, 4)))
     with pytest.raises(ValueError, match="not a rotation"):
         pc.Rigid(np.diag([1.0, 1.0, -1.0, 1.0]))   # a reflection
+
+
+def test_voxel_downsample_keeps_one_centroid_per_cell_in_lexicographic_order():
+    """The framing's voxel step against its definition: row-wise unique cells, per-cell means."""
+    rng = np.random.default_rng(7)
+    for n, v in [(2000, 0.01), (20000, 0.0035), (300, 0.5), (500, 1e-7)]:
+        p = rng.normal(0, 0.3, (n, 3)).astype(np.float32)
+        p[: n // 10] = p[n // 10: 2 * (n // 10)]   # shared cells
+        p64 = p.astype(np.float64)
+        cells = np.floor(p64 / v).astype(np.int64)
+        uniq, inv, cnt = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+        want = np.stack([np.bincount(inv.reshape(-1), weights=p64[:, d]) for d in range(3)], 1) / cnt[:, None]
+        got = pc.voxel_downsample(p, v)
+        assert got.shape == (len(uniq), 3)
+        assert np.array_equal(got, want.astype(np.float32)), (n, v)
