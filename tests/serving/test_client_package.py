@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import NP, REPO, scene
+from helpers.scenes import NP, REPO, scene
 
 DRIVE = """
 import json, sys

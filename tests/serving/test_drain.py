@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import REPO, scene
+from helpers.scenes import REPO, scene
 from pam_jax.serving import PolicyClient, ServerError, protocol
 from pam_jax.serving.server import HARD_LIMIT_FACTOR, EventLog
 

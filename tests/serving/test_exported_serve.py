@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import NP, REPO, scene
+from helpers.scenes import NP, REPO, scene
 from pam_jax.serving import PolicyClient, ServerError
 
 BLOCKED = ("flax", "orbax", "tensorflow_datasets", "tensorflow", "mujoco", "optax", "grain")

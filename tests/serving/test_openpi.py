@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import NP, scene
+from helpers.scenes import NP, scene
 from pam_jax.serving import PolicyClient, protocol
 
 

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import NP, rotation, scene
+from helpers.scenes import NP, rotation, scene
 from pam_jax import pointcloud as pc
 from pam_jax.serving import PolicyClient, ServerError
 
