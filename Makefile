@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml packages/pam-jax-client/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e packages/pam-jax-client   # a local package: pip reads no [tool.uv.sources]
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
