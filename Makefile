@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 .tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv "uv==$(UV_VERSION)"
 
-$(STAMP): pyproject.toml uv.lock | $(UV)
+$(STAMP): pyproject.toml uv.lock packages/pam-jax-client/pyproject.toml | $(UV)
 	$(UV) sync --quiet --frozen --extra test --python $(PYTHON)
 	touch $(STAMP)
 

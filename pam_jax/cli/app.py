@@ -81,7 +81,7 @@ def check_counts(args) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pam_jax.train.checkpoint import CheckpointError
+    from pam_jax.train.errors import CheckpointError   # not .checkpoint: that loads orbax (serve --exported has none)
 
     try:
         check_counts(args)
