@@ -19,7 +19,8 @@ world-frame action.
 training data were prepared (rows with NaN/inf dropped; then pam_jax.pointcloud.preprocess:
 outlier removal, bounding-box centring, the task's xy factor and voxels; then subsample to the
 run's number of points; the toy task's clouds are used as they are), runs one decision, and maps
-the candidates back (``Frame.invert``). :meth:`Policy.decide_task_frame` is the batched call in
+the candidates back (pam_jax.pointcloud.frame_world_cloud, the same framing the server applies to
+world-frame requests; an optional calibration maps the sensor's frame into the robot's first). :meth:`Policy.decide_task_frame` is the batched call in
 the task frame for evaluators: (B, Np, 3) clouds and one key -> a pam_jax.select.Selection.
 
 Every cloud is checked on the host before the compiled graph (shape, finite, plausible range from
@@ -109,48 +110,35 @@ class Policy:
 
     # -- world frame
 
-    def to_task_frame(self, world_cloud, rng: np.random.Generator) -> tuple[np.ndarray, pc.Frame]:
-        """One world-frame cloud (P, 3) -> (the network's input (num_points, 3), the Frame that
-        maps task-frame points back). Rows with NaN/inf are dropped first; a cloud left with fewer
-        than num_points rows by that is refused (a cloud that has fewer to begin with is padded
-        with duplicates, as the training data were)."""
+    def to_task_frame(self, world_cloud, rng: np.random.Generator, calibration=None) -> tuple[np.ndarray, Any]:
+        """One world-frame cloud (P, 3) -> (the network's input (num_points, 3), the
+        pam_jax.pointcloud.WorldFraming whose `to_world` maps task-frame points back), by
+        pam_jax.pointcloud.frame_world_cloud: rows with NaN/inf dropped (refused when fewer than
+        num_points remain), the `calibration` (a (4, 4) world-to-task rigid transform; None: the
+        identity), then the run's preprocessing and subsampling."""
         a = np.asarray(world_cloud) if not isinstance(world_cloud, np.ndarray) else world_cloud
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"world cloud: expected numbers, got dtype {a.dtype}")
         if a.ndim == 3 and a.shape[-1] == 3:
             raise ValueError(f"world cloud: got a batch of shape {a.shape}; infer takes one cloud (P, 3): "
                              "call it once per cloud")
-        if a.ndim != 2 or a.shape[-1] != 3:
-            raise ValueError(f"world cloud: expected shape (P, 3), got {a.shape}")
-        finite = np.isfinite(a).all(axis=1)
-        kept = int(finite.sum())
-        if kept < len(a):
-            if kept < self.num_points:
-                raise ValueError(f"world cloud: {kept} of {len(a)} points are finite (rows with NaN/inf dropped); "
-                                 f"the policy needs at least {self.num_points}")
-            a = a[finite]
-        if len(a) == 0:
+        if a.ndim == 2 and a.shape[0] == 0:
             raise ValueError("world cloud: empty (0 points)")
-        f = self.frame
-        if f.preprocess:
-            cloud, _, frame = pc.preprocess(a, (), xy_scale=f.xy_scale, voxel_size=f.voxel_size, n_sigma=f.n_sigma)
-        else:
-            cloud, frame = pc.check_cloud(a, name="world cloud"), pc.Frame(np.zeros(3), 1.0)
-        return pc.subsample(cloud, self.num_points, rng, method=f.subsample_method), frame
+        return pc.frame_world_cloud(a, num_points=self.num_points, rng=rng, calibration=calibration,
+                                    **dataclasses.asdict(self.frame))
 
-    def infer(self, world_cloud, seed: int = 0) -> dict:
+    def infer(self, world_cloud, seed: int = 0, *, calibration=None) -> dict:
         """One world-frame cloud (P, 3) and a seed -> dict: action (2, 3), candidates (N, 2, 3),
         scores (N,), index (int), all world frame; "task_frame": the network's input "points"
-        and the "action" and "candidates" before mapping back; "frame": the Frame used. The
+        and the "action" and "candidates" before mapping back; "frame": the WorldFraming used
+        (`calibration`: see :meth:`to_task_frame`). The
         seed draws the subsample (numpy) and the selection's key: the same (cloud, seed), the
         same answer."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
             raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
-        pts, frame = self.to_task_frame(world_cloud, np.random.default_rng(int(seed)))
+        pts, frame = self.to_task_frame(world_cloud, np.random.default_rng(int(seed)), calibration)
         sel = self.decide_task_frame(pts[None], jax.random.key(int(seed)))
         cands = np.asarray(sel.candidates)[0]
         idx = int(np.asarray(sel.index)[0])
-        world = frame.invert(cands)
+        world = frame.to_world(cands)
         return {"action": world[idx], "candidates": world, "scores": np.asarray(sel.scores)[0], "index": idx,
                 "task_frame": {"points": pts, "action": cands[idx], "candidates": cands}, "frame": frame}
 
@@ -274,7 +262,7 @@ class Agent:
         self.ref, self.score = self.policy.ref_params, self.policy.score_params   # what samples, what scores
 
     def prepare(self, cloud, rng: np.random.Generator):
-        """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
+        """World-frame cloud -> (the policy's input (Np, 3) in the task frame, its WorldFraming)."""
         return self.policy.to_task_frame(cloud, rng)
 
     def select(self, points, key) -> Selection:
@@ -284,7 +272,7 @@ class Agent:
     def candidates(self, cloud, rng: np.random.Generator, key) -> np.ndarray:
         """All N candidates (N, 2, 3) for a world-frame cloud, world frame (for collection)."""
         pts, frame = self.prepare(cloud, rng)
-        return frame.invert(np.asarray(self.select(pts[None], key).candidates)[0])
+        return frame.to_world(np.asarray(self.select(pts[None], key).candidates)[0])
 
     def act(self, task, rng: np.random.Generator, key):
         """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
@@ -295,12 +283,12 @@ class Agent:
             state = task.save_state()
 
             def scorer(_, cands):
-                gains, _ = candidate_gains(task, state, frame.invert(cands[0]))
+                gains, _ = candidate_gains(task, state, frame.to_world(cands[0]))
                 return np.nan_to_num(gains, nan=-np.inf)[None]
 
             sel = select_with_host_scorer(self.select, pts[None], key, scorer)
         else:
             sel = self.select(pts[None], key)
-        cands = frame.invert(np.asarray(sel.candidates)[0])
+        cands = frame.to_world(np.asarray(sel.candidates)[0])
         idx = int(np.asarray(sel.index)[0])
         return cands[idx], cands, idx

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from _policy_runs import NORM, policy_run
-from _tiny import perturbed_policy, random_clouds
+from helpers.policy_runs import NORM, policy_run
+from helpers.tiny import perturbed_policy, random_clouds
 from pam_jax import policy
 from pam_jax.config import DiffusionConfig
 from pam_jax.select import SelectConfig, make_selector
@@ -73,7 +73,7 @@ def test_world_frame_translation_moves_the_action_with_the_cloud(tmp_path):
     np.testing.assert_array_equal(a["task_frame"]["points"], b["task_frame"]["points"])
     np.testing.assert_allclose(b["action"], a["action"] + shift, atol=2e-6)
     np.testing.assert_allclose(b["candidates"], a["candidates"] + shift, atol=2e-6)
-    np.testing.assert_allclose(a["frame"].invert(a["task_frame"]["action"]), a["action"])
+    np.testing.assert_allclose(a["frame"].to_world(a["task_frame"]["action"]), a["action"])
     assert not np.allclose(a["action"], a["task_frame"]["action"])   # centred and xy-scaled: another frame
 
 
@@ -152,12 +152,12 @@ def test_the_policy_world_frame_drops_non_finite_rows_and_refuses_the_rest(runs)
     assert {tuple(p) for p in pts} <= {tuple(p) for p in world.astype(np.float32)}
     few = world[:70].copy()
     few[:10] = np.nan
-    with pytest.raises(ValueError, match=r"world cloud: 60 of 70 points are finite .*needs at least 64"):
+    with pytest.raises(ValueError, match=r"60 of 70 points are finite \(NaN/inf points dropped\); at least 64 needed"):
         pi.infer(few)
     for bad, msg in ((world[None], r"got a batch of shape \(1, 100, 3\); infer takes one cloud"),
-                     (world[:, :2], r"expected shape \(P, 3\)"), (world[:0], "empty"),
+                     (world[:, :2], r"expected shape \(N, 3\)"), (world[:0], "empty"),
                      (world * 1e3, "normalisation scales"), (world * 1e9, "normalisation scales"),
-                     (np.full((100, 3), "a"), "expected numbers")):
+                     (np.full((100, 3), "a"), "expected a real numeric array")):
         with pytest.raises(ValueError, match=msg):
             pi.infer(bad)
     with pytest.raises(ValueError, match="seed"):
@@ -216,7 +216,7 @@ def test_a_trained_dpo_run_stays_bound_when_its_sl_run_trains_on(tmp_path, capsy
     """DPO from SL step 6; the SL run then trains on to step 9 and prunes step 6 (keeps one). The
     policy, the toy evaluation, the server's and the export's loader and a DPO resume all use
     SL step 6 (kept in the DPO run), or refuse with one line naming both steps."""
-    from _tiny import tiny_config
+    from helpers.tiny import tiny_config
     from pam_jax.cli import app as cli
     from pam_jax.config import override
     from pam_jax.serving.graph import load_served

@@ -14,7 +14,6 @@ import numpy as np
 from flax import nnx
 
 from pam_jax import diffusion, preference
-from pam_jax.models.policy import normalize
 from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
 from pam_jax.policy import load

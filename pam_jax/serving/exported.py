@@ -18,6 +18,7 @@ from pam_jax.pointcloud import check_batch_shape, check_clouds
 from pam_jax.serving import protocol
 
 
+
 class ExportedPolicy:
     """A loaded artefact. Call it (or `.select`) like `PolicyClient.select`; `.metadata` is the
     server's metadata plus `batch` and `platforms`. Clouds (task frame) are checked before the
@@ -31,7 +32,16 @@ class ExportedPolicy:
         self.norm = NormStats.from_dict(metadata["norm"])
 
     def check(self, points) -> np.ndarray:
-        """Clouds (B, Np, 3) -> float32, or one ValueError line."""
+        """One task-frame cloud (num_points, 3) -> float32, or a one-line ValueError: its shape,
+        finite values, and (checked) a plausible range (pam_jax.pointcloud.check_clouds, as the
+        in-process selector checks)."""
+        pts = protocol.check_cloud(np.asarray(points) if not isinstance(points, np.ndarray) else points,
+                                   self.num_points)
+        return check_clouds(pts[None], self.norm)[0] if self.checked else pts
+
+    def check_batch(self, points) -> np.ndarray:
+        """Clouds (B, num_points, 3) -> float32, or one ValueError line (an unbatched cloud, an
+        empty batch, NaN/inf, a cloud out of range, another number of points)."""
         if self.checked:
             pts = check_clouds(points, self.norm)
         else:
@@ -45,7 +55,7 @@ class ExportedPolicy:
     def select_batch(self, points, seeds) -> dict:
         """Checked clouds (B, Np, 3) and B seeds -> dict of numpy arrays, in chunks of the
         exported batch size (the last one padded)."""
-        pts = self.check(points)
+        pts = self.check_batch(points)
         seeds = np.asarray([protocol.check_seed(s) for s in seeds], np.uint32)
         if len(seeds) != len(pts):
             raise ValueError(f"got {len(pts)} clouds and {len(seeds)} seeds")

@@ -27,7 +27,7 @@ from pam_jax.pointcloud import check_clouds
 from pam_jax.policy import Policy, load, versions  # noqa: F401  (versions: re-exported)
 from pam_jax.serving import protocol
 
-OUTPUTS = ("action", "candidates", "scores", "index")
+OUTPUTS = protocol.OUTPUTS
 
 
 @dataclasses.dataclass(frozen=True)
