@@ -20,7 +20,8 @@ training data were prepared (rows with NaN/inf dropped; then pam_jax.pointcloud.
 outlier removal, bounding-box centring, the task's xy factor and voxels; then subsample to the
 run's number of points; the toy task's clouds are used as they are), runs one decision, and maps
 the candidates back (pam_jax.pointcloud.frame_world_cloud, the same framing the server applies to
-world-frame requests; an optional calibration maps the sensor's frame into the robot's first). :meth:`Policy.decide_task_frame` is the batched call in
+world-frame requests; an optional calibration maps the sensor's frame into the robot's first).
+:meth:`Policy.decide_task_frame` is the batched call in
 the task frame for evaluators: (B, Np, 3) clouds and one key -> a pam_jax.select.Selection.
 
 Every cloud is checked on the host before the compiled graph (shape, finite, plausible range from
@@ -47,7 +48,7 @@ from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_runs, run_meta, run_task
 from pam_jax.models.policy import Policy as LoadedRun
 from pam_jax.normalize import NormStats
-from pam_jax.select import Selection, SelectConfig, Selector, check_clouds, make_selector, select_with_host_scorer
+from pam_jax.select import SelectConfig, Selection, Selector, check_clouds, make_selector, select_with_host_scorer
 from pam_jax.train.restore import load_policy, load_reference, resolve_reference
 
 MODES = ("implicit", "explicit", "first", "random")

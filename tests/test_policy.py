@@ -8,9 +8,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
-
 from helpers.policy_runs import NORM, policy_run
 from helpers.tiny import perturbed_policy, random_clouds
+
 from pam_jax import policy
 from pam_jax.config import DiffusionConfig
 from pam_jax.select import SelectConfig, make_selector
@@ -217,6 +217,7 @@ def test_a_trained_dpo_run_stays_bound_when_its_sl_run_trains_on(tmp_path, capsy
     policy, the toy evaluation, the server's and the export's loader and a DPO resume all use
     SL step 6 (kept in the DPO run), or refuse with one line naming both steps."""
     from helpers.tiny import tiny_config
+
     from pam_jax.cli import app as cli
     from pam_jax.config import override
     from pam_jax.serving.graph import load_served

@@ -28,6 +28,7 @@ from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re
 from pam_jax.policy import METHODS, NEEDS, Agent, Runs, bound_sl  # noqa: F401  (the acting policy; re-exported)
 from pam_jax.sim import make_task
 
+
 def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
     task.reset(seed)
     rng = np.random.default_rng([seed, 99])

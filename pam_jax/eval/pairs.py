@@ -16,6 +16,7 @@ from flax import nnx
 from pam_jax import diffusion, preference
 from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
+from pam_jax.models.policy import normalize
 from pam_jax.policy import load
 from pam_jax.select import implicit_scores
 

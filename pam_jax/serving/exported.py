@@ -18,7 +18,6 @@ from pam_jax.pointcloud import check_batch_shape, check_clouds
 from pam_jax.serving import protocol
 
 
-
 class ExportedPolicy:
     """A loaded artefact. Call it (or `.select`) like `PolicyClient.select`; `.metadata` is the
     server's metadata plus `batch` and `platforms`. Clouds (task frame) are checked before the
@@ -85,7 +84,7 @@ class ExportedPolicy:
 def load_exported(path, *, checked: bool = True) -> ExportedPolicy:
     """Read an artefact written by `pam-jax export`. `checked=False`: the clouds' values are not
     checked (for a caller that checks them itself)."""
-    import jax   # only here: importing pam_jax.serving stays free of jax
+    import jax  # only here: importing pam_jax.serving stays free of jax
 
     try:
         with zipfile.ZipFile(path) as z:

@@ -29,10 +29,10 @@ from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
-from pam_jax.train.checkpoint import CheckpointError, Checkpointer, abstract_like
-from pam_jax.train.restore import REFERENCE, save_reference
+from pam_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from pam_jax.train.interrupts import DeferredSignals, Interrupted, signal_name
 from pam_jax.train.logging import plot_curve, progress
+from pam_jax.train.restore import REFERENCE, save_reference
 from pam_jax.train.runlock import RunLock
 from pam_jax.train.stages import build_stage
 from pam_jax.train.state import TrainState, learning_rate, make_optimizer

@@ -20,10 +20,9 @@ from pam_jax import diffusion
 from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
-from pam_jax.train.preference_steps import PAIR_NOISE, dpo_loss, make_dpo_step, make_reward_step, reward_loss
 from pam_jax.train.checkpoint import CheckpointError
-from pam_jax.train.restore import (REFERENCE, Reference, fingerprint, load_policy, load_reference, parent_record,
-                                   reference_record, steps_of)
+from pam_jax.train.preference_steps import PAIR_NOISE, dpo_loss, make_dpo_step, make_reward_step, reward_loss
+from pam_jax.train.restore import REFERENCE, Reference, fingerprint, load_policy, load_reference, parent_record, reference_record, steps_of
 from pam_jax.train.steps import make_supervised_step, supervised_loss
 
 STAGES = config_lib.TRAIN_STAGES
