@@ -117,6 +117,29 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Which kernel forms the graphs are traced with, per machine. Every form computes the same
+    function (FPS and kNN: the same indices; the rest up to float rounding), so this section is
+    not part of the model: runs that differ only here share checkpoints, and a preference run
+    may fine-tune a supervised run made with other forms. "auto" picks per backend."""
+
+    fps: str = "auto"           # auto | rows | argmax | pallas (auto: rows on CPU, pallas on accelerators)
+    knn: str = "auto"           # auto | top_k | pallas (auto: top_k on CPU, pallas on accelerators)
+    pad: str = "auto"           # auto | on | off: the denoiser's matrices zero-padded (auto: on accelerators)
+    small_attention: int = 4    # self-attention among up to this many tokens written out elementwise; 0: matmuls
+    # forms never timed on a GPU, kept outside the package (benchmarks/experimental/fused.py); off
+    fused: str = "off"          # off | on | chain: the fused Pallas denoiser
+    stack_models: bool = False  # implicit selection: both networks encoded and scored in one batched pass
+    fused_rows: int = 0         # rows per program of the fused kernels (a power of two >= 16); 0: from N
+    fused_warps: int = 4        # Triton warps per program of the fused kernels (a power of two)
+
+    @property
+    def experimental(self) -> bool:
+        """Whether a form of benchmarks/experimental is asked for."""
+        return self.fused != "off" or self.stack_models
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"
     model: ModelConfig = ModelConfig()
@@ -125,6 +148,7 @@ class Config:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     preference: PreferenceConfig = PreferenceConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
 def to_dict(cfg) -> dict:
@@ -326,6 +350,7 @@ RANGES: dict[str, Range] = {
     "train.steps": Range(1), "train.epochs": Range(0), "train.noise_replicas": Range(1), "train.seed": Range(0),
     "train.log_every": Range(1), "train.checkpoint_every": Range(1), "train.keep_checkpoints": Range(1),
     "train.num_devices": Range(0), "train.eval_every": Range(0), "train.eval_batches": Range(1),
+    "runtime.small_attention": Range(0), "runtime.fused_rows": Range(0), "runtime.fused_warps": Range(1, 32),
 }
 
 # free-text fields: paths and names (must not be empty where marked True)
@@ -349,6 +374,10 @@ def choices() -> dict[str, tuple[str, ...]]:
         "train.stage": TRAIN_STAGES,
         "train.compute_dtype": ("float32", "bfloat16"),                # select.COMPUTE_DTYPES
         "train.tracker": ("jsonl", "tensorboard", "wandb"),            # train.tracking.TRACKERS
+        "runtime.fps": ("auto", "rows", "argmax", "pallas"),           # models.geometry.FPS_METHODS
+        "runtime.knn": ("auto", "top_k", "pallas"),                    # models.geometry.KNN_METHODS
+        "runtime.pad": ("auto", "on", "off"),
+        "runtime.fused": ("off", "on", "chain"),
     }
 
 
@@ -390,6 +419,11 @@ def validate(cfg: Config) -> Config:
                 raise ValueError(f"{key}: no allowed values are declared (add it to config.choices or FREE_TEXT)")
             elif FREE_TEXT[key] and not v.strip():
                 raise ValueError(f"{key} must not be empty")
+    rt = cfg.runtime
+    for key, v, least in (("runtime.fused_rows", rt.fused_rows, 16), ("runtime.fused_warps", rt.fused_warps, 1)):
+        if v and (v < least or v & (v - 1)):
+            raise ValueError(f"{key} must be a power of two >= {least}"
+                             f"{' (or 0: chosen from N)' if least == 16 else ''}, got {v!r}")
     m, d, data = cfg.model, cfg.diffusion, cfg.data
     if m.width % m.heads or m.width // m.heads < 6:
         raise ValueError(f"model.width={m.width} must be a multiple of model.heads={m.heads} with at least 6 "
@@ -401,3 +435,11 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"data.num_points={data.num_points} must be >= model.num_tokens={m.num_tokens} and "
                          f"model.knn={m.knn} (the encoder groups that many points)")
     return cfg
+
+
+def validate_runtime(rt: RuntimeConfig) -> RuntimeConfig:
+    """`rt` if every runtime field is allowed (:func:`validate`'s checks), else a one-line ValueError."""
+    if not isinstance(rt, RuntimeConfig):
+        raise TypeError(f"runtime: expected a RuntimeConfig, got {type(rt).__name__}")
+    validate(Config(runtime=rt))
+    return rt

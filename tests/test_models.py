@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from _tiny import TINY_MODEL
-from pam_jax.models import geometry
+from pam_jax.config import RuntimeConfig
+from pam_jax.models import geometry, kernels
 from pam_jax.models import layers
 from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns, sinusoidal_embedding
 from pam_jax.models.policy import DiffusionPolicy, init_policy
@@ -103,7 +104,7 @@ def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
     written out from its modules: AdaLN, three head projections, apply_rotary on the queries and
     the self-attention's keys, softmax attention to the context and among a candidate's points,
     gated residuals. With "on" the hidden state is zero-padded too, and its padding stays zero."""
-    monkeypatch.setenv(layers.PAD_ENV, pad)
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(pad=pad)])   # traced as inside kernels.using
     den = model.denoiser
     pts, x, t = _inputs()
     h = jax.random.normal(jax.random.key(3), x.shape[:-1] + (TINY_MODEL.width,))
@@ -199,11 +200,11 @@ def test_fps_forms_agree_under_vmap_with_ties_and_the_env_override(monkeypatch):
            for m in geometry.FPS_METHODS}
     for m in geometry.FPS_METHODS:
         np.testing.assert_array_equal(got[m], got["argmax"])
-    monkeypatch.setenv(geometry.FPS_ENV, "pallas")
-    assert geometry.default_fps_method() == "pallas"
-    monkeypatch.setenv(geometry.FPS_ENV, "fast")
-    with pytest.raises(ValueError, match=r"\$PAM_JAX_FPS='fast': expected one of"):
-        geometry.default_fps_method()
+    with kernels.using(RuntimeConfig(fps="pallas")):
+        assert geometry.default_fps_method() == "pallas"
+    with pytest.raises(ValueError, match=r"runtime.fps must be one of 'auto', 'rows', 'argmax', 'pallas', got 'fast'"):
+        with kernels.using(RuntimeConfig(fps="fast")):
+            pass
 
 
 def test_knn_matches_brute_force():

@@ -171,22 +171,34 @@ def cmd_study(args) -> int:
     return 0
 
 
+def bench_runtime(assignments):
+    """`pam-jax bench --set runtime.KEY=VALUE ...` -> the RuntimeConfig (only runtime fields)."""
+    from pam_jax import config as config_lib
+
+    for item in assignments or ():
+        if not item.startswith("runtime."):
+            raise ValueError(f"bench --set: only the runtime section (runtime.KEY=VALUE), got {item!r}")
+    return config_lib.override(config_lib.Config(), assignments or ()).runtime
+
+
 def cmd_bench(args) -> int:
     from pam_jax.apps import bench
 
+    runtime = bench_runtime(args.set)
     if args.what == "train":
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
                               steps=args.repeats, compute_dtype=args.dtype, torch_reference=args.torch_reference,
-                              trace=args.trace)
+                              trace=args.trace, runtime=runtime)
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
         r = bench.bench_sampler(num_points=args.points, rows=args.rows or "all", compute_dtype=args.dtype,
-                                torch_reference=args.torch_reference, unroll=args.unroll, trace=args.trace)
+                                torch_reference=args.torch_reference, unroll=args.unroll, trace=args.trace,
+                                runtime=runtime)
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "fps":
-        r = bench.bench_fps(num_points=args.points)
+        r = bench.bench_fps(num_points=args.points, runtime=runtime)
         bench.print_result(r, args.json, bench.format_fps)
         return 0
     if args.what == "kernels":
@@ -194,7 +206,7 @@ def cmd_bench(args) -> int:
 
         r = hlo_kernels.bench_kernels(forms=tuple(args.forms.split(",")), rows=args.rows or "paper", spec=args.target,
                                       num_points=args.points, compute_dtype=args.dtype, unroll=args.unroll,
-                                      hlo_dir=args.hlo_dir)
+                                      hlo_dir=args.hlo_dir, runtime=runtime)
         bench.print_result(r, args.json, hlo_kernels.format_kernels)
         return 0
     if args.what == "data":
@@ -419,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--forms", default="plain,stacked,fused,chain,chain-stacked",
                    help="kernels: comma-separated denoiser forms (plain, stacked, fused, chain, chain-stacked)")
     b.add_argument("--hlo-dir", help="kernels: also write each compiled module's HLO text here")
+    b.add_argument("--set", nargs="+", action="extend", metavar="runtime.KEY=VALUE",
+                   help="train, sampler, fps: the kernel forms, e.g. --set runtime.fps=argmax runtime.pad=on "
+                        "(recorded in the output's machine block)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.apps import serve_cli
 
