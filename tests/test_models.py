@@ -189,10 +189,10 @@ def test_fps_matches_brute_force(method):
     assert idx.tolist() == chosen
 
 
-def test_fps_forms_agree_under_vmap_with_ties_and_the_env_override(monkeypatch):
+def test_fps_forms_agree_under_vmap_with_ties_and_the_runtime_choice():
     """The Pallas kernel batched by vmap (a grid axis), on clouds with duplicate points (ties go
     to the lowest index) and a size that is not a power of two, against the scan forms;
-    $PAM_JAX_FPS picks the default form and a wrong value is one line."""
+    runtime.fps picks the default form and a wrong value is one line."""
     r = np.random.default_rng(5)
     pts = r.uniform(-1, 1, size=(3, 37, 3)).astype(np.float32)
     pts[:, 20:25] = pts[:, 3:4]                                    # duplicates

@@ -178,7 +178,10 @@ def _experimental_forms() -> None:
     """Register the experimental selector (benchmarks/experimental/fused.py, beside the package in
     a checkout), or one line saying where it is."""
     import importlib
+    import sys
 
+    if os.path.isdir(os.path.join(os.getcwd(), "benchmarks", "experimental")) and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         importlib.import_module("benchmarks.experimental.fused")
     except ImportError:

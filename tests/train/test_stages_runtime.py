@@ -3,7 +3,6 @@ field by field, and it is not part of the model: a preference run made with othe
 fine-tunes a supervised run made with the defaults."""
 import dataclasses
 import json
-import pathlib
 
 from _tiny import TINY_MODEL, tiny_config
 from pam_jax.config import RuntimeConfig, from_dict, override
