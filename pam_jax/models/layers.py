@@ -153,7 +153,7 @@ def rotary_rotation(coordinate, freqs, sign):
     (`freqs` (>= 3, dp): row k the column's frequency if it rotates with axis k, else 0
     (:func:`rotary_table`); `sign` its sine term's sign, 0 past the rotated columns):
     `coordinate(k)` gives axis k's coordinates as a column broadcastable against (..., dp). The
-    arithmetic of :func:`rotary_columns` and of the fused kernels (models.fused), which read the
+    arithmetic of :func:`rotary_columns` and of the experimental fused kernels, which read the
     coordinates from refs."""
     ang = coordinate(0) * freqs[0]
     for k in (1, 2):
