@@ -7,8 +7,8 @@ wraps a DiffusionPolicy, replacing its `prepare` and `denoise`.
 
 The fused denoiser: the forward pass for sampling on a GPU with one Pallas (Triton) kernel per
 sub-layer. Why: in the DDIM loop each step is a few small matmuls (16 action tokens at K = 8),
-and XLA runs about 44 kernels per step for them on an H200 (BUILD_NOTES), each doing almost
-nothing.
+and XLA runs about 44 kernels per step for them compiled for an H200 (57 traced on one for an
+older layout; BUILD_NOTES), each doing almost nothing.
 Here each sub-layer is one kernel that does all of its work per (cloud, block of rows, head):
 
   cross  AdaLN (LayerNorm + shift/scale) -> this head's query with 3D rotary -> attention to the
@@ -59,12 +59,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pam_jax import diffusion, select as select_lib
+from pam_jax import diffusion
+from pam_jax import select as select_lib
 from pam_jax.config import DiffusionConfig
 from pam_jax.models import geometry, kernels
 from pam_jax.models.denoiser import Context
 from pam_jax.models.layers import (
-    few_inputs, layer_norm, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+    few_inputs,
+    layer_norm,
+    pad_blocks,
+    pad_heads_in,
+    pad_heads_out,
+    rotary_pairs,
+    rotary_rotation,
+    rotary_table,
+    round_up,
 )
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats

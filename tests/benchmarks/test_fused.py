@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers.tiny import TINY_MODEL, perturbed_policy, random_clouds
 
-from _tiny import TINY_MODEL, perturbed_policy, random_clouds
 from pam_jax.config import DiffusionConfig, RuntimeConfig
 from pam_jax.models import geometry, kernels, layers
 from pam_jax.models.policy import init_policy
@@ -124,7 +124,7 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
         np.testing.assert_array_equal(got.index, want.index, err_msg=form)
         # ten noisy, clipped DDIM steps amplify float32 rounding: the plain selector alone moves
         # its candidates by 7e-5 between two LLVM optimisation levels, and by 9e-5 when its rotary
-        # encoding went from slices to a column permutation (BUILD_NOTES)
+        # encoding is a column permutation instead of slices (BUILD_NOTES)
         np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-4, atol=3e-4, err_msg=form)
         # a score is beta times a sum of squared-error differences, so its rounding error follows
         # the size of the scores, not its own: a score near 0 among scores near 100 moves by 1e-2
@@ -205,7 +205,7 @@ def test_fused_switch(monkeypatch):
         with pytest.raises(ValueError, match="must be a power of two"):
             kernels.traced(lambda: None, bad)
     assert fused.supports(256) and not fused.supports(100) and not fused.supports(8)
-    from pam_jax.apps import bench   # benchmarks record the kernel forms and XLA flags they ran under
+    from pam_jax.bench import compute as bench  # benchmarks record the kernel forms and XLA flags they ran under
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
     assert bench.machine(RuntimeConfig(fused="chain"))["runtime"]["fused"] == "chain"
     assert bench.machine()["xla_flags"] == "--xla_gpu_enable_triton_gemm=false"

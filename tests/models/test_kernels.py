@@ -9,8 +9,8 @@ import platform
 import jax
 import numpy as np
 import pytest
+from helpers.tiny import TINY_MODEL, perturbed_policy, random_clouds
 
-from _tiny import TINY_MODEL, perturbed_policy, random_clouds
 from pam_jax.config import DiffusionConfig, RuntimeConfig
 from pam_jax.models import geometry, kernels, layers
 from pam_jax.models.policy import sample_actions

@@ -4,7 +4,8 @@ fine-tunes a supervised run made with the defaults."""
 import dataclasses
 import json
 
-from _tiny import TINY_MODEL, tiny_config
+from helpers.tiny import TINY_MODEL, tiny_config
+
 from pam_jax.config import RuntimeConfig, from_dict, override
 from pam_jax.eval import checks
 from pam_jax.train.loop import train
@@ -42,7 +43,8 @@ def test_runs_record_every_kernel_field_and_preference_runs_ignore_them(tmp_path
 def test_bench_json_records_every_kernel_field(monkeypatch, capsys):
     """`pam-jax bench sampler --json --set runtime...` at the smallest size (the tiny model, one
     row of 2 DDIM steps and 2 Monte-Carlo samples): its machine block holds every runtime field."""
-    from pam_jax.apps import bench, cli
+    from pam_jax import cli
+    from pam_jax.bench import compute as bench
 
     real = bench.bench_sampler
 
