@@ -136,10 +136,18 @@ def load_cloud(path) -> np.ndarray:
     follow). ``.npz``: the array ``points``, else its only array. Raises ValueError (one line)."""
     path = pathlib.Path(path)
     where = path.name
+    magic = {".npy": b"\x93NUMPY", ".npz": b"PK"}[path.suffix]
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(magic))
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read ({e.strerror or e})") from None
+    if head != magic:
+        raise ValueError(f"{where}: not a numpy {path.suffix} file (no {path.suffix} header)")
     try:
         f = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{where}: not a numpy .npy/.npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(f"{where}: cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if isinstance(f, np.ndarray):
         a = f
     else:

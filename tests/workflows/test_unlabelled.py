@@ -46,7 +46,9 @@ def test_recorded_clouds_become_unlabelled_samples_the_annotator_reads(tmp_path)
     ("bad.npy", np.full((4, 3), 1e6), "beyond 100"),
     ("bad.npy", np.array(["a", "b"]), "expected an (N, 3) array"),
     ("bad.npz", {"x": np.zeros((4, 3)), "y": np.zeros((4, 3))}, "expected an array 'points'"),
-    ("bad.npy", b"not numpy", "not a numpy"),
+    ("bad.npy", b"not numpy", "not a numpy .npy file"),
+    ("bad.npz", b"not a zip", "not a numpy .npz file"),
+    ("bad.npy", np.array([{"a": 1}], dtype=object), "cannot load it .Object arrays"),
 ])
 def test_a_bad_cloud_file_is_refused_by_name_and_nothing_is_written(tmp_path, name, content, message):
     src = tmp_path / "clouds"
