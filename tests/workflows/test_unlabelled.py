@@ -71,3 +71,25 @@ def test_no_clouds_folder_or_no_cloud_files(tmp_path):
         unlabelled.write_unlabelled_clouds("rope", tmp_path / "nope", tmp_path / "out", candidates_fn=fake_policy)
     with pytest.raises(ValueError, match="no .npy or .npz files"):
         unlabelled.write_unlabelled_clouds("rope", tmp_path, tmp_path / "out", candidates_fn=fake_policy)
+
+
+def test_simulated_rollouts_store_the_candidates_as_sampled_with_no_labels(tmp_path):
+    """candidates_fn may give (as sampled, as executed): the sample keeps the sampled ones."""
+    seen = []
+
+    def policy(cloud):
+        sampled = fake_policy(cloud)
+        seen.append(sampled)
+        return sampled, sampled + [0.0, 0.0, 0.001]
+
+    r = unlabelled.write_unlabelled_rollouts("rope", tmp_path, states=2, candidates_fn=policy, num_points=200,
+                                             steps_per_episode=1, max_steps=2, progress=False)
+    assert r["samples"] == 2 and r["data_task"] == "rope"
+    for rec in r["records"]:
+        d = tmp_path / rec["sample_id"]
+        assert not (d / layout.ANNOTATION).exists()
+        ns, body = layout.read_metadata(d)
+        assert "annotation" not in body
+        stored = np.asarray(body["pose_virtual"]["prediction"]["begin"])
+        assert stored.shape == (2 * K, 6) and np.all(stored[:, 3:] == 0)
+        assert any(np.array_equal(stored[:, :3], s.reshape(-1, 3)) for s in seen)
