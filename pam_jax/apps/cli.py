@@ -21,10 +21,14 @@ def _load_config(args):
 
 def cmd_train(args) -> int:
     from pam_jax.apps import distributed
+    from pam_jax.train import interrupts
     from pam_jax.train.loop import train
+
+    interrupts.check("while starting")
 
     log = distributed.start(args)   # --distributed: join the run first; log lines then name their process
     cfg = _load_config(args)
+    interrupts.check("while loading the configuration")
     result = train(cfg, progress_bar=not args.no_progress, log=log)
     rate = f", {result.steps_per_sec:.2f} steps/s" if result.steps_per_sec else ""
     log(f"done: step {int(result.state.step)}{rate}; checkpoints in {result.run_dir / 'checkpoints'}")
@@ -467,11 +471,20 @@ def check_counts(args) -> None:
             raise ValueError(f"--{dest.replace('_', '-')} must be in [0, 1], got {v}")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _user_errors() -> tuple:
     from pam_jax.train.checkpoint import CheckpointError
 
+    return (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
+            FloatingPointError)
+
+
+def main(argv=None) -> int:
+    # first: SIGINT/SIGTERM are recorded from this instant (the imports below take seconds)
+    from pam_jax.train import interrupts
+
+    interrupts.install_early()
     try:
+        args = build_parser().parse_args(argv)
         check_counts(args)
         from pam_jax.apps import compile_cache
 
@@ -480,14 +493,19 @@ def main(argv=None) -> int:
         # process uses the cache at its first compile; switching it off later does not hold)
         compile_only = args.command == "bench" and args.what == "kernels"
         compile_cache.enable("off" if compile_only else args.compile_cache)
-        return args.func(args)
+        if args.command != "train":       # the others handle Ctrl-C themselves
+            interrupts.hand_back()
+        code = args.func(args)
+        interrupts.check("after the command finished")
+        return code
     except KeyboardInterrupt as e:  # train.interrupts.Interrupted: 128 + the signal number
-        print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
-            FloatingPointError) as e:
+    except Exception as e:  # noqa: BLE001 - the user's errors: one line, code 2
+        if not isinstance(e, _user_errors()):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"pam-jax: error: {msg}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: error: {msg}", file=sys.stderr)
         return 2
 
 
