@@ -46,7 +46,8 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint directory at {self.directory}")
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+            # a save cut short by a kill leaves a temporary folder: the trainer (create=True) removes it
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, cleanup_tmp_directories=create),
         )
 
     def latest_step(self) -> int | None:

@@ -51,7 +51,7 @@ def set_line_prefix(prefix: str) -> None:
 
 
 def _abort(signum: int) -> None:
-    print(f"{LINE_PREFIX}pam-jax: second {signal_name(signum)}: aborted at once, without saving "
+    print(f"{LINE_PREFIX}pam-jax: a second signal ({signal_name(signum)}): aborted at once, without saving "
           "(the newest checkpoint is kept)", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 

@@ -192,7 +192,7 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     # are dropped, from metrics.jsonl and from the tracker's view, before any new one is written
     tracker = (Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log,
                        start_step=int(state.step)) if is_chief else None)
-    setup_check("while restoring")
+    setup_check("while setting up the run")
     pending = []                      # this interval's device metrics, fetched at the next log or save
 
     def flush():
