@@ -177,6 +177,8 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     else:
         norm = stage.parent.norm if stage.parent else data.norm_stats()
     if is_chief:
+        if note := config_lib.warmup_note(cfg):
+            log(note)
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
         origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
         if cfg.train.epochs > 0:
