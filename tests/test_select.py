@@ -8,14 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers.tiny import TINY_MODEL
+from helpers.tiny import perturbed_policy as _perturbed
+from helpers.tiny import random_clouds as _points
 
-from _tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
 from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig
 from pam_jax.models.reward import init_reward_model
 from pam_jax.normalize import NormStats
-from pam_jax.select import (SelectConfig, check_points, implicit_scores, make_selector,
-                            select_with_host_scorer)
+from pam_jax.select import SelectConfig, check_points, implicit_scores, make_selector, select_with_host_scorer
 
 DIFF = DiffusionConfig(num_train_timesteps=20, num_inference_steps=5, eta=1.0)
 NORM = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

@@ -10,7 +10,6 @@ import os
 import jax
 import jax.numpy as jnp
 
-
 FPS_METHODS = ("rows", "argmax", "pallas")
 FPS_ENV = "PAM_JAX_FPS"          # overrides the device's default method (all give the same indices)
 
@@ -47,7 +46,7 @@ _TARGET: list[str | None] = [None]
 def targeting(platform: str):
     """Within it, the choices made per backend at trace time (FPS and kNN forms, Pallas lowering,
     the denoiser's padding) are those of `platform` ("cpu", "gpu") instead of the attached
-    backend's: for compiling a graph for a device that is not here (`apps.hlo_kernels`)."""
+    backend's: for compiling a graph for a device that is not here (benchmarks/hlo_kernels.py)."""
     return _scoped(_TARGET, platform)
 
 

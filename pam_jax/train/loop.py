@@ -192,8 +192,9 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     lr = learning_rate(cfg.optim, cfg.train.steps)
     # the records past the restored step (written after its checkpoint, by a run that then died)
     # are dropped, from metrics.jsonl and from the tracker's view, before any new one is written
-    tracker = (Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log,
-                       start_step=int(state.step)) if is_chief else None)
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log, start_step=int(state.step),
+                      wandb_project=cfg.train.wandb_project,
+                      wandb_entity=cfg.train.wandb_entity) if is_chief else None
     setup_check("while setting up the run")
     pending = []                      # this interval's device metrics, fetched at the next log or save
 

@@ -26,7 +26,7 @@ LINE = re.compile(r"pam-jax: interrupted (?:at step (\d+) \(SIGINT\); checkpoint
 
 def _command() -> list[str]:
     script = pathlib.Path(sys.executable).parent / "pam-jax"      # the installed entry point
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pam_jax.apps.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pam_jax.cli"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 EXPERIMENT = """import sys
 sys.path.insert(0, {tests!r})
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 
 
 def get_config():
@@ -41,7 +41,7 @@ def _start(tmp_path):
     exp = tmp_path / "exp.py"
     exp.write_text(EXPERIMENT.format(tests=str(HERE.parent), run=str(tmp_path / "run")))
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", str(exp),
+    procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.cli", "train", "--experiment", str(exp),
                                "--no-progress", "--distributed", "--coordinator", f"127.0.0.1:{port}",
                                "--num-processes", "2", "--process-id", str(i)],
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -97,7 +97,7 @@ def test_skewed_sigterm_stops_both_at_one_step_and_resumes(tmp_path):
 
     # the same run resumed (one process, every device), on to a few steps further
     target = steps[0] + 10
-    r = subprocess.run([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", str(exp), "--no-progress",
+    r = subprocess.run([sys.executable, "-m", "pam_jax.cli", "train", "--experiment", str(exp), "--no-progress",
                         "--set", f"train.steps={target}"], env=_env(), capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

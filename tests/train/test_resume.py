@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
+from helpers.tiny import tiny_config
 
-from _tiny import tiny_config
 from pam_jax.train.loop import train
 
 TOTAL = 400
@@ -63,7 +63,7 @@ def _tensorboard_loss(run) -> dict[int, float]:
 
 
 def _start(run):
-    return subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", "toy_bimodal",
+    return subprocess.Popen([sys.executable, "-m", "pam_jax.cli", "train", "--experiment", "toy_bimodal",
                              "--no-progress", "--set", *TINY, f"train.run_dir={run}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
