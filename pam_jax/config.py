@@ -214,7 +214,23 @@ def override(cfg: Config, assignments: typing.Iterable[str]) -> Config:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ValueError(f"unknown config key {key!r}{hint}")
         cfg = _replace_path(cfg, key.split("."), raw, key)
-    return validate(cfg)
+    cfg = validate(cfg)
+    # a warm-up asked for explicitly must fit the run (a shorter run than the experiment's, e.g. a
+    # smoke test, shortens the experiment's warm-up instead: see warmup_note)
+    if any(item.split("=", 1)[0].strip() == "optim.warmup_steps" for item in assignments) \
+            and cfg.train.epochs == 0 and cfg.optim.warmup_steps > cfg.train.steps:
+        raise ValueError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be <= train.steps={cfg.train.steps} "
+                         "(the learning rate would never leave its warm-up)")
+    return cfg
+
+
+def warmup_note(cfg: Config) -> str | None:
+    """One line when the run is shorter than its warm-up (the schedule then warms up over
+    train.steps - 1 steps), else None."""
+    if cfg.optim.warmup_steps > cfg.train.steps:
+        return (f"note: optim.warmup_steps={cfg.optim.warmup_steps} is more than train.steps={cfg.train.steps}: "
+                f"the learning rate warms up over {max(cfg.train.steps - 1, 0)} steps instead")
+    return None
 
 
 def _replace_path(obj, parts, raw, key):

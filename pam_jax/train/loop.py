@@ -125,25 +125,46 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         lock.release()
 
 
+def agreed_signal(local: int | None) -> int:
+    """The largest signal number any process has received (0: none), the same on every process:
+    an all-gather of one integer per process."""
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(local or 0))))
+
+
 def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: DeferredSignals) -> TrainResult:
     run_dir = pathlib.Path(cfg.train.run_dir)
     is_chief = jax.process_index() == 0
 
+    single = jax.process_count() == 1
+
+    def setup_check(when):
+        # one process stops alone only in a one-process run; several agree at the first step boundary
+        if single and signals.received:
+            raise Interrupted(f"interrupted {when} ({signal_name(signals.received)}); nothing trained yet, "
+                              "nothing saved", signals.received)
+
+    setup_check("while setting up")
     mesh = sharding.make_mesh(cfg.train.num_devices)
     stage = build_stage(cfg)
+    setup_check("while building the model")
     data = data if data is not None else make_train_data(cfg, stage.parent)
     cfg = resolve_steps(cfg, data)
     graphdef = stage.graphdef
     tx, state = create_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
+    setup_check("while opening the data")
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     interval = IntervalMeans()
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(abstract_like(state, repl),
-                                   expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
-                                           "diffusion": config_lib.to_dict(cfg.diffusion),
-                                           **({"parent": stage.meta()["parent"]} if stage.parent else {})})
+    restored = ckpt.restore_newest_intact(
+        abstract_like(state, repl), log=log, chief=is_chief,
+        expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
+                "diffusion": config_lib.to_dict(cfg.diffusion),
+                **({"parent": stage.meta()["parent"]} if stage.parent else {})})
+    if restored is not None:
+        state, meta = restored
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
         interval = IntervalMeans(meta.get("log_interval"))
@@ -156,6 +177,8 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     else:
         norm = stage.parent.norm if stage.parent else data.norm_stats()
     if is_chief:
+        if note := config_lib.warmup_note(cfg):
+            log(note)
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
         origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
         if cfg.train.epochs > 0:
@@ -167,9 +190,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     step_fn = stage.make_step(tx, norm, mesh)
     validate = _validator(cfg, stage, norm, mesh) if cfg.train.eval_every else None
     lr = learning_rate(cfg.optim, cfg.train.steps)
-    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log,
+    # the records past the restored step (written after its checkpoint, by a run that then died)
+    # are dropped, from metrics.jsonl and from the tracker's view, before any new one is written
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log, start_step=int(state.step),
                       wandb_project=cfg.train.wandb_project,
                       wandb_entity=cfg.train.wandb_entity) if is_chief else None
+    setup_check("while setting up the run")
     pending = []                      # this interval's device metrics, fetched at the next log or save
 
     def flush():
@@ -187,13 +213,18 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     t_interval, n_interval, data_wait = time.perf_counter(), 0, 0.0
     try:
         for step in range(start, total):
-            if signals.received:  # a step boundary: the state is whole, save it
+            # a step boundary: the state is whole. Every process takes part in the agreement at
+            # every step, so all stop at the same step and enter the collective save together
+            stop = signals.received if single else agreed_signal(signals.received)
+            if stop:
                 saved = int(state.step)
+                if saved == start and saved not in ckpt.all_steps():
+                    raise Interrupted(f"interrupted before the first step ({signal_name(stop)}); nothing "
+                                      f"trained yet, nothing saved", stop)
                 if saved not in ckpt.all_steps():
                     save(saved, force=True)
-                raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
-                                  f"saved in {ckpt.directory}; run the same command again to resume",
-                                  signals.received)
+                raise Interrupted(f"interrupted at step {saved} ({signal_name(stop)}); checkpoint "
+                                  f"saved in {ckpt.directory}; run the same command again to resume", stop)
             t_data = time.perf_counter()
             batch = sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(step)), mesh)
             data_wait += time.perf_counter() - t_data
