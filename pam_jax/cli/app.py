@@ -80,7 +80,7 @@ def check_counts(args) -> None:
 
 
 def _user_errors() -> tuple:
-    from pam_jax.train.errors import CheckpointError   # not .checkpoint: that loads orbax (serve --exported has none)
+    from pam_jax.train.errors import CheckpointError  # not .checkpoint: that loads orbax (serve --exported has none)
 
     return (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
             FloatingPointError)
