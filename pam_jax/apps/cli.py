@@ -66,7 +66,6 @@ def cmd_eval(args) -> int:
 def _eval_sim(args) -> int:
     from pam_jax.eval import closed_loop as evaluate
     from pam_jax.eval import report
-    from pam_jax.sim import task_class
 
     if not args.sl:
         raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
@@ -74,7 +73,7 @@ def _eval_sim(args) -> int:
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
                                reward_noise=args.reward_noise, max_steps=args.max_steps or None,
-                               snap_rows=task_class(args.task).pick_rows if args.snap_pick else ())
+                               snap_pick=args.snap_pick is not False)
     paths = report.write_report(result, args.out or f"runs/eval_{args.task}")
     print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -150,7 +149,8 @@ def cmd_collect(args) -> int:
     horizon = EARLY if args.early else {"warmup_steps": args.warmup_steps, "stride": args.stride or None,
                                         "steps_per_episode": args.steps_per_episode or None}
     r = collect(args.task, args.sl, args.out, states=args.states, num_candidates=args.candidates,
-                label_noise=args.label_noise, seed=args.seed, max_steps=args.max_steps or None, **horizon)
+                label_noise=args.label_noise, seed=args.seed, max_steps=args.max_steps or None,
+                snap_pick=args.snap_pick is not False, **horizon)
     print(f"{r['samples']} preference states written to {args.out} (labels {r['label_counts']}); build with:\n"
           f"  pam-jax data build deformpam --src {args.out} --task {r['data_task']} --kind finetune")
     return 0
@@ -165,7 +165,8 @@ def cmd_study(args) -> int:
              "report_episodes": args.report_episodes, "max_steps": args.max_steps,
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
-             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick or None}
+             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick,
+             "report_seed": args.report_seed}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
               results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
     return 0
@@ -282,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the candidates share in each Monte-Carlo sample of the implicit reward: the timestep "
                         "(shared_t, the paper's), timestep and noise (crn), nothing (independent); default: the DPO run's")
     e.add_argument("--max-steps", type=int, default=0, help="cap on steps per episode (0 = the task's limit)")
-    e.add_argument("--snap-pick", action="store_true",
-                   help="simulated task: move the candidates' grasp points onto the observed cloud before scoring")
+    e.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                   help="simulated task: the task's pick snapping applied to the executed action (default: on where "
+                        "the task has a rule: rope, cloth)")
     e.add_argument("--out", help="report folder (default runs/eval_TASK)")
     e.add_argument("--pairs", metavar="DATASET_DIR",
                    help="instead: held-out pair accuracy of --dpo (implicit), --reward and --reward-sl (explicit) "
@@ -341,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the old early-horizon protocol: --warmup-steps 3 --steps-per-episode 4 --stride 1")
     c.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 labels")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                   help="the task's pick snapping applied to the executed candidates (default: on where the task has a rule)")
     c.set_defaults(func=cmd_collect)
 
     st = sub.add_parser("study", help="the whole comparison of one simulated task, resumable",
@@ -365,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--pref-steps", type=int, help="steps of each preference stage (0 = the experiment's budget)")
     st.add_argument("--label-noise", type=float)
     st.add_argument("--tune-episodes", type=int, help="tuning start states (seeds from 1000)")
-    st.add_argument("--report-episodes", type=int, help="report start states (seeds from 2000, disjoint)")
+    st.add_argument("--report-episodes", type=int,
+                    help="report start states (seeds from --report-seed, disjoint); 0 = none (a tuning run)")
     st.add_argument("--max-steps", type=int, help="cap on every episode's steps (0 = the task's limit)")
     st.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
                     help="%(choices)s (default: every method)")
@@ -373,9 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="config overrides for every training stage")
     st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for the DPO stages only: a DeformPAM variant (use with --reuse)")
-    st.add_argument("--snap-pick", action="store_true",
-                    help="move every candidate's grasp points onto the observed cloud (the nearest point in xy) "
-                         "before scoring and executing: no candidate misses the object (rope, cloth)")
+    st.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                    help="the task's pick snapping applied to every executed action (rope: the mean xy of the 200 "
+                         "points around the nearest cloud point, z kept; cloth: the nearest cloud point); "
+                         "default on where the task has a rule")
+    st.add_argument("--report-seed", type=int, default=None,
+                    help="first start seed of the report set (default 2000); the tuning set is 1000..")
     st.add_argument("--reuse", metavar="RUN_DIR",
                     help="copy another study's stages and episodes that do not depend on its DPO stages (expert "
                          "data, SL, preferences, explicit baselines, their episodes) into this run folder first; "
