@@ -54,13 +54,14 @@ class Agent:
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
                  reward_samples: int | None = None, num_inference_steps: int | None = None,
-                 eta: float | None = None, reward_noise: str | None = None, snap_pick: bool = True):
+                 eta: float | None = None, reward_noise: str | None = None, snap_pick: bool = True,
+                 sl_step: int | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if method in _NEEDS and not getattr(runs, _NEEDS[method][0]):
             raise ValueError(f"method {method!r} needs a {_NEEDS[method][1]} run")
         self.method, self.spec = method, tasks_lib.get_task(data_task)
-        sl = load_policy(runs.sl)
+        sl = load_policy(runs.sl, step=sl_step)   # `sl_step`: a kept checkpoint (None = the newest)
         cfg = sl.cfg
         self.num_points = cfg.data.num_points or self.spec.num_points
         mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "sl_explicit_sl": "explicit",
