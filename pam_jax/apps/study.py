@@ -389,12 +389,28 @@ class Study:
         if regret_eval is None:
             self.log("[offline] no pam_jax.eval.regret: top-1 regret skipped")
             return out
+        # every scorer on its own SL seed's held-out states and candidates: seed k's DPO on the
+        # preference data of seed k (with shared preferences, all of them are SL seed 0's), the
+        # explicit heads (trained from SL seed 0) on seed 0's
+        num_points = next(iter(scorers.values()))[1].data.num_points
+        by_data: dict[str, list[str]] = {}
+        for name, (_, _, _, k) in built.items():
+            by_data.setdefault(pref_data(k)["dataset_dir"], []).append(name)
         try:
-            out["regret"] = regret_eval.selection_regret(
-                pref_data(0)["dataset_dir"], {n: f for n, (f, _) in scorers.items()},
-                num_points=next(iter(scorers.values()))[1].data.num_points)
+            per = {ds: regret_eval.selection_regret(ds, {n: scorers[n][0] for n in names}, num_points=num_points)
+                   for ds, names in by_data.items()}
         except (ValueError, FileNotFoundError) as e:
             self.log(f"[offline] top-1 regret skipped: {e}")
+            return out
+        base = per[pref_data(0)["dataset_dir"]]
+        merged = {**base, "scorers": dict(base["scorers"]), "paired": dict(base.get("paired") or {})}
+        for ds, r in per.items():
+            for n in by_data[ds]:
+                merged["scorers"][n] = r["scorers"][n]
+                if n in (r.get("paired") or {}):
+                    merged["paired"][n] = r["paired"][n]
+        merged["data_of"] = {n: _rooted(ds, self.root) for ds, names in by_data.items() for n in names}
+        out["regret"] = merged
         return out
 
     def estimators(self, pref_data) -> dict:
