@@ -116,7 +116,9 @@ class Curve:
         cfg = config_lib.override(config_lib.load_experiment(f"{self.spec.experiment}:supervised"), [
             f"data.data_dir={data_dir}", f"train.run_dir={run}", "train.seed=0", "data.seed=0",
             f"train.steps={top}", f"train.checkpoint_every={min(self.steps)}",
-            f"train.keep_checkpoints={top // min(self.steps) + 1}"])
+            f"train.keep_checkpoints={top // min(self.steps) + 1}",
+            # the validation loss (held-out expert episodes) twice per curve interval
+            f"train.eval_every={max(1, min(self.steps) // 2)}"])
         missing = [s for s in self.steps if s % min(self.steps)]
         if missing:
             raise ValueError(f"steps: every curve step must be a multiple of the smallest, got {self.steps}")
@@ -147,6 +149,17 @@ class Curve:
                 self.log(f"[eval e{n} step {step}] start {st}: final {ep['final']:.3f} ({ep['wall_s']:.1f} s)")
             self.table()
 
+    def val_loss(self, n: int, step: int):
+        """The SL run's validation loss logged at `step` (None when not logged)."""
+        path = self.root / f"sl_e{n}" / "metrics.jsonl"
+        if not path.exists():
+            return None
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("step") == step and "val_loss" in rec:
+                return float(rec["val_loss"])
+        return None
+
     def table(self) -> dict:
         def mean(xs):
             return float(np.mean(xs)) if xs else None
@@ -164,6 +177,7 @@ class Curve:
             for step in self.steps:
                 s = summary([self.get(f"eval/e{n}/step{step}/{st}.json") for st in self.starts])
                 if s["n"]:
+                    s["val_loss"] = self.val_loss(n, step)
                     gap = (expert["final"] or 0.0) - (s["start"] or 0.0)
                     s["gap_closed"] = (s["final"] - s["start"]) / gap if gap > 0 else None
                     rows[f"e{n} step{step}"] = s
@@ -174,11 +188,11 @@ class Curve:
                  f"Metric: {self.spec.metric}; pick snapping: {out['snap']}.", "",
                  f"Start {expert['start']}, scripted expert final {expert['final']} "
                  f"(success {expert['success']}), {expert['n']} episodes.", "",
-                 "| expert episodes, SL steps | episodes | start | final | success | gap closed | s/episode |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| expert episodes, SL steps | val loss | episodes | start | final | success | gap closed | s/episode |",
+                 "|---|---|---|---|---|---|---|---|"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         for k, s in rows.items():
-            lines.append(f"| {k} | {s['n']} | {fmt(s['start'])} | {fmt(s['final'])} | {fmt(s['success'])} | "
+            lines.append(f"| {k} | {fmt(s['val_loss'])} | {s['n']} | {fmt(s['start'])} | {fmt(s['final'])} | {fmt(s['success'])} | "
                          f"{fmt(s.get('gap_closed'))} | {fmt(s['wall_s'])} |")
         (self.root / "curve.md").write_text("\n".join(lines) + "\n")
         if self.results is not None:
