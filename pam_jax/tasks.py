@@ -79,7 +79,7 @@ TASKS: dict[str, TaskSpec] = {
         max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.0,
         metric="2D IoU to a T", snap="none", sim="granular", sim_class="pam_jax.sim.granular:GranularTask",
         experiment="sim_granular"),
-    # the built-in synthetic task: pick both ends of a bar (pam_jax.data.toy); no simulator
+    # the built-in synthetic task: pick both ends of a bar (pam_jax.toy.data); no simulator
     "toy": TaskSpec(
         name="toy", primitive="pick_pair", action_types=("pick_pair",), rows=(0, 1),
         xy_scale=1.0, num_points=1000,

@@ -25,7 +25,7 @@ def run_steps(cfg: Config, num_devices: int, num_steps: int = 3):
     """
     import jax
 
-    from pam_jax.data.toy import ToyBimodalData
+    from pam_jax.toy.data import ToyBimodalData
     from pam_jax.train import sharding
     from pam_jax.train.loop import init_train_state, step_for
 

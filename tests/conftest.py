@@ -61,7 +61,7 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
-from pam_jax.apps import compile_cache as _compile_cache  # noqa: E402
+from pam_jax.train import compile_cache as _compile_cache  # noqa: E402
 
 _enable = _compile_cache.enable
 

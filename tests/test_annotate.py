@@ -25,9 +25,9 @@ pytest.importorskip("httpx2" if importlib.util.find_spec("httpx2") else "httpx")
 pytest.importorskip("plotly")
 from starlette.testclient import TestClient  # noqa: E402
 
-from pam_jax.apps import annotate  # noqa: E402
-from pam_jax.apps.annotate import server as server_lib  # noqa: E402
-from pam_jax.apps.annotate import store as store_lib  # noqa: E402
+from pam_jax import annotate  # noqa: E402
+from pam_jax.annotate import server as server_lib  # noqa: E402
+from pam_jax.annotate import store as store_lib  # noqa: E402
 from pam_jax.data import fixtures, layout  # noqa: E402
 
 K = 8

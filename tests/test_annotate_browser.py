@@ -41,8 +41,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("plotly")
 
-from pam_jax.apps.annotate import server as server_lib  # noqa: E402
-from pam_jax.apps.annotate import store as store_lib  # noqa: E402
+from pam_jax.annotate import server as server_lib  # noqa: E402
+from pam_jax.annotate import store as store_lib  # noqa: E402
 from pam_jax.data import fixtures, layout  # noqa: E402
 
 K = 8

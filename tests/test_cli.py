@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 
 TINY_EXPERIMENT = '''
 from pam_jax.config import *

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pam_jax.apps import compile_cache
+from pam_jax.train import compile_cache
 
 TINY_EXPERIMENT = '''
 from pam_jax.config import *
@@ -25,7 +25,7 @@ import json, sys
 import jax.monitoring
 hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event))
-from pam_jax.apps.cli import main
+from pam_jax.cli.app import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "hits": hits.count("/jax/compilation_cache/cache_hits")}))
 '''
@@ -45,7 +45,7 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
 
 
 def test_a_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
 
     blocker = tmp_path / "file"
     blocker.write_text("")

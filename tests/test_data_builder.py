@@ -156,7 +156,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, rope):
 def test_out_of_range_coordinates_are_skipped_and_named(tmp_path, capsys):
     import yaml
 
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
 
     info = fixtures.write_fixture(tmp_path / "src", task="rope", num_episodes=3, malformed=(), images=False)
     far_pose, far_cloud = sorted(info["samples"])[:2]
@@ -183,7 +183,7 @@ def test_out_of_range_coordinates_are_skipped_and_named(tmp_path, capsys):
 def test_truncated_array_record_is_one_line(rope, tmp_path, capsys):
     import shutil
 
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
 
     _, _, ds_dir = rope
     copy = tmp_path / "deformpam" / "rope_supervised" / ds_dir.name

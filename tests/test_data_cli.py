@@ -1,11 +1,13 @@
-"""`pam-jax data ...` (through the pam-jax command, pam_jax.apps.cli.main) and the throughput benchmark."""
+"""`pam-jax data ...` (through the pam-jax command, pam_jax.cli.main) and the throughput benchmark."""
 from __future__ import annotations
 
 import argparse
 
 import pytest
 
-from pam_jax.apps import cli, data_bench as bench, data_cli
+from pam_jax.bench import data as bench
+from pam_jax.cli import app as cli
+from pam_jax.cli import data as data_cli
 
 
 def test_fixture_build_inspect(tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _tiny import tiny_config
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 from pam_jax.config import override
 from pam_jax.eval import closed_loop
 from pam_jax.eval.checks import check_pairs_dataset, check_runs

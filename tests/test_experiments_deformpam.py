@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 from pam_jax.data import fixtures
 from pam_jax.data.build import build as build_dataset
 

@@ -197,7 +197,7 @@ def test_fused_switch(monkeypatch):
     with pytest.raises(ValueError, match=fused.WARPS_ENV):
         fused._power_of_two_env(fused.WARPS_ENV, 4, 1)
     assert fused.supports(256) and not fused.supports(100) and not fused.supports(8)
-    from pam_jax.apps import bench   # benchmarks record the switches and XLA flags they ran under
+    from pam_jax.bench import compute as bench   # benchmarks record the switches and XLA flags they ran under
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
     assert bench.machine()["switches"][fused.FUSED_ENV] == "yes"
     assert bench.machine()["xla_flags"] == "--xla_gpu_enable_triton_gemm=false"

@@ -33,7 +33,7 @@ TINY = ["model.width=32", "model.num_tokens=8", "model.knn=8", "model.encoder_la
 MOMENTS = ((0, signal.SIGINT), (3, signal.SIGTERM), (30, signal.SIGINT))
 BAR = re.compile(rb"\|\s*(\d+)/(\d+) \[")
 RACER = """import pathlib, sys, time
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 gate = pathlib.Path(sys.argv[1]); (gate / f"ready{sys.argv[2]}").touch()
 while not (gate / "go").exists():
     time.sleep(0.002)
@@ -54,7 +54,7 @@ class Run:
     """A `pam-jax train` subprocess whose progress bar (stderr) is read as it is drawn."""
 
     def __init__(self, run_dir, env):
-        self.p = subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", *_args(run_dir)],
+        self.p = subprocess.Popen([sys.executable, "-m", "pam_jax.cli", *_args(run_dir)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.err, self.counts = b"", []
         self.cv = threading.Condition()

@@ -46,7 +46,7 @@ def test_two_processes_from_the_cli_agree_with_one(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",
            "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "train", "--experiment", str(exp),
+    procs = [subprocess.Popen([sys.executable, "-m", "pam_jax.cli", "train", "--experiment", str(exp),
                                "--no-progress", "--distributed", "--coordinator", f"127.0.0.1:{port}",
                                "--num-processes", "2", "--process-id", str(pid)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -86,7 +86,7 @@ def test_two_processes_from_the_cli_agree_with_one(tmp_path):
 
 
 def test_distributed_flags_are_checked_before_joining(capsys):
-    from pam_jax.apps import cli
+    from pam_jax.cli import app as cli
 
     def error(*argv):
         assert cli.main(["train", "--experiment", "toy_bimodal", *argv]) == 2

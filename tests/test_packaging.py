@@ -25,11 +25,11 @@ def wheel(tmp_path_factory):
 
 def test_wheel_holds_experiments_and_builders_under_the_package(wheel):
     names = set(wheel.namelist())
-    for must in ("pam_jax/apps/cli.py", "pam_jax/experiments/toy_bimodal.py", "pam_jax/experiments/_sim.py",
+    for must in ("pam_jax/cli/app.py", "pam_jax/experiments/toy_bimodal.py", "pam_jax/experiments/_sim.py",
                  "pam_jax/data_builders/deformpam/deformpam_dataset_builder.py", "pam_jax/tasks.py",
-                 "pam_jax/apps/targets/h200.txtpb"):
+                 "pam_jax/annotate/static/annotate.js", "pam_jax/workflows/study.py", "pam_jax/toy/data.py"):
         assert must in names, must
     tops = {n.split("/")[0] for n in names}
-    assert not tops & {"experiments", "data_builders", "tests"}      # no generic top-level names
+    assert not tops & {"experiments", "data_builders", "tests", "benchmarks"}      # no generic top-level names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "pam-jax = pam_jax.apps.cli:main" in wheel.read(entry).decode()
+    assert "pam-jax = pam_jax.cli:main" in wheel.read(entry).decode()

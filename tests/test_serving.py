@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from _policy_runs import NORM, policy_run
 from pam_jax import pointcloud as pc
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 from pam_jax.serving import PolicyClient, ServerError, protocol
 from pam_jax.serving.graph import load_served
 from pam_jax.serving.server import HARD_LIMIT_FACTOR, PolicyServer, batch_sizes, request_limit
@@ -244,7 +244,7 @@ def _reader(proc) -> queue.Queue:
 
 @pytest.mark.slow
 def test_serve_command_answers_and_stops_on_sigterm(runs):
-    proc = subprocess.Popen([sys.executable, "-m", "pam_jax.apps.cli", "serve", "--sl", runs["sl"], "--mode", "first",
+    proc = subprocess.Popen([sys.executable, "-m", "pam_jax.cli", "serve", "--sl", runs["sl"], "--mode", "first",
                              "--port", "0", "--max-batch", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     try:
@@ -322,7 +322,7 @@ def test_info_reports_the_backend(capsys):
 
 
 def test_bench_serve_counts_every_request(served):
-    from pam_jax.apps.serve_bench import bench_serve, format_serve
+    from pam_jax.bench.serve import bench_serve, format_serve
 
     r = bench_serve(served, clients=2, requests=6, max_batch=1)   # batch size 1: compiled by the fixtures
     assert r["in_process"]["requests"] == r["server"]["requests"] == 6 and r["in_process_batched"]["requests"] == 6

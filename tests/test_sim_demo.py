@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pam_jax.apps import cli
-from pam_jax.apps import demo as sim_demo
+from pam_jax.cli import app as cli
+from pam_jax.workflows import demo as sim_demo
 
 TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
         "model.heads=2", "model.mlp_ratio=2", "diffusion.num_inference_steps=3", "data.num_points=128",
@@ -62,7 +62,7 @@ def test_the_demo_names_exactly_the_committed_studies_that_resolve_the_gain():
     import pathlib
     import shlex
 
-    from pam_jax.apps import study
+    from pam_jax.workflows import study
 
     repo = pathlib.Path(__file__).resolve().parents[1]
     resolved = set()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _tiny import tiny_config
-from pam_jax.data import toy_preference as tp
+from pam_jax.toy import preference_data as tp
 from pam_jax.config import override
 from pam_jax.select import SelectConfig, make_selector
 from pam_jax.train.checkpoint import CheckpointError

@@ -1,11 +1,11 @@
-"""pam_jax.stats against scipy.stats, closed forms and hand-computed cases."""
+"""pam_jax.eval.stats against scipy.stats, closed forms and hand-computed cases."""
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as st
 
-from pam_jax import stats
+from pam_jax.eval import stats
 
 Z95 = 1.959963984540054   # the standard normal's 0.975 quantile
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from pam_jax.apps import cli, study
+from pam_jax.cli import app as cli
+from pam_jax.workflows import study
 from pam_jax.eval.report import strict_json
 
 TINY = ["model.num_tokens=16", "model.knn=8", "model.encoder_layers=1", "model.width=48", "model.layers=1",
@@ -112,7 +113,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
 
 
 def test_a_config_field_added_later_at_its_default_keeps_finished_stages():
-    from pam_jax.apps.study import _without_added_defaults
+    from pam_jax.workflows.study import _without_added_defaults
 
     default = {"name": "x", "train": {"steps": 1000, "compute_dtype": "float32"}}
     old = {"name": "y", "train": {"steps": 5}}                      # recorded before compute_dtype existed

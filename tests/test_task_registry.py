@@ -10,7 +10,7 @@ import pytest
 
 from _tiny import tiny_config
 from pam_jax import tasks
-from pam_jax.apps import cli
+from pam_jax.cli import app as cli
 from pam_jax.config import override
 from pam_jax.sim import make_task
 from pam_jax.sim.base import StepInfo

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pam_jax.data import toy
-from pam_jax.eval.toy import score_samples
+from pam_jax.toy import data as toy
+from pam_jax.toy.evaluate import score_samples
 from pam_jax.normalize import NormStats
 
 

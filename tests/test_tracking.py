@@ -54,7 +54,7 @@ def test_logged_losses_are_interval_means_also_across_a_resume(tmp_path):
     log_every=1 run of the same config writes (the steps are deterministic). Then Ctrl-C when
     step 5's batch is read (a checkpoint of step 4 is saved, mid-interval) and a resume: the
     record at step 6 still averages steps 4, 5 and 6."""
-    from pam_jax.data.toy import ToyBimodalData
+    from pam_jax.toy.data import ToyBimodalData
 
     class StopAt4(ToyBimodalData):
         def batch(self, step):

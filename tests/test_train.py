@@ -10,7 +10,7 @@ import pytest
 
 from _tiny import run_steps, tiny_config
 from pam_jax.config import override
-from pam_jax.data.toy import ToyBimodalData
+from pam_jax.toy.data import ToyBimodalData
 from pam_jax.train import sharding
 from pam_jax.train.checkpoint import CheckpointError
 from pam_jax.train.loop import init_train_state, step_for, train

@@ -8,7 +8,7 @@
 - :mod:`pam_jax.data.sample`    one record -> one fixed-shape sample (frame, subsample, augment)
 - :mod:`pam_jax.data.stats`     padded shapes and normalisation statistics stored with a dataset
 - :mod:`pam_jax.data.pipeline`  ``DeformPAMData``: process-local batches, resumable order
-- :mod:`pam_jax.data.toy`, :mod:`pam_jax.data.toy_preference`  the built-in synthetic task
+- :mod:`pam_jax.toy.data`, :mod:`pam_jax.toy.preference_data`  the built-in synthetic task
 - :mod:`pam_jax.data.train_data`  the training data named by a config (``data.source``)
 
 Three lines from sample folders to batches::

@@ -21,12 +21,12 @@ def make_train_data(cfg: config_lib.Config, parent: Policy | None = None):
     d = cfg.data
     pi, pc = jax.process_index(), jax.process_count()
     if d.source == "toy_bimodal":
-        from pam_jax.data.toy import ToyBimodalData
+        from pam_jax.toy.data import ToyBimodalData
 
         return ToyBimodalData(batch_size=d.batch_size, num_points=d.num_points, seed=d.seed,
                               process_index=pi, process_count=pc)
     if d.source == "toy_preference":
-        from pam_jax.data.toy_preference import ToyPreferenceData
+        from pam_jax.toy.preference_data import ToyPreferenceData
 
         if parent is None:
             raise ValueError("data.source='toy_preference' needs a supervised parent (train.stage dpo or reward)")

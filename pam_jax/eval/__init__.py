@@ -1,1 +1,1 @@
-"""Evaluators: closed loop in the simulator, held-out pairs and top-1 regret, the toy task, report formatting."""
+"""Evaluators: closed loop in the simulator, held-out pairs and top-1 regret, report formatting, confidence intervals (stats)."""

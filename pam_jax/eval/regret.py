@@ -29,7 +29,8 @@ import pathlib
 import jax
 import numpy as np
 
-from pam_jax import preference, stats
+from pam_jax import preference
+from pam_jax.eval import stats
 from pam_jax.data import layout
 from pam_jax.data.sources import open_source, read_build_report
 from pam_jax.eval.pairs import held_out_batches

@@ -23,13 +23,13 @@ they are; a multi-seed result simply holds every seed's episodes in one list
   not how far apart the SL seeds' own levels are; the interval with the seeds resampled per
   method is kept as ``lo_unpaired``/``hi_unpaired``.
 
-All intervals are 95% and come from :mod:`pam_jax.stats`.
+All intervals are 95% and come from :mod:`pam_jax.eval.stats`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pam_jax import stats
+from pam_jax.eval import stats
 
 __all__ = ["episodes_by_seed", "summarize", "paired_difference", "combine_seeds", "method_entry", "LEVEL"]
 

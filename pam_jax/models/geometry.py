@@ -47,7 +47,7 @@ _TARGET: list[str | None] = [None]
 def targeting(platform: str):
     """Within it, the choices made per backend at trace time (FPS and kNN forms, Pallas lowering,
     the denoiser's padding) are those of `platform` ("cpu", "gpu") instead of the attached
-    backend's: for compiling a graph for a device that is not here (`apps.hlo_kernels`)."""
+    backend's: for compiling a graph for a device that is not here (benchmarks/hlo_kernels.py)."""
     return _scoped(_TARGET, platform)
 
 

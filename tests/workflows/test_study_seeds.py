@@ -3,7 +3,7 @@ the expert / preference / tuning / report sets are disjoint, and every training 
 regret is measured on that seed's own preference data."""
 import pytest
 
-from pam_jax.apps import study
+from pam_jax.workflows import study
 
 
 def _study(tmp_path, **kw):

@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from pam_jax import stats
+from pam_jax.eval import stats
 
 HERE = pathlib.Path(__file__).parent
 BASE = "docs/results/study_cloth8/eval/report"

@@ -8,7 +8,7 @@ R=runs/study_cloth8
 O=runs/cloth_own
 if [ ! -d $O/tfds_s$S ]; then
   .venv/bin/python - <<PY
-from pam_jax.apps.collect import collect
+from pam_jax.workflows.collect import collect
 from pam_jax.data.build import build
 r = collect("cloth", "$R/sl_s$S", "$O/src_s$S", states=100, num_candidates=8, num_points=2000,
             steps_per_episode=10, max_steps=None, label_noise=0.0, progress=False)

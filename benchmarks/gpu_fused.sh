@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Issue 12 on a GPU in one call of about 5 minutes (give it timeout_s 360), from the repository
+# root, the project on PYTHONPATH:
+#   1. parity: the fused denoiser ("on", and "chain" with both networks stacked) picks what the
+#      plain one picks (paper settings, two clouds);
+#   2. the sampler rows (100/100, 10/10), each the decision from parameters prepared once:
+#      plain (also the one graph), stacked networks, fused, fused chain with stacked networks,
+#      all but the first traced; the eager PyTorch reference at the same settings; the optimised
+#      HLO of the chain-stacked 10/10 decision.
+# The traced kernels per call can be set against the counts of `python benchmarks/bench.py kernels`, made on a
+# CPU for an H200 target (BUILD_NOTES: plain 622 / 4575, chain-stacked 156 / 875 at 10/10 / 100/100).
+# Then, if device time is left, `bash benchmarks/gpu_tune.sh` (about 5 minutes, timeout_s 360).
+# Results in $OUT (default bench_out/). Make the fastest forms the default on accelerators
+# (fused.mode, select.stack_models) if parity holds, and record the figures in BUILD_NOTES.md.
+. benchmarks/gpu_common.sh
+step parity 110 env PROBE_TAG=parity $P parity
+step fused 210 env PROBE_TAG=fused $P sampler hlo
+gzip -f "$OUT"/hlo_*.txt 2>/dev/null
+grep -h -E "^(parity|sampler|torch) " "$LOG" | cut -c1-240

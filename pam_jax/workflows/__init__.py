@@ -1,0 +1,1 @@
+"""Workflows over the whole pipeline: the demo, preference collection, the study."""
