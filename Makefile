@@ -1,27 +1,42 @@
-# `make demo` and `make test` work on a fresh machine: each creates .venv and installs the project.
+# `make demo` and `make test` work on a fresh machine: each creates .venv and installs the project
+# (editable) and its test extra from uv.lock, the exact versions every machine gets. uv is the one
+# on PATH, or else uv from PyPI installed into .tools/uv by pip. After changing pyproject.toml's
+# dependencies, `make lock` re-locks (and commit uv.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/uv/bin/uv)
+# only ever the Python on this machine (PYTHON), never a downloaded one
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test bench studies install clean
+.PHONY: demo test bench studies install lock check-lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+.tools/uv/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv "uv==$(UV_VERSION)"
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml uv.lock packages/pam-jax-client/pyproject.toml | $(UV)
+	$(UV) sync --quiet --frozen --extra test --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# re-resolve uv.lock after a change to pyproject.toml (keeps the locked versions that still fit)
+lock: | $(UV)
+	$(UV) lock
+
+# fails when uv.lock and pyproject.toml disagree (CI runs it)
+check-lock: | $(UV)
+	$(UV) lock --check
+
 demo: $(STAMP)
 	$(BIN)/pam-jax demo
 
-# Two passes: the suite under XLA's legacy CPU emitters (faster to compile), then the tests of
+# ruff, then two passes: the suite under XLA's legacy CPU emitters (faster to compile), then the tests of
 # bit-identity between programs under the default emitters users run (tests/conftest.py).
 test: $(STAMP)
+	$(BIN)/ruff check pam_jax tests experiments data_builders benchmarks
 	$(BIN)/python -m pytest -n 2 -q --timeout 600 --durations 15 -m "not bit_identity" tests
 	PAM_JAX_TESTS_CODEGEN=default $(BIN)/python -m pytest -n 2 -q --timeout 600 -m bit_identity tests
 
@@ -29,13 +44,15 @@ bench: $(STAMP)
 	$(BIN)/pam-jax bench train
 	$(BIN)/pam-jax bench sampler
 
-# issue 11: the full study of each task (hours on 2 cores). Resumable: run it again to continue,
+# The full study of each task (hours on 2 cores). Resumable: run it again to continue,
 # on this machine or another; the small results land in docs/results/study_TASK (commit them).
+# Cloth's committed study has 8 training seeds, each fine-tuned on its own preferences.
 STUDY_TASKS ?= granular rope cloth
 studies: $(STAMP)
 	for t in $(STUDY_TASKS); do \
-	  $(BIN)/pam-jax study --task $$t --scale full --run-dir runs/study_$$t --results docs/results/study_$$t --no-progress || exit 1; \
+	  case $$t in cloth) d=study_cloth_pp; x="--train-seeds 8 --per-seed-preferences";; *) d=study_$$t; x="";; esac; \
+	  $(BIN)/pam-jax study --task $$t --scale full $$x --run-dir runs/$$d --results docs/results/$$d --no-progress || exit 1; \
 	done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .tools runs .pytest_cache

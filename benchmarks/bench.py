@@ -27,7 +27,7 @@ def torch_reference(name: str):
     try:
         import torch_reference as module
     except ImportError:
-        raise ImportError("--torch-reference needs torch (pip install torch)") from None
+        raise ImportError("--torch-reference needs torch (pip install -e '.[torch]')") from None
     return getattr(module, name)
 
 

@@ -112,6 +112,8 @@ class TrainConfig:
     num_devices: int = 0            # 0 = all local devices
     compute_dtype: str = "float32"  # float32 | bfloat16: the networks' arithmetic (parameters stay float32)
     tracker: str = "jsonl"          # jsonl | tensorboard | wandb (metrics.jsonl is always written)
+    wandb_project: str = ""         # tracker=wandb: the project; "" = $WANDB_PROJECT, else "pam_jax"
+    wandb_entity: str = ""          # tracker=wandb: the entity (user or team); "" = $WANDB_ENTITY, else wandb's default
     eval_every: int = 0             # validation loss every N steps on the validation split; 0 = off
     eval_batches: int = 4           # batches of each validation pass
     # early stopping: stop (with a checkpoint) after this many validation passes in a row without
@@ -333,7 +335,8 @@ RANGES: dict[str, Range] = {
 
 # free-text fields: paths and names (must not be empty where marked True)
 FREE_TEXT = {"name": True, "data.data_dir": False, "data.dataset": False, "data.split": True,
-             "preference.init_from": False, "train.run_dir": True}
+             "preference.init_from": False, "train.run_dir": True,
+             "train.wandb_project": False, "train.wandb_entity": False}
 
 
 def choices() -> dict[str, tuple[str, ...]]:

@@ -9,6 +9,18 @@ import argparse
 import sys
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree that is not installed: the package's)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pam_jax")
+    except metadata.PackageNotFoundError:
+        from pam_jax import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pam_jax import annotate as annotate_app
     from pam_jax.cli import bench, collect, data, demo, evaluate, serve, study, train
@@ -16,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sim_tasks()
     p = argparse.ArgumentParser(prog="pam-jax", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"pam-jax {_version()}")
     p.add_argument("--compile-cache", metavar="DIR",
                    help="persistent XLA compilation cache folder, or 'off' (default: $PAM_JAX_COMPILE_CACHE, "
                         "else ~/.cache/pam_jax/xla): a second run loads its compiled programs from disk")
@@ -68,7 +81,7 @@ def check_counts(args) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pam_jax.train.checkpoint import CheckpointError
+    from pam_jax.train.errors import CheckpointError   # not .checkpoint: that loads orbax (serve --exported has none)
 
     try:
         check_counts(args)

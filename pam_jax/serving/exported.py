@@ -13,7 +13,10 @@ import zipfile
 
 import numpy as np
 
+from pam_jax.normalize import NormStats
 from pam_jax.serving import protocol
+
+RANGE_FACTOR = 10.0   # pam_jax.select.CLOUD_RANGE_FACTOR (not imported: select loads flax)
 
 
 class ExportedPolicy:
@@ -24,11 +27,26 @@ class ExportedPolicy:
         self._exp, self._ref, self._score = exported, ref, score
         self.metadata = metadata
         self.batch, self.num_points = int(metadata["batch"]), int(metadata["num_points"])
+        self.norm = NormStats.from_dict(metadata["norm"])
+
+    def check(self, points) -> np.ndarray:
+        """One task-frame cloud (num_points, 3) -> float32, or a one-line ValueError: its shape,
+        finite values, and a plausible range (within RANGE_FACTOR normalisation scales of the
+        training data's centre, as the in-process selector checks)."""
+        pts = protocol.check_cloud(np.asarray(points) if not isinstance(points, np.ndarray) else points,
+                                   self.num_points)
+        z = np.abs(self.norm.normalize(pts))
+        if float(z.max()) > RANGE_FACTOR:
+            i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
+            raise ValueError(f"points: point {i} has {'xyz'[axis]} = {float(pts[i, axis]):.4g}, {float(z.max()):.3g} "
+                             f"normalisation scales from the training data's centre (at most {RANGE_FACTOR:g}); "
+                             "give clouds in the task frame the policy was trained in, in metres")
+        return pts
 
     def select_batch(self, points, seeds) -> dict:
         """Checked clouds (B, Np, 3) and B seeds -> dict of numpy arrays, in chunks of the
         exported batch size (the last one padded)."""
-        pts = np.stack([protocol.check_cloud(np.asarray(p), self.num_points) for p in points])
+        pts = np.stack([self.check(np.asarray(p)) for p in points])
         seeds = np.asarray([protocol.check_seed(s) for s in seeds], np.uint32)
         if len(seeds) != len(pts):
             raise ValueError(f"got {len(pts)} clouds and {len(seeds)} seeds")
@@ -53,7 +71,7 @@ class ExportedPolicy:
 
 def load_exported(path) -> ExportedPolicy:
     """Read an artefact written by `pam-jax export`."""
-    import jax   # only here: importing pam_jax.serving stays free of jax
+    import jax  # only here: importing pam_jax.serving stays free of jax
 
     try:
         with zipfile.ZipFile(path) as z:

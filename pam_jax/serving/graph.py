@@ -32,7 +32,7 @@ from pam_jax.select import SelectConfig, check_clouds, make_selector, task_snap
 from pam_jax.serving import protocol
 from pam_jax.train.restore import load_policy
 
-OUTPUTS = ("action", "candidates", "scores", "index")
+OUTPUTS = protocol.OUTPUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +139,11 @@ def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, m
         # pam_jax.pointcloud.preprocess(cloud, xy_scale=..., voxel_size=...) and subsample(num_points)
         # (numpy only), and the returned Frame maps the action back (frame.invert)
         "preprocess": {"xy_scale": spec.xy_scale, "voxel_size": spec.voxel_size},
+        # how the server frames a world-frame cloud (pam_jax.pointcloud.frame_world_cloud), as the
+        # training data were made: the toy task's synthetic clouds are used as they are
+        "frame": {"preprocess": task != "toy", "xy_scale": spec.xy_scale if task != "toy" else 1.0,
+                  "voxel_size": spec.voxel_size if task != "toy" else None, "n_sigma": 3.0 if task != "toy" else None,
+                  "subsample_method": "random"},
         "selection": dataclasses.asdict(scfg), "batching": batching,
         "model": dataclasses.asdict(policy.cfg.model), "diffusion": dataclasses.asdict(policy.cfg.diffusion),
         "norm": policy.norm.to_dict(),

@@ -11,11 +11,9 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
+from pam_jax.train.errors import CheckpointError  # noqa: F401  (defined apart: the CLI catches it without orbax)
+
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A missing, corrupt or mismatched checkpoint."""
 
 
 def _first_line(e: BaseException) -> str:

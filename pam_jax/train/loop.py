@@ -194,7 +194,9 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     step_fn = stage.make_step(tx, norm, mesh)
     validate = _validator(cfg, stage, norm, mesh) if cfg.train.eval_every else None
     lr = learning_rate(cfg.optim, cfg.train.steps)
-    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log) if is_chief else None
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log,
+                      wandb_project=cfg.train.wandb_project,
+                      wandb_entity=cfg.train.wandb_entity) if is_chief else None
     pending = []                      # this interval's device metrics, fetched at the next log or save
 
     def flush():

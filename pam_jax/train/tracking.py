@@ -2,13 +2,16 @@
 
 Every run writes ``metrics.jsonl`` (the loss plot and the tools read it). ``train.tracker``
 "tensorboard" (the ``tensorboard`` extra: tensorboardX) or "wandb" (the ``wandb`` extra) also
-sends every record there. The tracker's run id lives in ``<run>/tracker.json``, so a resumed run
-continues the same tracked run (the same wandb run, the same TensorBoard folder).
+sends every record there; wandb's project and entity come from ``train.wandb_project`` and
+``train.wandb_entity``, else from $WANDB_PROJECT / $WANDB_ENTITY. The tracker's run id lives in
+``<run>/tracker.json``, so a resumed run continues the same tracked run (the same wandb run, the
+same TensorBoard folder).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import uuid
 
@@ -47,7 +50,8 @@ class IntervalMeans:
 class Tracker:
     """Writes records to metrics.jsonl and, when asked, to TensorBoard or wandb."""
 
-    def __init__(self, kind: str, run_dir, *, config: dict | None = None, log=print):
+    def __init__(self, kind: str, run_dir, *, config: dict | None = None, log=print,
+                 wandb_project: str = "", wandb_entity: str = ""):
         if kind not in TRACKERS:
             raise ValueError(f"unknown train.tracker {kind!r}: expected one of {TRACKERS}")
         self.kind, self.run_dir = kind, pathlib.Path(run_dir)
@@ -65,8 +69,9 @@ class Tracker:
                 import wandb
             except ImportError:
                 raise ImportError("train.tracker=wandb needs wandb: pip install 'pam-jax[wandb]'") from None
+            where = wandb_destination(wandb_project, wandb_entity)
             self._wandb = wandb.init(id=self.run_id, resume="allow", dir=str(self.run_dir), config=config,
-                                     name=self.run_dir.name, project="pam_jax")
+                                     name=self.run_dir.name, **where)
         if kind != "jsonl":
             log(f"tracking with {kind}, run id {self.run_id} ({self.run_dir / 'tracker.json'})")
 
@@ -85,6 +90,18 @@ class Tracker:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def wandb_destination(project: str = "", entity: str = "") -> dict:
+    """``wandb.init``'s project and entity: the config's (``train.wandb_project``,
+    ``train.wandb_entity``), else $WANDB_PROJECT / $WANDB_ENTITY, else project "pam_jax" and
+    wandb's default entity. (An argument to ``wandb.init`` overrides wandb's own reading of the
+    environment, so the environment is read here.)"""
+    out = {"project": project or os.environ.get("WANDB_PROJECT") or "pam_jax"}
+    entity = entity or os.environ.get("WANDB_ENTITY")
+    if entity:
+        out["entity"] = entity
+    return out
 
 
 def _run_id(run_dir: pathlib.Path, kind: str) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from _tiny import tiny_config
+from helpers.tiny import tiny_config
 from pam_jax.config import override
 from pam_jax.train.loop import EarlyStop, train
 
