@@ -116,6 +116,9 @@ class TrainConfig:
     wandb_entity: str = ""          # tracker=wandb: the entity (user or team); "" = $WANDB_ENTITY, else wandb's default
     eval_every: int = 0             # validation loss every N steps on the validation split; 0 = off
     eval_batches: int = 4           # batches of each validation pass
+    # early stopping: stop (with a checkpoint) after this many validation passes in a row without
+    # a new lowest val_loss; 0 = off (needs eval_every)
+    early_stop_patience: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,7 +370,7 @@ RANGES: dict[str, Range] = {
     "preference.reward_samples": Range(1), "preference.num_candidates": Range(1),
     "train.steps": Range(1), "train.epochs": Range(0), "train.noise_replicas": Range(1), "train.seed": Range(0),
     "train.log_every": Range(1), "train.checkpoint_every": Range(1), "train.keep_checkpoints": Range(1),
-    "train.num_devices": Range(0), "train.eval_every": Range(0), "train.eval_batches": Range(1),
+    "train.num_devices": Range(0), "train.eval_every": Range(0), "train.eval_batches": Range(1), "train.early_stop_patience": Range(0),
     "runtime.small_attention": Range(0), "runtime.fused_rows": Range(0), "runtime.fused_warps": Range(1, 32),
 }
 
@@ -450,6 +453,9 @@ def validate(cfg: Config) -> Config:
     if d.num_inference_steps > d.num_train_timesteps:
         raise ValueError(f"diffusion.num_inference_steps={d.num_inference_steps} must be <= "
                          f"diffusion.num_train_timesteps={d.num_train_timesteps}")
+    if cfg.train.early_stop_patience and not cfg.train.eval_every:
+        raise ValueError(f"train.early_stop_patience={cfg.train.early_stop_patience} needs train.eval_every > 0 "
+                         "(the validation loss it watches)")
     if data.num_points and data.num_points < max(m.num_tokens, m.knn):
         raise ValueError(f"data.num_points={data.num_points} must be >= model.num_tokens={m.num_tokens} and "
                          f"model.knn={m.knn} (the encoder groups that many points)")

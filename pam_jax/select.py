@@ -49,6 +49,8 @@ MODES = ("implicit", "explicit", "first", "random", "custom")
 #   crn          common random numbers: the same t AND the same eps for every candidate;
 #   independent  t and eps drawn per candidate and MC sample (pam_jax's earlier estimator).
 REWARD_NOISE = ("shared_t", "crn", "independent")
+SNAP_RULES = ("none", "nearest", "mean200")   # pam_jax.tasks.SNAP_RULES
+SNAP_NEIGHBOURS = 200   # the rope rule's neighbourhood (the published code's 200 points)
 CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 # "bfloat16": the networks run on bfloat16 copies of the parameters (made inside the graph; the
 # parameters passed in stay float32); geometry, rotary angles, softmax, DDIM updates, noise
@@ -72,11 +74,13 @@ class SelectConfig:
     reward_noise: str = "shared_t"      # REWARD_NOISE
     unroll: int = 1                     # DDIM steps per iteration of the sampling loop
     compute_dtype: str = "float32"      # COMPUTE_DTYPES: the networks' arithmetic (parameters stay float32)
-    # action rows moved onto the observed cloud (the point nearest in xy) after sampling, before
-    # scoring: the grasp points of a task whose gripper must close on the object (sim tasks'
-    # `pick_rows`); () = the actions as sampled
+    # pick snapping (the published nearest-pick override), applied after scoring to what is
+    # executed: `snap` is a rule of pam_jax.tasks.SNAP_RULES (the task's `snap`), `snap_rows` the
+    # action rows it moves (the task's grasp rows). The candidates are scored as sampled.
+    snap: str = "none"
     snap_rows: tuple = ()
     runtime: RuntimeConfig = RuntimeConfig()   # the kernel forms the graphs are traced with
+    snap_neighbours: int = SNAP_NEIGHBOURS   # the "mean200" rule's neighbourhood size
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
@@ -95,10 +99,11 @@ class SelectConfig:
 
 
 class Selection(NamedTuple):
-    action: jax.Array       # (B, A, 3) the chosen action, raw frame
+    action: jax.Array       # (B, A, 3) the chosen action as executed (snapped), raw frame
     index: jax.Array        # (B,) its candidate index
-    candidates: jax.Array   # (B, N, A, 3) raw frame
+    candidates: jax.Array   # (B, N, A, 3) raw frame, as sampled (what was scored)
     scores: jax.Array       # (B, N)
+    executed: Any = None    # (B, N, A, 3) every candidate as it would be executed (snapped), raw frame
 
 
 def snap_to_cloud(actions, points, rows) -> jax.Array:
@@ -112,6 +117,48 @@ def snap_to_cloud(actions, points, rows) -> jax.Array:
     nearest = jnp.argmin(d2, axis=-1)
     snapped = jax.vmap(lambda p, i: p[i])(points, nearest)                  # (B, N, R, 3)
     return actions.at[:, :, rows].set(snapped.astype(actions.dtype))
+
+
+def snap_to_neighbourhood(actions, points, rows, k: int = SNAP_NEIGHBOURS) -> jax.Array:
+    """actions (B, N, A, 3), points (B, Np, 3) -> actions with each row in `rows` given, in xy,
+    the mean xy of the `k` cloud points nearest in xy to the cloud point nearest (in xy) to it
+    (all of them when the cloud has fewer); its z is kept."""
+    if not rows:
+        return actions
+    rows = tuple(int(r) for r in rows)
+    k = min(int(k), points.shape[1])
+    anchor = snap_to_cloud(actions, points, rows)[:, :, jnp.asarray(rows)]   # (B, N, R, 3)
+    rows = jnp.asarray(rows)
+    d2 = jnp.sum((anchor[..., None, :2] - points[:, None, None, :, :2]) ** 2, axis=-1)   # (B, N, R, Np)
+    _, near = jax.lax.top_k(-d2, k)                                         # (B, N, R, k)
+    xy = jax.vmap(lambda p, i: p[i, :2])(points, near).mean(axis=-2)        # (B, N, R, 2)
+    return actions.at[:, :, rows, :2].set(xy.astype(actions.dtype))
+
+
+def snap_action(actions, points, rule: str, rows, k: int = SNAP_NEIGHBOURS) -> jax.Array:
+    """The pick-snapping rule `rule` (SNAP_RULES) applied to the rows `rows` of actions
+    (B, N, A, 3) on clouds points (B, Np, 3) in the same frame."""
+    if rule not in SNAP_RULES:
+        raise ValueError(f"unknown snap rule {rule!r}: expected one of {SNAP_RULES}")
+    if rule == "nearest":
+        return snap_to_cloud(actions, points, rows)
+    if rule == "mean200":
+        return snap_to_neighbourhood(actions, points, rows, k)
+    return actions
+
+
+def task_snap(task: str, enabled: bool = True) -> dict:
+    """The SelectConfig fields of a task's pick snapping: {"snap", "snap_rows"} from the task
+    registry (its rule) and its simulator's grasp rows; ``enabled=False`` or a task without a
+    rule gives no snapping."""
+    from pam_jax import tasks as tasks_lib
+    from pam_jax.sim import task_class
+
+    spec = tasks_lib.get_task(task)
+    if not enabled or spec.snap == "none":
+        return {"snap": "none", "snap_rows": ()}
+    rows = tuple(task_class(spec.sim).pick_rows) if spec.sim else (0,)
+    return {"snap": spec.snap, "snap_rows": rows}
 
 
 def _chunk(m: int, per_sample: int) -> int:
@@ -218,6 +265,10 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError("custom selection needs scorer(score_params, points, candidates) -> (B, N)")
     if scfg.reward_noise not in REWARD_NOISE:
         raise ValueError(f"unknown reward_noise {scfg.reward_noise!r}: expected one of {REWARD_NOISE}")
+    if scfg.snap not in SNAP_RULES:
+        raise ValueError(f"unknown snap rule {scfg.snap!r}: expected one of {SNAP_RULES}")
+    if scfg.snap != "none" and not scfg.snap_rows:
+        raise ValueError(f"snap rule {scfg.snap!r} needs snap_rows (the action rows it moves)")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
     if scfg.compute_dtype not in COMPUTE_DTYPES:
@@ -279,8 +330,6 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         loop = dict(num_inference_steps=scfg.num_inference_steps, eta=scfg.eta, clip_sample=diff.clip_sample,
                     unroll=scfg.unroll)
         x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
-        if scfg.snap_rows:
-            x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
         mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
         if scfg.mode == "implicit":
             policy = nnx.merge(graphdef, prep.score)
@@ -298,8 +347,12 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
             scores = jax.random.uniform(k_score, x0.shape[:2])
         scores = scores.astype(jnp.float32)
         idx = jnp.argmax(scores, axis=-1)
-        chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
-        return Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)
+        # the candidates were scored as sampled; what is executed has its grasp points snapped
+        # onto the cloud (the published code's transform_output)
+        raw = unnormalize(x0, center, scale)
+        executed = snap_action(raw, points.astype(raw.dtype), scfg.snap, scfg.snap_rows, scfg.snap_neighbours)
+        chosen = jnp.take_along_axis(executed, idx[:, None, None, None], axis=1)[:, 0]
+        return Selection(chosen, idx, raw, scores, executed)
 
     def select(ref_params, score_params, points, key):
         return decide(prepare(ref_params, score_params), points, key)
@@ -370,11 +423,13 @@ def select_with_host_scorer(select_first: Callable, points, key,
     `select_first(points, key) -> Selection` (e.g. a mode="first" Selector's `decide` with its
     Prepared bound); `scorer(points (B, Np, 3), candidates (B, N, A, 3)) -> scores (B, N)`. This
     path leaves the graph on purpose: an oracle that runs physics cannot be traced.
+    The scorer sees the candidates as they would be executed (snapped, ``Selection.executed``).
     """
     sel = select_first(points, key)
     cands = np.asarray(sel.candidates)
-    scores = np.asarray(scorer(np.asarray(points), cands), np.float32)
+    executed = cands if sel.executed is None else np.asarray(sel.executed)
+    scores = np.asarray(scorer(np.asarray(points), executed), np.float32)
     if scores.shape != cands.shape[:2]:
         raise ValueError(f"scorer: expected scores of shape {cands.shape[:2]}, got {scores.shape}")
     idx = np.argmax(scores, axis=-1)
-    return Selection(cands[np.arange(len(idx)), idx], idx, cands, scores)
+    return Selection(executed[np.arange(len(idx)), idx], idx, cands, scores, executed)

@@ -1,6 +1,8 @@
 """`pam-jax collect`: oracle-ranked candidates of an SL policy's rollouts."""
 from __future__ import annotations
 
+import argparse
+
 
 def cmd_collect(args) -> int:
     from pam_jax.eval.checks import check_runs
@@ -12,7 +14,8 @@ def cmd_collect(args) -> int:
     if args.unlabelled or args.clouds:
         return _cmd_unlabelled(args, horizon)
     r = collect(args.task, args.sl, args.out, states=args.states, num_candidates=args.candidates,
-                label_noise=args.label_noise, seed=args.seed, max_steps=args.max_steps or None, **horizon)
+                label_noise=args.label_noise, seed=args.seed, max_steps=args.max_steps or None,
+                snap_pick=args.snap_pick is not False, **horizon)
     print(f"{r['samples']} preference states written to {args.out} (labels {r['label_counts']}); build with:\n"
           f"  pam-jax data build deformpam --src {args.out} --task {r['data_task']} --kind finetune")
     return 0
@@ -64,4 +67,6 @@ def add_parser(sub, sim_tasks) -> None:
                    help="the old early-horizon protocol: --warmup-steps 3 --steps-per-episode 4 --stride 1")
     c.add_argument("--label-noise", type=float, default=0.0, help="rate of flipped 0/1 labels")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                   help="the task's pick snapping applied to the executed candidates (default: on where the task has a rule)")
     c.set_defaults(func=cmd_collect)

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from pam_jax import pointcloud as pc
+from pam_jax import select as select_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
@@ -47,18 +48,20 @@ class Runs:
 class Agent:
     """World-frame cloud -> world-frame action by one method. `reward_samples` (M) and
     `reward_noise` (select.REWARD_NOISE) of the implicit reward default (None) to the DPO run's
-    preference config. `snap_rows`: action rows moved onto the observed cloud before scoring
-    (`SelectConfig.snap_rows`; the sim task's `pick_rows` snaps its grasp points)."""
+    preference config. `snap_pick`: the task's pick-snapping rule (``TaskSpec.snap``, on by
+    default where the published configs have it on) applied to what is executed; the
+    candidates are scored as sampled."""
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
                  reward_samples: int | None = None, num_inference_steps: int | None = None,
-                 eta: float | None = None, reward_noise: str | None = None, snap_rows: tuple = ()):
+                 eta: float | None = None, reward_noise: str | None = None, snap_pick: bool = True,
+                 sl_step: int | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if method in _NEEDS and not getattr(runs, _NEEDS[method][0]):
             raise ValueError(f"method {method!r} needs a {_NEEDS[method][1]} run")
         self.method, self.spec = method, tasks_lib.get_task(data_task)
-        sl = load_policy(runs.sl)
+        sl = load_policy(runs.sl, step=sl_step)   # `sl_step`: a kept checkpoint (None = the newest)
         cfg = sl.cfg
         self.num_points = cfg.data.num_points or self.spec.num_points
         mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "sl_explicit_sl": "explicit",
@@ -74,7 +77,7 @@ class Agent:
         n = 1 if method in ("sl", "dpo") else num_candidates
         scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
                                         num_inference_steps=num_inference_steps, reward_samples=reward_samples,
-                                        reward_noise=reward_noise, snap_rows=tuple(snap_rows))
+                                        reward_noise=reward_noise, **select_lib.task_snap(data_task, snap_pick))
         selector = make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
                                  score_graphdef=scorer.graphdef if mode == "explicit" else None)
         # the parameter-only work once per agent; each step runs the decision only, its clouds
@@ -87,13 +90,16 @@ class Agent:
         cloud, _, frame = pc.preprocess(cloud, (), xy_scale=self.spec.xy_scale, voxel_size=self.spec.voxel_size)
         return pc.subsample(cloud, self.num_points, rng), frame
 
-    def candidates(self, cloud, rng: np.random.Generator, key) -> np.ndarray:
-        """All N candidates (N, 2, 3) for a world-frame cloud, world frame (for collection)."""
+    def candidates(self, cloud, rng: np.random.Generator, key) -> tuple[np.ndarray, np.ndarray]:
+        """All N candidates for a world-frame cloud, world frame (for collection): (as sampled
+        (N, 2, 3), as they would be executed, snapped (N, 2, 3))."""
         pts, frame = self.prepare(cloud, rng)
-        return frame.invert(np.asarray(self.select(pts[None], key).candidates)[0])
+        sel = self.select(pts[None], key)
+        return frame.invert(np.asarray(sel.candidates)[0]), frame.invert(np.asarray(sel.executed)[0])
 
     def act(self, task, rng: np.random.Generator, key):
-        """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
+        """-> (action as executed (2, 3), candidates as sampled (N, 2, 3), chosen index), world
+        frame. The oracle tries every candidate as it would be executed (snapped)."""
         pts, frame = self.prepare(task.observe(rng), rng)
         if self.method == "oracle":
             state = task.save_state()
@@ -107,7 +113,7 @@ class Agent:
             sel = self.select(pts[None], key)
         cands = frame.invert(np.asarray(sel.candidates)[0])
         idx = int(np.asarray(sel.index)[0])
-        return cands[idx], cands, idx
+        return frame.invert(np.asarray(sel.action)[0]), cands, idx
 
 
 def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
@@ -132,7 +138,7 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
 
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
              num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
-             progress: bool = True, reward_noise: str | None = None, snap_rows: tuple = ()) -> dict:
+             progress: bool = True, reward_noise: str | None = None, snap_pick: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     seeds = list(seeds)
@@ -146,7 +152,7 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
     for method in methods:
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
-                      reward_samples=reward_samples, reward_noise=reward_noise, snap_rows=snap_rows)
+                      reward_samples=reward_samples, reward_noise=reward_noise, snap_pick=snap_pick)
         eps = [run_episode(task, agent, s, max_steps=max_steps)
                for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}

@@ -28,7 +28,7 @@ from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_runs, run_meta, run_task
 from pam_jax.normalize import NormStats
-from pam_jax.select import SelectConfig, check_clouds, make_selector
+from pam_jax.select import SelectConfig, check_clouds, make_selector, task_snap
 from pam_jax.serving import protocol
 from pam_jax.train.restore import load_policy
 
@@ -113,10 +113,12 @@ def _mode_runs(mode: str, dpo: str | None, reward: str | None) -> dict:
 
 def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, mode: str = "implicit",
                 num_candidates: int | None = None, reward_samples: int | None = None,
-                batching: str = "exact") -> ServedPolicy:
+                batching: str = "exact", snap_pick: bool = True) -> ServedPolicy:
     """Runs -> the served graph: the SL model samples N candidates; the DPO run (implicit), the
     reward run (explicit) or nobody (first) picks one. The runs are checked (stage, task, model,
-    normalisation) before any array is read."""
+    normalisation) before any array is read. `snap_pick`: the task's pick snapping
+    (``TaskSpec.snap``) applied to the returned action (the candidates are returned, and scored,
+    as sampled)."""
     runs = {"sl": sl, **_mode_runs(mode, dpo, reward)}
     task = run_task(config_lib.from_dict(run_meta(sl, "sl")["config"]))
     if task == "unknown":
@@ -125,7 +127,8 @@ def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, m
     policy = load_policy(sl)
     scorer = load_policy(runs["dpo"] or runs["reward"]) if mode != "first" else None
     scfg = SelectConfig.from_config(policy.cfg, scorer.cfg if scorer else None, mode=mode,
-                                    num_candidates=num_candidates, reward_samples=reward_samples)
+                                    num_candidates=num_candidates, reward_samples=reward_samples,
+                                    **task_snap(task, snap_pick))
     selector = make_selector(policy.graphdef, policy.cfg.diffusion, policy.norm, scfg,
                              score_graphdef=scorer.graphdef if mode == "explicit" else None)
     spec = tasks_lib.get_task(task)

@@ -101,6 +101,33 @@ def _validator(cfg: config_lib.Config, stage, norm: NormStats, mesh):
     return validate
 
 
+class EarlyStop:
+    """Counts validation passes without a new lowest val_loss; on resume the passes logged in
+    metrics.jsonl up to the resumed step are replayed, so a resumed run stops where an
+    uninterrupted one would."""
+
+    def __init__(self, patience: int, metrics_path: pathlib.Path, start: int):
+        self.patience, self.best, self.best_step, self.bad = patience, float("inf"), 0, 0
+        if patience and start and metrics_path.exists():
+            for line in metrics_path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if "val_loss" in rec and rec.get("step", 0) <= start:
+                    self.update(rec["val_loss"], rec.get("step", 0))
+
+    def update(self, val_loss, step: int = 0) -> bool:
+        """One validation pass (at `step`) -> whether to stop."""
+        if not self.patience or val_loss is None:
+            return False
+        if val_loss < self.best:
+            self.best, self.best_step, self.bad = float(val_loss), int(step), 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+
 def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, **extra) -> dict:
     return {"config": config_lib.to_dict(cfg), "model": config_lib.to_dict(cfg.model),
             "diffusion": config_lib.to_dict(cfg.diffusion), "stage": cfg.train.stage,
@@ -208,6 +235,7 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                                                log_interval=interval.state()), force=force)
 
     start, total = int(state.step), cfg.train.steps
+    watch = EarlyStop(cfg.train.early_stop_patience, run_dir / "metrics.jsonl", start)
     bar = progress(total, start, f"{cfg.name} [{cfg.train.stage}]", enabled=progress_bar and is_chief)
     t_first, t_last, n_timed = None, None, 0
     t_interval, n_interval, data_wait = time.perf_counter(), 0, 0.0
@@ -246,8 +274,10 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                               data_wait_s=data_wait / n_interval)
                 t_interval, n_interval, data_wait = now, 0, 0.0
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+            stop = False
             if validate and (done % cfg.train.eval_every == 0 or done == total):
                 record.update(validate(state))
+                stop = watch.update(record.get("val_loss"), done) and done < total
             if record and tracker:
                 tracker.write(done, record)
             if t_first is None:
@@ -257,8 +287,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 n_timed += 1
             bar.update(1)
             t_last = time.perf_counter()
-            if done % cfg.train.checkpoint_every == 0 or done == total:
+            if done % cfg.train.checkpoint_every == 0 or done == total or stop:
                 save(done)
+            if stop:
+                log(f"early stop at step {done}: val_loss {watch.best:.5f} at step "
+                    f"{watch.best_step} not bettered in {watch.patience} validation passes")
+                break
     except Interrupted:
         raise
     except KeyboardInterrupt:  # raised by code we called (not our signal handler)
