@@ -32,11 +32,19 @@ and the min EMD over them). ``emd(..., rotation_search=False)`` gives the unrota
   0.1-0.3 s on one CPU core, so a search costs 1 to 20 of them: few when ``a`` is close to a
   rotation of ``b``, all 20 when the shapes are unrelated.
 * :func:`normalized_coverage` -- the cloth's covered area on a 100 x 100 grid spanning the xy
-  bounding box of ``points``: a cell counts as covered when its centre lies within
-  ``particle_radius`` of some point. The covered area (clipped to the bounding box) is divided
-  by ``reference_area``, the area of the flat reference (e.g. this same function's covered area
-  for the flat cloth with ``reference_area=1``). A degenerate bounding box (all points on a line
-  or at one spot) has area 0 and gives coverage 0.
+  bounding box of ``points``, divided by ``reference_area``, the area of the flat reference
+  (e.g. this same function's covered area for the flat cloth with ``reference_area=1``; the
+  reference must be measured with the same ``form``). ``form="slots"`` (the default) is the
+  definition of DeformPAM's published evaluation: per point and per axis, with
+  ``span = (max - min) / 100`` and ``offset = coordinate - min``, the cells
+  ``[low, max(high, low + 1))`` with ``low = max(round((offset - r) / span), 0)`` and
+  ``high = min(round((offset + r) / span), 100)`` are marked (a rectangle of cells, at least
+  one), the flat index ``x * 100 + y`` is clipped to 9999 (so an index 100 on the y axis lands on
+  the next row's first cell, and 100 on the x axis on the last cell, as in the published code),
+  and the covered area is the number of marked cells x ``span_x`` x ``span_y``. ``round`` is
+  round-half-to-even, as numpy's. ``form="disc"``: a cell counts when its centre lies within
+  ``particle_radius`` of some point. A degenerate bounding box (all points on a line or at one
+  spot) has area 0 and gives coverage 0 in both forms.
 
 ``key_or_seed`` may be an int, a ``numpy.random.Generator``, or a JAX PRNG key (raw uint32 or
 typed); the same value always gives the same samples.
@@ -57,7 +65,10 @@ __all__ = [
     "chamfer",
     "emd",
     "normalized_coverage",
+    "COVERAGE_FORMS",
 ]
+
+COVERAGE_FORMS = ("slots", "disc")
 
 ROTATION_ANGLES_DEG: tuple[float, ...] = tuple(
     float(q * 90 + d) for q in range(4) for d in (-20, -10, 0, 10, 20))
@@ -253,9 +264,32 @@ def emd(a, b, num_samples: int = 1000, key_or_seed=0, *, rotation_search: bool =
     return float(best)
 
 
-def normalized_coverage(points, particle_radius: float, reference_area: float) -> float:
-    """Covered xy area of ``points`` (each a disc of ``particle_radius``) on a 100 x 100 grid
-    over their xy bounding box, divided by ``reference_area`` (see the module docstring)."""
+def _slot_cells(p: np.ndarray, r: float, lo: np.ndarray, span: np.ndarray) -> int:
+    """Number of distinct flat cells the slot-grid rule marks (module docstring)."""
+    cell = span / _GRID
+    offset = p - lo
+    low = np.maximum(np.round((offset - r) / cell), 0).astype(np.int64)               # (N, 2)
+    high = np.minimum(np.round((offset + r) / cell), _GRID).astype(np.int64)
+    high = np.maximum(high, low + 1)                                                    # at least one cell
+    # every point marks the rectangle [low_x, high_x) x [low_y, high_y) of a (101 x 101) index
+    # grid (indices run 0..100): a 2D difference array, summed, gives the marked (x, y) pairs
+    diff = np.zeros((_GRID + 2, _GRID + 2), np.int64)
+    np.add.at(diff, (low[:, 0], low[:, 1]), 1)
+    np.add.at(diff, (high[:, 0], low[:, 1]), -1)
+    np.add.at(diff, (low[:, 0], high[:, 1]), -1)
+    np.add.at(diff, (high[:, 0], high[:, 1]), 1)
+    marked = np.cumsum(np.cumsum(diff, axis=0), axis=1)[:_GRID + 1, :_GRID + 1] > 0
+    x, y = np.nonzero(marked)
+    flat = np.minimum(x * _GRID + y, _GRID * _GRID - 1)
+    return int(np.unique(flat).size)
+
+
+def normalized_coverage(points, particle_radius: float, reference_area: float, *, form: str = "slots") -> float:
+    """Covered xy area of ``points`` on a 100 x 100 grid over their xy bounding box, divided by
+    ``reference_area`` (see the module docstring). ``form``: ``"slots"`` (the published
+    definition, default) or ``"disc"``."""
+    if form not in COVERAGE_FORMS:
+        raise ValueError(f"form: expected one of {COVERAGE_FORMS}, got {form!r}")
     p = _points(points, "points")[:, :2]
     r = _positive(particle_radius, "particle_radius")
     ref = _positive(reference_area, "reference_area")
@@ -264,6 +298,8 @@ def normalized_coverage(points, particle_radius: float, reference_area: float) -
     area = float(span[0] * span[1])
     if area <= 0.0:
         return 0.0
+    if form == "slots":
+        return float(_slot_cells(p, r, lo, span) * area / (_GRID * _GRID) / ref)
     cell = span / _GRID
     centres = [lo[k] + (np.arange(_GRID) + 0.5) * cell[k] for k in range(2)]
     gx, gy = np.meshgrid(*centres, indexing="ij")

@@ -48,7 +48,7 @@ from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_runs, run_meta, run_task
 from pam_jax.models.policy import Policy as LoadedRun
 from pam_jax.normalize import NormStats
-from pam_jax.select import SelectConfig, Selection, Selector, check_clouds, make_selector, select_with_host_scorer
+from pam_jax.select import SelectConfig, Selection, Selector, check_clouds, make_selector, select_with_host_scorer, task_snap
 from pam_jax.train.restore import load_policy, load_reference, resolve_reference
 
 MODES = ("implicit", "explicit", "first", "random")
@@ -128,7 +128,8 @@ class Policy:
 
     def infer(self, world_cloud, seed: int = 0, *, calibration=None) -> dict:
         """One world-frame cloud (P, 3) and a seed -> dict: action (2, 3), candidates (N, 2, 3),
-        scores (N,), index (int), all world frame; "task_frame": the network's input "points"
+        scores (N,), index (int), all world frame (the action as executed: snapped onto the
+        cloud where the task snaps its picks; the candidates as sampled and scored); "task_frame": the network's input "points"
         and the "action" and "candidates" before mapping back; "frame": the WorldFraming used
         (`calibration`: see :meth:`to_task_frame`). The
         seed draws the subsample (numpy) and the selection's key: the same (cloud, seed), the
@@ -137,17 +138,17 @@ class Policy:
             raise ValueError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
         pts, frame = self.to_task_frame(world_cloud, np.random.default_rng(int(seed)), calibration)
         sel = self.decide_task_frame(pts[None], jax.random.key(int(seed)))
-        cands = np.asarray(sel.candidates)[0]
+        cands, action = np.asarray(sel.candidates)[0], np.asarray(sel.action)[0]
         idx = int(np.asarray(sel.index)[0])
-        world = frame.to_world(cands)
-        return {"action": world[idx], "candidates": world, "scores": np.asarray(sel.scores)[0], "index": idx,
-                "task_frame": {"points": pts, "action": cands[idx], "candidates": cands}, "frame": frame}
+        return {"action": frame.to_world(action), "candidates": frame.to_world(cands),
+                "scores": np.asarray(sel.scores)[0], "index": idx,
+                "task_frame": {"points": pts, "action": action, "candidates": cands}, "frame": frame}
 
 
 def load(sl_run=None, *, dpo=None, reward=None, mode: str | None = None, sampler: str = "sl",
          sl_step: int | None = None, num_candidates: int | None = None, reward_samples: int | None = None,
          num_inference_steps: int | None = None, eta: float | None = None, reward_noise: str | None = None,
-         snap_rows=(), checked: bool = True) -> Policy:
+         snap_pick: bool = True, checked: bool = True) -> Policy:
     """Run folders -> a :class:`Policy`.
 
     `sl_run`: the supervised run (samples the candidates; with a preference run given it may be
@@ -157,8 +158,9 @@ def load(sl_run=None, *, dpo=None, reward=None, mode: str | None = None, sampler
     "dpo" samples from the DPO model instead (mode first or random: the DPO policy alone).
     The SL step is the one the preference runs were trained against (they must agree); without
     one, the SL run's newest; `sl_step` names a step explicitly. The other arguments override
-    pam_jax.select.SelectConfig.from_config (N, M, DDIM steps and eta, the Monte-Carlo noise,
-    the rows snapped onto the cloud)."""
+    pam_jax.select.SelectConfig.from_config (N, M, DDIM steps and eta, the Monte-Carlo noise);
+    `snap_pick`: the task's pick snapping (``TaskSpec.snap``) applied to the chosen action (the
+    candidates are scored as sampled)."""
     mode = mode or ("implicit" if dpo else "explicit" if reward else "first")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -183,7 +185,7 @@ def load(sl_run=None, *, dpo=None, reward=None, mode: str | None = None, sampler
         ref_params = load_policy(dpo).params
     scfg = SelectConfig.from_config(sl.cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=num_candidates,
                                     num_inference_steps=num_inference_steps, eta=eta, reward_samples=reward_samples,
-                                    reward_noise=reward_noise, snap_rows=tuple(snap_rows))
+                                    reward_noise=reward_noise, **task_snap(task, snap_pick))
     selector = make_selector(sl.graphdef, sl.cfg.diffusion, sl.norm, scfg,
                              score_graphdef=scorer.graphdef if mode == "explicit" else None, checked=False)
     spec = tasks_lib.get_task(task)
@@ -240,25 +242,28 @@ def bound_sl(runs: Runs) -> tuple[str, int | None]:
 class Agent:
     """World-frame cloud -> world-frame action by one method (METHODS). `reward_samples` (M) and
     `reward_noise` (select.REWARD_NOISE) of the implicit reward default (None) to the DPO run's
-    preference config. `snap_rows`: action rows moved onto the observed cloud before scoring
-    (`SelectConfig.snap_rows`; the sim task's `pick_rows` snaps its grasp points)."""
+    preference config. `snap_pick`: the task's pick-snapping rule (``TaskSpec.snap``, on by
+    default where the published configs have it on) applied to what is executed; the
+    candidates are scored as sampled. `sl_step`: an SL checkpoint named explicitly (default:
+    `runs.sl_step`, else the one the preference runs were trained against, else the newest)."""
 
     def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
                  reward_samples: int | None = None, num_inference_steps: int | None = None,
-                 eta: float | None = None, reward_noise: str | None = None, snap_rows: tuple = ()):
+                 eta: float | None = None, reward_noise: str | None = None, snap_pick: bool = True,
+                 sl_step: int | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if method in NEEDS and not getattr(runs, NEEDS[method][0]):
             raise ValueError(f"method {method!r} needs a {NEEDS[method][1]} run")
         self.method, self.data_task = method, data_task
-        sl, step = bound_sl(runs)
+        sl, step = bound_sl(runs if sl_step is None else dataclasses.replace(runs, sl_step=sl_step))
         mode = _MODE[method]
         scoring = {"deformpam": {"dpo": runs.dpo}, "dpo": {"dpo": runs.dpo}, "sl_explicit": {"reward": runs.reward},
                    "sl_explicit_sl": {"reward": runs.reward_sl}}.get(method, {})
         self.policy = load(sl, sl_step=step, mode=mode, sampler="dpo" if method == "dpo" else "sl",
                            num_candidates=1 if method in ("sl", "dpo") else num_candidates, eta=eta,
                            num_inference_steps=num_inference_steps, reward_samples=reward_samples,
-                           reward_noise=reward_noise, snap_rows=snap_rows, **scoring)
+                           reward_noise=reward_noise, snap_pick=snap_pick, **scoring)
         self.num_points = self.policy.num_points
         self.ref, self.score = self.policy.ref_params, self.policy.score_params   # what samples, what scores
 
@@ -270,13 +275,16 @@ class Agent:
         """Task-frame clouds (B, Np, 3) -> Selection: one checked decision."""
         return self.policy.decide_task_frame(points, key)
 
-    def candidates(self, cloud, rng: np.random.Generator, key) -> np.ndarray:
-        """All N candidates (N, 2, 3) for a world-frame cloud, world frame (for collection)."""
+    def candidates(self, cloud, rng: np.random.Generator, key) -> tuple[np.ndarray, np.ndarray]:
+        """All N candidates for a world-frame cloud, world frame (for collection): (as sampled
+        (N, 2, 3), as they would be executed, snapped (N, 2, 3))."""
         pts, frame = self.prepare(cloud, rng)
-        return frame.to_world(np.asarray(self.select(pts[None], key).candidates)[0])
+        sel = self.select(pts[None], key)
+        return frame.to_world(np.asarray(sel.candidates)[0]), frame.to_world(np.asarray(sel.executed)[0])
 
     def act(self, task, rng: np.random.Generator, key):
-        """-> (action (2, 3), candidates (N, 2, 3), chosen index), world frame."""
+        """-> (action as executed (2, 3), candidates as sampled (N, 2, 3), chosen index), world
+        frame. The oracle tries every candidate as it would be executed (snapped)."""
         pts, frame = self.prepare(task.observe(rng), rng)
         if self.method == "oracle":
             from pam_jax.sim.oracle import candidate_gains
@@ -292,4 +300,4 @@ class Agent:
             sel = self.select(pts[None], key)
         cands = frame.to_world(np.asarray(sel.candidates)[0])
         idx = int(np.asarray(sel.index)[0])
-        return cands[idx], cands, idx
+        return frame.to_world(np.asarray(sel.action)[0]), cands, idx

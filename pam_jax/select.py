@@ -25,7 +25,6 @@ decision (`Selector.decide`); the four-argument call does both in one graph.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -36,8 +35,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pam_jax import diffusion, preference
-from pam_jax.config import Config, DiffusionConfig
-from pam_jax.models import fused as fused_lib
+from pam_jax.config import Config, DiffusionConfig, RuntimeConfig
+from pam_jax.models import kernels
 from pam_jax.models.denoiser import Context
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
@@ -51,23 +50,17 @@ MODES = ("implicit", "explicit", "first", "random", "custom")
 #   crn          common random numbers: the same t AND the same eps for every candidate;
 #   independent  t and eps drawn per candidate and MC sample (pam_jax's earlier estimator).
 REWARD_NOISE = ("shared_t", "crn", "independent")
+SNAP_RULES = ("none", "nearest", "mean200")   # pam_jax.tasks.SNAP_RULES
+SNAP_NEIGHBOURS = 200   # the rope rule's neighbourhood (the published code's 200 points)
 CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 # "bfloat16": the networks run on bfloat16 copies of the parameters (made inside the graph; the
 # parameters passed in stay float32); geometry, rotary angles, softmax, DDIM updates, noise
 # errors and rewards stay float32
 COMPUTE_DTYPES = ("float32", "bfloat16")
-# $PAM_JAX_STACK_MODELS=on: in implicit selection, the reference and the DPO policy are encoded
-# and scored as one batched computation over a stacked copy of both (made by prepare), instead
-# of one after the other: half the kernel launches for those parts on a GPU. Off by default
-# until a GPU run measures it (on CPU it saves nothing; BUILD_NOTES). Read when tracing.
-STACK_ENV = "PAM_JAX_STACK_MODELS"
-
-
-def stack_models() -> bool:
-    chosen = os.environ.get(STACK_ENV, "off")
-    if chosen not in ("off", "on"):
-        raise ValueError(f"${STACK_ENV}={chosen!r}: expected on or off")
-    return chosen == "on"
+# The runtime config's forms never timed on a GPU (runtime.fused, runtime.stack_models) are not
+# part of the package: benchmarks/experimental/fused.py builds their selector and appends its
+# builder here when imported (the same arguments as make_selector).
+EXPERIMENTAL: list[Callable] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,30 +75,36 @@ class SelectConfig:
     reward_noise: str = "shared_t"      # REWARD_NOISE
     unroll: int = 1                     # DDIM steps per iteration of the sampling loop
     compute_dtype: str = "float32"      # COMPUTE_DTYPES: the networks' arithmetic (parameters stay float32)
-    # action rows moved onto the observed cloud (the point nearest in xy) after sampling, before
-    # scoring: the grasp points of a task whose gripper must close on the object (sim tasks'
-    # `pick_rows`); () = the actions as sampled
+    # pick snapping (the published nearest-pick override), applied after scoring to what is
+    # executed: `snap` is a rule of pam_jax.tasks.SNAP_RULES (the task's `snap`), `snap_rows` the
+    # action rows it moves (the task's grasp rows). The candidates are scored as sampled.
+    snap: str = "none"
     snap_rows: tuple = ()
+    runtime: RuntimeConfig = RuntimeConfig()   # the kernel forms the graphs are traced with
+    snap_neighbours: int = SNAP_NEIGHBOURS   # the "mean200" rule's neighbourhood size
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
         """The settings a pair of trained runs implies: sampling (steps, eta) from the SL run's
         diffusion config; N, M, the reward timesteps and noise, and beta from the scoring run's preference
-        config (the DPO run: the beta it was trained with), else from the SL run's. `overrides`
-        (e.g. ``mode="first"``, ``reward_samples=100``) win."""
+        config (the DPO run: the beta it was trained with), else from the SL run's; the kernel
+        forms from the same run's runtime section. `overrides` (e.g. ``mode="first"``,
+        ``reward_samples=100``) win."""
         p = (score_cfg or sl_cfg).preference
         kw = dict(num_candidates=p.num_candidates, num_inference_steps=sl_cfg.diffusion.num_inference_steps,
                   eta=sl_cfg.diffusion.eta, reward_samples=p.reward_samples,
-                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta, reward_noise=p.reward_noise)
+                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta, reward_noise=p.reward_noise,
+                  runtime=(score_cfg or sl_cfg).runtime)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
 
 class Selection(NamedTuple):
-    action: jax.Array       # (B, A, 3) the chosen action, raw frame
+    action: jax.Array       # (B, A, 3) the chosen action as executed (snapped), raw frame
     index: jax.Array        # (B,) its candidate index
-    candidates: jax.Array   # (B, N, A, 3) raw frame
+    candidates: jax.Array   # (B, N, A, 3) raw frame, as sampled (what was scored)
     scores: jax.Array       # (B, N)
+    executed: Any = None    # (B, N, A, 3) every candidate as it would be executed (snapped), raw frame
 
 
 def snap_to_cloud(actions, points, rows) -> jax.Array:
@@ -119,6 +118,48 @@ def snap_to_cloud(actions, points, rows) -> jax.Array:
     nearest = jnp.argmin(d2, axis=-1)
     snapped = jax.vmap(lambda p, i: p[i])(points, nearest)                  # (B, N, R, 3)
     return actions.at[:, :, rows].set(snapped.astype(actions.dtype))
+
+
+def snap_to_neighbourhood(actions, points, rows, k: int = SNAP_NEIGHBOURS) -> jax.Array:
+    """actions (B, N, A, 3), points (B, Np, 3) -> actions with each row in `rows` given, in xy,
+    the mean xy of the `k` cloud points nearest in xy to the cloud point nearest (in xy) to it
+    (all of them when the cloud has fewer); its z is kept."""
+    if not rows:
+        return actions
+    rows = tuple(int(r) for r in rows)
+    k = min(int(k), points.shape[1])
+    anchor = snap_to_cloud(actions, points, rows)[:, :, jnp.asarray(rows)]   # (B, N, R, 3)
+    rows = jnp.asarray(rows)
+    d2 = jnp.sum((anchor[..., None, :2] - points[:, None, None, :, :2]) ** 2, axis=-1)   # (B, N, R, Np)
+    _, near = jax.lax.top_k(-d2, k)                                         # (B, N, R, k)
+    xy = jax.vmap(lambda p, i: p[i, :2])(points, near).mean(axis=-2)        # (B, N, R, 2)
+    return actions.at[:, :, rows, :2].set(xy.astype(actions.dtype))
+
+
+def snap_action(actions, points, rule: str, rows, k: int = SNAP_NEIGHBOURS) -> jax.Array:
+    """The pick-snapping rule `rule` (SNAP_RULES) applied to the rows `rows` of actions
+    (B, N, A, 3) on clouds points (B, Np, 3) in the same frame."""
+    if rule not in SNAP_RULES:
+        raise ValueError(f"unknown snap rule {rule!r}: expected one of {SNAP_RULES}")
+    if rule == "nearest":
+        return snap_to_cloud(actions, points, rows)
+    if rule == "mean200":
+        return snap_to_neighbourhood(actions, points, rows, k)
+    return actions
+
+
+def task_snap(task: str, enabled: bool = True) -> dict:
+    """The SelectConfig fields of a task's pick snapping: {"snap", "snap_rows"} from the task
+    registry (its rule) and its simulator's grasp rows; ``enabled=False`` or a task without a
+    rule gives no snapping."""
+    from pam_jax import tasks as tasks_lib
+    from pam_jax.sim import task_class
+
+    spec = tasks_lib.get_task(task)
+    if not enabled or spec.snap == "none":
+        return {"snap": "none", "snap_rows": ()}
+    rows = tuple(task_class(spec.sim).pick_rows) if spec.sim else (0,)
+    return {"snap": spec.snap, "snap_rows": rows}
 
 
 def _chunk(m: int, per_sample: int) -> int:
@@ -139,22 +180,6 @@ def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples
 
     def difference(xs, t, eps):
         return noise_errors(policy, ctx_pol, schedule, xs, t, eps) - noise_errors(ref, ctx_ref, schedule, xs, t, eps)
-
-    return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
-
-
-def stacked_implicit_scores(graphdef, params, ctx, schedule, x0, key, *, samples: int, t_max: int,
-                            beta: float, noise: str = "shared_t"):
-    """:func:`implicit_scores` with both networks in one pass: `params` and `ctx` hold the
-    reference's and the policy's, stacked on a leading axis (reference first), and each
-    denoiser call runs both as one batched computation (half the kernel launches)."""
-
-    def errors(p, c, xs, t, eps):
-        return noise_errors(nnx.merge(graphdef, p), c, schedule, xs, t, eps)
-
-    def difference(xs, t, eps):
-        e = jax.vmap(errors, in_axes=(0, 0, None, None, None))(params, ctx, xs, t, eps)
-        return e[1] - e[0]
 
     return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
 
@@ -191,13 +216,12 @@ class Prepared:
     ref: Any                   # the reference (supervised) model's parameters, in the compute dtype
     ref_ctx: Context           # its parameter-only Context (DiffusionPolicy.prepare): kv empty
     # the scoring parameters (DPO policy, reward model, custom) or None, and the DPO policy's /
-    # reward model's parameter-only Context or None; with the networks stacked
-    # ($PAM_JAX_STACK_MODELS), the reference's and the policy's on a leading axis (reference first)
+    # reward model's parameter-only Context or None
     score: Any
     score_ctx: Context | None
-    # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype,
-    # fused form, stacked or apart): a Prepared of another selector fails with one line instead
-    # of reading the wrong rows of a table
+    # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype):
+    # a Prepared of another selector fails with one line instead of reading the wrong rows of a
+    # table
     signature: tuple = dataclasses.field(metadata=dict(static=True))
 
 
@@ -277,12 +301,23 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError("custom selection needs scorer(score_params, points, candidates) -> (B, N)")
     if scfg.reward_noise not in REWARD_NOISE:
         raise ValueError(f"unknown reward_noise {scfg.reward_noise!r}: expected one of {REWARD_NOISE}")
+    if scfg.snap not in SNAP_RULES:
+        raise ValueError(f"unknown snap rule {scfg.snap!r}: expected one of {SNAP_RULES}")
+    if scfg.snap != "none" and not scfg.snap_rows:
+        raise ValueError(f"snap rule {scfg.snap!r} needs snap_rows (the action rows it moves)")
     if shard not in ("obs", "candidates"):
         raise ValueError(f"shard must be 'obs' or 'candidates', got {shard!r}")
     if scfg.compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"unknown compute_dtype {scfg.compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
     if not (isinstance(scfg.unroll, int) and scfg.unroll >= 1):
         raise ValueError(f"unroll must be an integer >= 1, got {scfg.unroll!r}")
+    kernels.validate_runtime(scfg.runtime)
+    if scfg.runtime.experimental:
+        if not EXPERIMENTAL:
+            raise ValueError(f"runtime.fused={scfg.runtime.fused!r}, runtime.stack_models={scfg.runtime.stack_models}: "
+                             "experimental forms, not part of the package (import benchmarks.experimental.fused)")
+        return EXPERIMENTAL[-1](graphdef, diff, norm, scfg, score_graphdef=score_graphdef, scorer=scorer,
+                                mesh=mesh, shard=shard)
     schedule = diffusion.schedule_from_config(diff)
     cast = lambda p: cast_params(p, scfg.compute_dtype)  # noqa: E731
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
@@ -296,17 +331,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 
-    def use_fused() -> bool:
-        # the fused Pallas denoiser ($PAM_JAX_FUSED, read when tracing): not under a mesh, since
-        # XLA cannot partition a Pallas call
-        return fused_lib.enabled() and mesh is None
-
-    def signature(fused: bool, stacked: bool) -> tuple:
-        return (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype,
-                f"fused {fused_lib.mode()}" if fused else "plain", "stacked" if stacked else "apart")
-
-    def use_stacked() -> bool:
-        return scfg.mode == "implicit" and stack_models()
+    signature = (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype)
 
     def constrain(x):
         if mesh is None or shard != "candidates":
@@ -314,51 +339,35 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, "data")))
 
     def prepare(ref_params, score_params) -> Prepared:
-        fused, stacked = use_fused(), use_stacked()
         ref_params = cast(ref_params)
-        ref_ctx = nnx.merge(graphdef, ref_params).prepare(num_timesteps=T, timesteps=ref_steps, fused=fused)
+        ref_ctx = nnx.merge(graphdef, ref_params).prepare(num_timesteps=T, timesteps=ref_steps)
         score, score_ctx = score_params, None
         if scfg.mode == "implicit":
             score = cast(score_params)
-            score_ctx = nnx.merge(graphdef, score).prepare(num_timesteps=T, timesteps=mc_steps, fused=fused)
-            if stacked:   # both networks on a leading axis, the reference first
-                score, score_ctx = jax.tree.map(lambda *a: jnp.stack(a), (ref_params, ref_ctx), (score, score_ctx))
+            score_ctx = nnx.merge(graphdef, score).prepare(num_timesteps=T, timesteps=mc_steps)
         elif scfg.mode == "explicit":
             score = cast(score_params)   # the reward model reads t = 0 only: a one-row table
             score_ctx = nnx.merge(score_graphdef, score).policy.prepare(num_timesteps=1)
-        return Prepared(ref_params, ref_ctx, score, score_ctx, signature(fused, stacked))
+        return Prepared(ref_params, ref_ctx, score, score_ctx, signature)
 
     def decide(prep: Prepared, points, key) -> Selection:
         if not isinstance(prep, Prepared):
             raise TypeError(f"decide: expected the Prepared of this selector's prepare(), got {type(prep).__name__}")
-        stacked = use_stacked()
-        expected = signature(use_fused(), stacked)
-        if prep.signature != expected:
-            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype, forms) "
-                             f"{prep.signature}, this one is {expected}: prepare it again")
+        if prep.signature != signature:
+            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype) "
+                             f"{prep.signature}, this one is {signature}: prepare it again")
         k_init, k_loop, k_score = jax.random.split(key, 3)
         pts = normalize(points, center, scale)
         ref = nnx.merge(graphdef, prep.ref)
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model
         groups = ref.group(pts)
-        if stacked:   # both encoders in one batched pass; the DDIM loop reads the reference's half
-            both = jax.vmap(lambda p, c: nnx.merge(graphdef, p).encode(pts, groups, prepared=c))(prep.score, prep.score_ctx)
-            ctx_ref = prep.ref_ctx._replace(kv=jax.tree.map(lambda a: a[0], both.kv))
-        else:
-            ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
+        ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         loop = dict(num_inference_steps=scfg.num_inference_steps, eta=scfg.eta, clip_sample=diff.clip_sample,
                     unroll=scfg.unroll)
-        if isinstance(ctx_ref.weights, fused_lib.FusedWeights) and fused_lib.mode() == "chain":
-            x0 = fused_lib.sample(ref.denoiser, ctx_ref, schedule, x_T, k_loop, **loop)   # the loop in the kernels' layout
-        else:
-            x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
-        if scfg.snap_rows:
-            x0 = normalize(snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows), center, scale)
+        x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
         mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
-        if stacked:
-            scores = stacked_implicit_scores(graphdef, prep.score, both, schedule, x0, k_score, **mc)
-        elif scfg.mode == "implicit":
+        if scfg.mode == "implicit":
             policy = nnx.merge(graphdef, prep.score)
             ctx_pol = policy.encode(pts, groups, prepared=prep.score_ctx)
             scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score, **mc)
@@ -374,12 +383,18 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
             scores = jax.random.uniform(k_score, x0.shape[:2])
         scores = scores.astype(jnp.float32)
         idx = jnp.argmax(scores, axis=-1)
-        chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
-        return Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)
+        # the candidates were scored as sampled; what is executed has its grasp points snapped
+        # onto the cloud (the published code's transform_output)
+        raw = unnormalize(x0, center, scale)
+        executed = snap_action(raw, points.astype(raw.dtype), scfg.snap, scfg.snap_rows, scfg.snap_neighbours)
+        chosen = jnp.take_along_axis(executed, idx[:, None, None, None], axis=1)[:, 0]
+        return Selection(chosen, idx, raw, scores, executed)
 
     def select(ref_params, score_params, points, key):
         return decide(prepare(ref_params, score_params), points, key)
 
+    # traced with the runtime config's kernel forms
+    select, prepare, decide = (kernels.traced(f, scfg.runtime) for f in (select, prepare, decide))
     check = norm if checked else None
     if mesh is None:
         return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide), check)
@@ -411,11 +426,13 @@ def select_with_host_scorer(select_first: Callable, points, key,
     `select_first(points, key) -> Selection` (e.g. a mode="first" Selector's `decide` with its
     Prepared bound); `scorer(points (B, Np, 3), candidates (B, N, A, 3)) -> scores (B, N)`. This
     path leaves the graph on purpose: an oracle that runs physics cannot be traced.
+    The scorer sees the candidates as they would be executed (snapped, ``Selection.executed``).
     """
     sel = select_first(points, key)
     cands = np.asarray(sel.candidates)
-    scores = np.asarray(scorer(np.asarray(points), cands), np.float32)
+    executed = cands if sel.executed is None else np.asarray(sel.executed)
+    scores = np.asarray(scorer(np.asarray(points), executed), np.float32)
     if scores.shape != cands.shape[:2]:
         raise ValueError(f"scorer: expected scores of shape {cands.shape[:2]}, got {scores.shape}")
     idx = np.argmax(scores, axis=-1)
-    return Selection(cands[np.arange(len(idx)), idx], idx, cands, scores)
+    return Selection(executed[np.arange(len(idx)), idx], idx, cands, scores, executed)

@@ -18,6 +18,12 @@ import dataclasses
 import difflib
 
 KINDS = ("supervised", "finetune")
+# Pick snapping rules (pam_jax.select.snap_action):
+#   none     the action as sampled
+#   nearest  each pick row -> the xyz of the cloud point nearest to it in xy (fling)
+#   mean200  the pick row (row 0) -> xy = the mean xy of the 200 cloud points nearest in xy to the
+#            cloud point nearest to the pick in xy; the predicted z is kept (single pick-and-place)
+SNAP_RULES = ("none", "nearest", "mean200")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,10 @@ class TaskSpec:
     depth_offset: float
     swap_pick_prob: float
     metric: str = ""                     # the goal metric (what the simulator's score is)
+    # how the executed action's grasp points are moved onto the observed cloud (SNAP_RULES):
+    # the published configs' nearest-pick override. Applied to the chosen action only, after
+    # scoring (the candidates are scored as sampled).
+    snap: str = "none"
     sim: str = ""                        # the simulator's name of the task ("" = no simulator)
     sim_class: str = ""                  # "module:Class" of its pam_jax.sim.base.Task subclass
     experiment: str = ""                 # the packaged experiment of the simulated pipeline
@@ -54,20 +64,20 @@ TASKS: dict[str, TaskSpec] = {
         name="tshirt_short", primitive="fling", action_types=("fling",), rows=(0, 1),
         xy_scale=1.75, num_points=3500,
         max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.5,
-        metric="normalized coverage", sim="cloth", sim_class="pam_jax.sim.cloth:ClothTask",
+        metric="normalized coverage (published slot grid)", snap="nearest", sim="cloth", sim_class="pam_jax.sim.cloth:ClothTask",
         experiment="sim_cloth"),
     "rope": TaskSpec(
         name="rope", primitive="single_pick_and_place",
         action_types=("single_pick_and_place", "pick_and_place"), rows=(0, 2),
         xy_scale=1.75, num_points=3000,
         max_rotation_deg=180.0, depth_offset=0.02, swap_pick_prob=0.0,
-        metric="2D IoU to a circle", sim="rope", sim_class="pam_jax.sim.rope:RopeTask",
+        metric="2D IoU to a circle", snap="mean200", sim="rope", sim_class="pam_jax.sim.rope:RopeTask",
         experiment="sim_rope"),
     "nut": TaskSpec(
         name="nut", primitive="sweep", action_types=("sweep",), rows=(0, 2),
         xy_scale=3.0, num_points=3000,
         max_rotation_deg=20.0, depth_offset=0.02, swap_pick_prob=0.0,
-        metric="2D IoU to a T", sim="granular", sim_class="pam_jax.sim.granular:GranularTask",
+        metric="2D IoU to a T", snap="none", sim="granular", sim_class="pam_jax.sim.granular:GranularTask",
         experiment="sim_granular"),
     # the built-in synthetic task: pick both ends of a bar (pam_jax.toy.data); no simulator
     "toy": TaskSpec(
@@ -122,6 +132,8 @@ def register(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
             raise ValueError(f"task name {name!r} is taken by task {taken[name]!r}")
     if spec.name in TASKS and not replace:
         raise ValueError(f"task {spec.name!r} is already registered")
+    if spec.snap not in SNAP_RULES:
+        raise ValueError(f"task {spec.name!r}: snap must be one of {SNAP_RULES}, got {spec.snap!r}")
     if spec.sim and ":" not in spec.sim_class:
         raise ValueError(f"task {spec.name!r}: sim_class must be 'module:Class', got {spec.sim_class!r}")
     TASKS[spec.name] = spec

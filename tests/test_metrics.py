@@ -184,7 +184,12 @@ def test_coverage_counts_holes_and_two_pieces():
     pts = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     left = pts[pts[:, 0] <= 0.1 + 1e-9]
     right = pts[pts[:, 0] >= 0.2 - 1e-9]
-    cov = metrics.normalized_coverage(np.concatenate([left, right]), 0.004, side ** 2)
+    both = np.concatenate([left, right])
+    # slots: a cell is 3 mm, r = 4 mm. Columns of the left piece: up to round((0.1 + 0.004) / 0.003)
+    # = 35 (exclusive), i.e. 35; of the right piece from round((0.2 - 0.004) / 0.003) = 65 to 100,
+    # i.e. 35: 70 of 100 columns, every row.
+    assert metrics.normalized_coverage(both, 0.004, side ** 2) == pytest.approx(0.70, abs=1e-9)
+    cov = metrics.normalized_coverage(both, 0.004, side ** 2, form="disc")
     assert cov == pytest.approx(2 / 3, abs=0.03)       # the middle third is empty
     assert metrics.normalized_coverage(np.array([[0.0, 0.0, 0.0]]), 0.01, 1.0) == 0.0
 
@@ -215,3 +220,50 @@ def test_bad_parameters():
         metrics.chamfer(a, a, 0)
     with pytest.raises(ValueError, match="key_or_seed"):
         metrics.emd(a, a, 10, "seed")
+
+
+# ----------------------------------------------------------------- slot-grid coverage (published)
+def test_slot_coverage_hand_computed_rectangles():
+    # bbox [0, 1] x [0, 1], so span = 0.01 per axis; r = 0.012 is 1.2 cells.
+    #   (0, 0):      x: low = max(round(-1.2), 0) = 0, high = round(1.2) = 1 -> [0, 1); y the same
+    #                -> cell (0, 0), flat 0
+    #   (1, 1):      low = round(98.8) = 99, high = min(round(101.2), 100) = 100 -> [99, 100) per axis
+    #                -> flat 99 * 100 + 99 = 9999
+    #   (0.5, 0.25): x: round(48.8) = 49 .. round(51.2) = 51 -> {49, 50}; y: round(23.8) = 24 ..
+    #                round(26.2) = 26 -> {24, 25} -> 4924, 4925, 5024, 5025
+    # 6 cells x 0.01 x 0.01 = 6e-4 of area; reference 1e-4 -> 6.
+    pts = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.25]])
+    assert metrics.normalized_coverage(pts, 0.012, 1e-4) == pytest.approx(6.0, rel=1e-12)
+    assert metrics.normalized_coverage(pts, 0.012, 6e-4) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_slot_coverage_marks_one_cell_at_least_and_clips_the_flat_index():
+    # r = 0.004 is 0.4 cells: low == high for every point, so each marks its low cell only.
+    #   (0, 0)      -> x 0, y 0                       -> flat 0
+    #   (1, 1)      -> low = round(99.6) = 100 per axis -> flat 100 * 100 + 100, clipped to 9999
+    #   (0.5, 0.25) -> x round(49.6) = 50, y round(24.6) = 25 -> 5025
+    #   (0.3, 1.0)  -> x 30, y 100                    -> flat 3000 + 100 = 3100 (the next row's cell 0)
+    #   (0.31, 0.0) -> x round(30.6) = 31, y 0        -> flat 3100: the same cell as the point above
+    # 4 distinct cells x 1e-4 = 4e-4; reference 2e-4 -> 2.
+    pts = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.25], [0.3, 1.0], [0.31, 0.0]])
+    assert metrics.normalized_coverage(pts, 0.004, 2e-4) == pytest.approx(2.0, rel=1e-12)
+    # without the last point the count is unchanged (its cell was marked already)
+    assert metrics.normalized_coverage(pts[:4], 0.004, 2e-4) == pytest.approx(2.0, rel=1e-12)
+
+
+def test_slot_coverage_of_a_random_flat_cloth():
+    # 3000 uniform points on a 0.6 x 0.24 m cloth, r = 0.002: a cell is 6 mm x 2.4 mm, so a point
+    # marks 1 cell in x and 1 or 2 (2 with probability 2r/span_y - 1 = 2/3) in y: about 5000 marks
+    # over 10^4 cells, of which 1 - exp(-0.5) ~ 0.39 are hit (0.400 in the published figure). The
+    # disc form counts only cell centres within r: about 0.23.
+    rng = np.random.default_rng(0)
+    p = rng.uniform([0.0, 0.0], [0.6, 0.24], (3000, 2))
+    slots = metrics.normalized_coverage(p, 0.002, 0.6 * 0.24)
+    disc = metrics.normalized_coverage(p, 0.002, 0.6 * 0.24, form="disc")
+    assert slots == pytest.approx(0.40, abs=0.015)
+    assert disc == pytest.approx(0.23, abs=0.01)
+
+
+def test_coverage_form_is_checked():
+    with pytest.raises(ValueError, match="form"):
+        metrics.normalized_coverage(np.zeros((3, 2)), 0.1, 1.0, form="circle")

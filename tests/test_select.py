@@ -16,7 +16,7 @@ from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig
 from pam_jax.models.reward import init_reward_model
 from pam_jax.normalize import NormStats
-from pam_jax.select import SelectConfig, check_points, implicit_scores, make_selector, select_with_host_scorer
+from pam_jax.select import SelectConfig, check_points, implicit_scores, make_selector, select_with_host_scorer, snap_action, task_snap
 
 DIFF = DiffusionConfig(num_train_timesteps=20, num_inference_steps=5, eta=1.0)
 NORM = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -75,23 +75,81 @@ def test_custom_scorer_is_traced_into_the_graph(models):
         make_selector(g, DIFF, NORM, _cfg(mode="custom"))
 
 
+def _mean_of_xy_neighbourhood(pick, cloud, k):
+    """numpy reference of the rope rule: nearest cloud point to `pick` in xy, then the mean xy of
+    the k cloud points nearest in xy to that point; z of `pick` kept."""
+    anchor = cloud[np.argmin(((cloud[:, :2] - pick[:2]) ** 2).sum(-1))]
+    order = np.argsort(((cloud[:, :2] - anchor[:2]) ** 2).sum(-1), kind="stable")[:k]
+    return np.array([*cloud[order, :2].mean(0), pick[2]])
+
+
 @pytest.mark.bit_identity
-def test_snapped_grasp_rows_are_the_nearest_cloud_points_in_xy(models):
-    """Row 0 of every candidate becomes the cloud point nearest in xy to the row as sampled (the
-    same key without snapping gives the sampled rows); row 1 is unchanged; the scores see the
-    snapped candidates."""
+def test_rope_snap_is_the_mean_of_the_200_xy_nearest_points_and_keeps_z(models):
+    """Candidates are scored as sampled (the same key without snapping gives the same candidates
+    and, with a scorer of raw values, the same index); what is executed has row 0 moved in xy to
+    the mean xy of the 200 points nearest to the cloud point nearest the pick, z kept; row 1 (the
+    place) as sampled."""
     g, ref, _ = models
-    pts = _points()
+    pts = _points(2, 500, seed=4)
     key = jax.random.key(3)
     free = make_selector(g, DIFF, NORM, _cfg(mode="first"))(ref, None, pts, key).candidates
-    snapped = make_selector(g, DIFF, NORM, _cfg(mode="custom", snap_rows=(0,)),
-                            scorer=lambda _, p, c: c[:, :, 0, 0])(ref, None, pts, key)
-    free, cands = np.asarray(free), np.asarray(snapped.candidates)
-    d2 = ((free[:, :, 0, None, :2] - np.asarray(pts)[:, None, :, :2]) ** 2).sum(-1)   # (B, N, Np)
-    want = np.take_along_axis(np.asarray(pts), d2.argmin(-1)[..., None], axis=1)    # (B, N, 3)
-    np.testing.assert_allclose(cands[:, :, 0], want, atol=1e-6)
-    np.testing.assert_allclose(cands[:, :, 1], free[:, :, 1], atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(snapped.index), cands[:, :, 0, 0].argmax(-1))
+    out = make_selector(g, DIFF, NORM, _cfg(mode="custom", snap="mean200", snap_rows=(0,)),
+                        scorer=lambda _, p, c: c[:, :, 0, 0])(ref, None, pts, key)
+    free, cands, ex = np.asarray(free), np.asarray(out.candidates), np.asarray(out.executed)
+    np.testing.assert_array_equal(cands, free)                       # scored as sampled
+    np.testing.assert_array_equal(np.asarray(out.index), free[:, :, 0, 0].argmax(-1))
+    for b in range(2):
+        for n in range(free.shape[1]):
+            want = _mean_of_xy_neighbourhood(free[b, n, 0].astype(np.float64), pts[b].astype(np.float64), 200)
+            np.testing.assert_allclose(ex[b, n, 0], want, atol=1e-5)
+            assert ex[b, n, 0, 2] == free[b, n, 0, 2]                 # z kept exactly
+    np.testing.assert_array_equal(ex[:, :, 1], free[:, :, 1])
+    idx = np.asarray(out.index)
+    np.testing.assert_array_equal(np.asarray(out.action), ex[np.arange(2), idx])
+
+
+def test_rope_snap_on_a_small_cloud_by_hand():
+    # Cloud of 4 points, k = 2. The pick (0.9, 0.1, 0.3) is nearest to (1, 0, 0); the 2 points
+    # nearest (1, 0) are itself and (1, 0.5): mean xy (1, 0.25); z 0.3 kept.
+    cloud = jnp.array([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.5, 0.1], [3.0, 3.0, 0.0]]])
+    act = jnp.array([[[[0.9, 0.1, 0.3], [2.0, 2.0, 2.0]]]])
+    out = np.asarray(snap_action(act, cloud, "mean200", (0,), k=2))
+    np.testing.assert_allclose(out[0, 0], [[1.0, 0.25, 0.3], [2.0, 2.0, 2.0]], atol=1e-7)
+    # the cloth rule: the nearest point's xyz, both rows ((2, 2) is sqrt(2) from (3, 3) and
+    # sqrt(3.25) from (1, 0.5))
+    out = np.asarray(snap_action(act, cloud, "nearest", (0, 1)))
+    np.testing.assert_allclose(out[0, 0], [[1.0, 0.0, 0.0], [3.0, 3.0, 0.0]], atol=1e-7)
+
+
+def test_cloth_snap_picks_are_cloud_points(models):
+    """Fling: both picks of every executed candidate are points of the cloud (exactly), the one
+    nearest in xy to the sampled pick."""
+    g, ref, _ = models
+    pts = _points()
+    key = jax.random.key(5)
+    out = make_selector(g, DIFF, NORM, _cfg(mode="random", snap="nearest", snap_rows=(0, 1)))(ref, None, pts, key)
+    cands, ex = np.asarray(out.candidates), np.asarray(out.executed)
+    for b in range(2):
+        for n in range(cands.shape[1]):
+            for r in (0, 1):
+                d2 = ((pts[b, :, :2] - cands[b, n, r, :2]) ** 2).sum(-1)
+                np.testing.assert_array_equal(ex[b, n, r], pts[b, np.argmin(d2)])
+    np.testing.assert_array_equal(np.asarray(out.action), ex[np.arange(2), np.asarray(out.index)])
+
+
+def test_task_snap_rules():
+    assert task_snap("rope") == {"snap": "mean200", "snap_rows": (0,)}
+    assert task_snap("cloth") == {"snap": "nearest", "snap_rows": (0, 1)}
+    assert task_snap("granular") == {"snap": "none", "snap_rows": ()}
+    assert task_snap("rope", enabled=False) == {"snap": "none", "snap_rows": ()}
+
+
+def test_bad_snap_settings(models):
+    g, _, _ = models
+    with pytest.raises(ValueError, match="snap rule"):
+        make_selector(g, DIFF, NORM, _cfg(snap="closest", snap_rows=(0,)))
+    with pytest.raises(ValueError, match="snap_rows"):
+        make_selector(g, DIFF, NORM, _cfg(snap="nearest"))
 
 
 def test_deterministic_for_a_fixed_key(models):
@@ -142,31 +200,6 @@ def test_prepare_once_then_decide_equals_the_one_graph(models, mode):
         want, got = sel(ref, score, pts, key), sel.decide(prepared, pts, key)
         for field in ("candidates", "scores", "index", "action"):
             np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=f"{mode} {field}")
-
-
-def test_both_networks_stacked_score_as_apart(models, monkeypatch):
-    """$PAM_JAX_STACK_MODELS=on (encoders and Monte-Carlo scoring of the reference and the policy
-    as one batched pass): the same candidates, indices and scores within float rounding; a bad
-    value fails with one line."""
-    from pam_jax.select import STACK_ENV
-
-    g, ref, pol = models
-    pts, key = _points(b=3), jax.random.key(2)
-    monkeypatch.setenv(STACK_ENV, "off")
-    want = make_selector(g, DIFF, NORM, _cfg())(ref, pol, pts, key)
-    monkeypatch.setenv(STACK_ENV, "on")
-    sel = make_selector(g, DIFF, NORM, _cfg())
-    prepared = sel.prepare(ref, pol)
-    assert prepared.signature[-1] == "stacked" and jax.tree.leaves(prepared.score)[0].shape[0] == 2
-    got = sel.decide(prepared, pts, key)
-    np.testing.assert_array_equal(got.index, want.index)
-    np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-3, atol=5e-4)
-    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-2, atol=2e-2)   # beta = 100 x float rounding
-    first = make_selector(g, DIFF, NORM, _cfg(mode="first")).prepare(ref, None)   # one network: nothing to stack
-    assert first.signature[-1] == "apart"
-    monkeypatch.setenv(STACK_ENV, "yes")
-    with pytest.raises(ValueError, match="PAM_JAX_STACK_MODELS='yes': expected on or off"):
-        make_selector(g, DIFF, NORM, _cfg())(ref, pol, pts, key)
 
 
 def test_decide_reads_what_was_prepared_and_refuses_another_selectors(models):

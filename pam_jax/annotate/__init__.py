@@ -48,22 +48,21 @@ def missing_extra() -> list[str]:
 def run(args) -> int:
     missing = missing_extra()
     if missing:
-        raise SystemExit(f"pam-jax: error: the annotator needs {', '.join(missing)}, not installed "
-                         f"({INSTALL_HINT})")
+        raise ImportError(f"the annotator needs {', '.join(missing)}, not installed "
+                          f"({INSTALL_HINT})")
     from . import server as server_lib
     from . import store as store_lib
     if not 0 <= int(args.port) <= 65535:
-        raise SystemExit(f"pam-jax: error: --port {args.port}: expected 0..65535")
+        raise ValueError(f"--port {args.port}: expected 0..65535")
     try:
         store = store_lib.Store(args.data, task=getattr(args, "task", None),
                                 annotator=getattr(args, "annotator", None))
         server_lib.plotly_js()
         server, sock, url = server_lib.make_server(store, args.host, int(args.port))
     except (store_lib.StoreError, store_lib.Invalid) as e:
-        raise SystemExit(f"pam-jax: error: {e}") from None
+        raise ValueError(str(e)) from None
     except ImportError as e:
-        raise SystemExit(f"pam-jax: error: the annotator needs starlette, uvicorn and plotly "
-                         f"({INSTALL_HINT}): {e}") from None
+        raise ImportError(f"the annotator needs starlette, uvicorn and plotly ({INSTALL_HINT}): {e}") from None
     if not server_lib.is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this address can read and "
               "annotate these samples (there is no login)")

@@ -79,23 +79,37 @@ def check_counts(args) -> None:
             raise ValueError(f"--{dest.replace('_', '-')} must be in [0, 1], got {v}")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from pam_jax.train.errors import CheckpointError   # not .checkpoint: that loads orbax (serve --exported has none)
+def _user_errors() -> tuple:
+    from pam_jax.train.errors import CheckpointError  # not .checkpoint: that loads orbax (serve --exported has none)
 
+    return (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
+            FloatingPointError)
+
+
+def main(argv=None) -> int:
+    # first: SIGINT/SIGTERM are recorded from this instant (the imports below take seconds)
+    from pam_jax.train import interrupts
+
+    interrupts.install_early()
     try:
+        args = build_parser().parse_args(argv)
         check_counts(args)
         from pam_jax.train import compile_cache
 
         compile_cache.enable(args.compile_cache)
-        return args.func(args)
+        if args.command != "train":       # the others handle Ctrl-C themselves
+            interrupts.hand_back()
+        code = args.func(args)
+        interrupts.check("after the command finished")
+        return code
     except KeyboardInterrupt as e:  # train.interrupts.Interrupted: 128 + the signal number
-        print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
-            FloatingPointError) as e:
+    except Exception as e:  # noqa: BLE001 - the user's errors: one line, code 2
+        if not isinstance(e, _user_errors()):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"pam-jax: error: {msg}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -1,6 +1,7 @@
 """`pam-jax eval`: the toy task, a simulated task in closed loop, or held-out pairs."""
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 
@@ -48,7 +49,6 @@ def cmd_eval(args) -> int:
 def _eval_sim(args) -> int:
     from pam_jax.eval import closed_loop as evaluate
     from pam_jax.eval import report
-    from pam_jax.sim import task_class
 
     if not args.sl:
         raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
@@ -57,7 +57,7 @@ def _eval_sim(args) -> int:
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
                                reward_noise=args.reward_noise, max_steps=args.max_steps or None,
-                               snap_rows=task_class(args.task).pick_rows if args.snap_pick else ())
+                               snap_pick=args.snap_pick is not False)
     paths = report.write_report(result, args.out or f"runs/eval_{args.task}")
     print(report.table_markdown(result))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -131,8 +131,9 @@ def add_parser(sub, sim_tasks) -> None:
                    help="what the candidates share in each Monte-Carlo sample of the implicit reward: the timestep "
                         "(shared_t, the paper's), timestep and noise (crn), nothing (independent); default: the DPO run's")
     e.add_argument("--max-steps", type=int, default=0, help="cap on steps per episode (0 = the task's limit)")
-    e.add_argument("--snap-pick", action="store_true",
-                   help="simulated task: move the candidates' grasp points onto the observed cloud before scoring")
+    e.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                   help="simulated task: the task's pick snapping applied to the executed action (default: on where "
+                        "the task has a rule: rope, cloth)")
     e.add_argument("--out", help="report folder (default runs/eval_TASK)")
     e.add_argument("--pairs", metavar="DATASET_DIR",
                    help="instead: held-out pair accuracy of --dpo (implicit), --reward and --reward-sl (explicit) "

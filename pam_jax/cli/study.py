@@ -1,6 +1,8 @@
 """`pam-jax study`: the whole comparison of one simulated task."""
 from __future__ import annotations
 
+import argparse
+
 from pam_jax.cli.common import METHODS
 
 
@@ -13,7 +15,8 @@ def cmd_study(args) -> int:
              "report_episodes": args.report_episodes, "max_steps": args.max_steps,
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
-             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick or None}
+             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick,
+             "report_seed": args.report_seed}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
               results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
     return 0
@@ -42,7 +45,8 @@ def add_parser(sub, sim_tasks) -> None:
     st.add_argument("--pref-steps", type=int, help="steps of each preference stage (0 = the experiment's budget)")
     st.add_argument("--label-noise", type=float)
     st.add_argument("--tune-episodes", type=int, help="tuning start states (seeds from 1000)")
-    st.add_argument("--report-episodes", type=int, help="report start states (seeds from 2000, disjoint)")
+    st.add_argument("--report-episodes", type=int,
+                    help="report start states (seeds from --report-seed, disjoint); 0 = none (a tuning run)")
     st.add_argument("--max-steps", type=int, help="cap on every episode's steps (0 = the task's limit)")
     st.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
                     help="%(choices)s (default: every method)")
@@ -50,9 +54,12 @@ def add_parser(sub, sim_tasks) -> None:
                     help="config overrides for every training stage")
     st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for the DPO stages only: a DeformPAM variant (use with --reuse)")
-    st.add_argument("--snap-pick", action="store_true",
-                    help="move every candidate's grasp points onto the observed cloud (the nearest point in xy) "
-                         "before scoring and executing: no candidate misses the object (rope, cloth)")
+    st.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
+                    help="the task's pick snapping applied to every executed action (rope: the mean xy of the 200 "
+                         "points around the nearest cloud point, z kept; cloth: the nearest cloud point); "
+                         "default on where the task has a rule")
+    st.add_argument("--report-seed", type=int, default=None,
+                    help="first start seed of the report set (default 2000); the tuning set is 1000..")
     st.add_argument("--reuse", metavar="RUN_DIR",
                     help="copy another study's stages and episodes that do not depend on its DPO stages (expert "
                          "data, SL, preferences, explicit baselines, their episodes) into this run folder first; "

@@ -51,7 +51,7 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
 
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
              num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
-             progress: bool = True, reward_noise: str | None = None, snap_rows: tuple = ()) -> dict:
+             progress: bool = True, reward_noise: str | None = None, snap_pick: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     seeds = list(seeds)
@@ -66,7 +66,7 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
     for method in methods:
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
-                      reward_samples=reward_samples, reward_noise=reward_noise, snap_rows=snap_rows)
+                      reward_samples=reward_samples, reward_noise=reward_noise, snap_pick=snap_pick)
         eps = [run_episode(task, agent, s, max_steps=max_steps)
                for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}

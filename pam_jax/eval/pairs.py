@@ -16,6 +16,7 @@ from flax import nnx
 from pam_jax import diffusion, preference
 from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
+from pam_jax.models import kernels
 from pam_jax.models.policy import normalize
 from pam_jax.policy import load
 from pam_jax.select import implicit_scores
@@ -38,7 +39,6 @@ def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise:
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, cfg.diffusion.num_train_timesteps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
 
-    @jax.jit
     def score(ref_params, score_params, points, candidates, key):
         pts, x0 = normalize(points, center, scale), normalize(candidates, center, scale)
         if mode == "explicit":
@@ -48,6 +48,7 @@ def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise:
         return implicit_scores(policy, policy.encode(pts), ref, ref.encode(pts), schedule, x0, key,
                                samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
 
+    score = jax.jit(kernels.traced(score, scfg.runtime))
     return lambda pts, cands, key: np.asarray(score(ref_params, score_params, policy.check(pts), cands, key)), cfg
 
 

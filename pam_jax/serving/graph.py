@@ -106,15 +106,17 @@ def from_policy(policy: Policy, batching: str = "exact") -> ServedPolicy:
 
 def load_served(sl: str, dpo: str | None = None, reward: str | None = None, *, mode: str = "implicit",
                 num_candidates: int | None = None, reward_samples: int | None = None,
-                batching: str = "exact", sl_step: int | None = None) -> ServedPolicy:
+                batching: str = "exact", sl_step: int | None = None,
+                snap_pick: bool = True) -> ServedPolicy:
     """Runs -> the served graph (pam_jax.policy.load): the SL model samples N candidates; the
     DPO run (implicit), the reward run (explicit) or nobody (first) picks one. The runs are
     checked (stage, task, model, normalisation, the SL step a preference run was trained against)
-    before any array is read."""
+    before any array is read. `snap_pick`: the task's pick snapping (``TaskSpec.snap``) applied
+    to the returned action (the candidates are returned, and scored, as sampled)."""
     if mode not in protocol.MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(protocol.MODES)}")
     if batching not in protocol.BATCHING:
         raise ValueError(f"unknown batching {batching!r}: expected one of {', '.join(protocol.BATCHING)}")
     runs = {"dpo": dpo if mode == "implicit" else None, "reward": reward if mode == "explicit" else None}
     return from_policy(load(sl, mode=mode, num_candidates=num_candidates, reward_samples=reward_samples,
-                            sl_step=sl_step, **runs), batching)
+                            sl_step=sl_step, snap_pick=snap_pick, **runs), batching)

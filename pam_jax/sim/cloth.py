@@ -23,9 +23,11 @@ above the workspace centre stretched apart along x to 95% of the grasped points'
 flat cloth, hold while the cloth hangs, swing forward and down until the hem touches the table,
 lay the cloth down by moving backwards while lowering, release.
 
-Metric: ``coverage``, :func:`pam_jax.metrics.normalized_coverage` of the cloth (every lattice
-cell bilinearly upsampled 3x, particle radius 0.8 x the upsampled spacing) divided by the same
-measure of the flat cloth of the same shape, so the flat cloth scores 1.0. ``score()`` =
+Metric: ``coverage``, :func:`pam_jax.metrics.normalized_coverage` of the cloth (the published
+slot-grid form; every lattice cell bilinearly upsampled 3x, particle radius 0.8 x the upsampled
+spacing) divided by the same measure (same form) of the flat cloth of the same shape, laid out
+as at rest, so the flat cloth scores 1.0 (a flat cloth in another pose scores within a few per
+cent of it: the grid's cells follow the bounding box). ``score()`` =
 coverage; success = coverage >= 0.75.
 """
 from __future__ import annotations

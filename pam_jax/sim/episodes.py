@@ -272,7 +272,10 @@ def write_preference_round(task: str, out_root, *, states: int,
     then rolls out over the whole horizon (the task's step limit, or ``max_steps``): at every
     step it is asked for K candidates, ``candidates_fn(cloud (N, 3)) -> (K, 2, 3)``, in the
     world frame (the trained policy in real use), and one of them is executed (``execute``
-    below). Every ``stride``-th step, from a random offset in ``[0, stride)`` drawn per episode,
+    below). ``candidates_fn`` may instead return a pair (as sampled, as executed), both
+    (K, 2, 3): the policy's pick snapping. The oracle then tries and ranks the candidates as
+    executed, the sample stores them as sampled (what the preference stage learns from), and
+    the rollout executes them as executed. Every ``stride``-th step, from a random offset in ``[0, stride)`` drawn per episode,
     the state is also recorded, until ``steps_per_episode`` states of the episode are: by
     default about 10 states per episode spread over the whole horizon, as in the paper
     (``stride=None`` = ceil(horizon / ``steps_per_episode``); ``steps_per_episode=None`` with
@@ -346,17 +349,23 @@ def write_preference_round(task: str, out_root, *, states: int,
                    and (steps_per_episode is None or in_ep < steps_per_episode)):
                 step = t.steps_taken
                 cloud = t.observe()
-                cands = _check_candidates(candidates_fn(cloud.copy()), f"episode {ep} step {step}")
+                out = candidates_fn(cloud.copy())
+                raw, done_as = out if isinstance(out, tuple) else (out, out)
+                cands = _check_candidates(raw, f"episode {ep} step {step}")
+                acts = _check_candidates(done_as, f"episode {ep} step {step} (as executed)")
+                if acts.shape != cands.shape:
+                    raise ValueError(f"candidates_fn at episode {ep} step {step}: the executed candidates' shape "
+                                     f"{acts.shape} differs from the candidates' {cands.shape}")
                 rollout_steps += 1
                 if step < offset or (step - offset) % every:
-                    t.step(_execute_unrecorded(t, execute, cands, rng, max_alternatives))
+                    t.step(_execute_unrecorded(t, execute, acts, rng, max_alternatives))
                     continue
                 k = len(cands)
                 alts = expert_actions(t, rng, max_alternatives)
                 expert = alts[0]
                 state = t.save_state()
                 t0 = time.perf_counter()
-                lab = annotate(t, state, cands, expert, rng=rng, label_noise=label_noise)
+                lab = annotate(t, state, acts, expert, rng=rng, label_noise=label_noise)
                 annotate_s += time.perf_counter() - t0
                 rows = lab["selected_grasp_point_indices"].copy()
                 codes = lab["grasp_point_rankings"].copy()
@@ -366,7 +375,7 @@ def write_preference_round(task: str, out_root, *, states: int,
                 dropped += int(lab["dropped_pairs"])
                 choice = _choose(execute, lab, rng)
                 sid = _sample_id(spec.name, "finetune", ep, step)
-                rec = {"sample_id": sid, "episode_idx": ep, "step": step, "candidates": cands,
+                rec = {"sample_id": sid, "episode_idx": ep, "step": step, "candidates": cands, "executed_candidates": acts,
                        "expert": expert, "alternatives": alts, "candidate_points": points,
                        "pair_indices": rows, "rankings": codes, "gains": lab["gains"],
                        "expert_gain": lab["expert_gain"], "ranked": list(lab["ranked"]),
@@ -396,7 +405,7 @@ def write_preference_round(task: str, out_root, *, states: int,
                         counts[int(c)] += 1
                 else:
                     skipped += 1
-                t.step(expert if choice < 0 else cands[choice])
+                t.step(expert if choice < 0 else acts[choice])
                 in_ep += 1
                 bar.update(1)
                 bar.set_postfix(episode=ep)

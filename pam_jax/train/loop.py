@@ -102,6 +102,33 @@ def _validator(cfg: config_lib.Config, stage, norm: NormStats, mesh):
     return validate
 
 
+class EarlyStop:
+    """Counts validation passes without a new lowest val_loss; on resume the passes logged in
+    metrics.jsonl up to the resumed step are replayed, so a resumed run stops where an
+    uninterrupted one would."""
+
+    def __init__(self, patience: int, metrics_path: pathlib.Path, start: int):
+        self.patience, self.best, self.best_step, self.bad = patience, float("inf"), 0, 0
+        if patience and start and metrics_path.exists():
+            for line in metrics_path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if "val_loss" in rec and rec.get("step", 0) <= start:
+                    self.update(rec["val_loss"], rec.get("step", 0))
+
+    def update(self, val_loss, step: int = 0) -> bool:
+        """One validation pass (at `step`) -> whether to stop."""
+        if not self.patience or val_loss is None:
+            return False
+        if val_loss < self.best:
+            self.best, self.best_step, self.bad = float(val_loss), int(step), 0
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+
 def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, **extra) -> dict:
     return {"config": config_lib.to_dict(cfg), "model": config_lib.to_dict(cfg.model),
             "diffusion": config_lib.to_dict(cfg.diffusion), "stage": cfg.train.stage,
@@ -137,24 +164,45 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         lock.release()
 
 
+def agreed_signal(local: int | None) -> int:
+    """The largest signal number any process has received (0: none), the same on every process:
+    an all-gather of one integer per process."""
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(local or 0))))
+
+
 def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: DeferredSignals) -> TrainResult:
     run_dir = pathlib.Path(cfg.train.run_dir)
     is_chief = jax.process_index() == 0
 
+    single = jax.process_count() == 1
+
+    def setup_check(when):
+        # one process stops alone only in a one-process run; several agree at the first step boundary
+        if single and signals.received:
+            raise Interrupted(f"interrupted {when} ({signal_name(signals.received)}); nothing trained yet, "
+                              "nothing saved", signals.received)
+
+    setup_check("while setting up")
     mesh = sharding.make_mesh(cfg.train.num_devices)
     stage = build_stage(cfg)
+    setup_check("while building the model")
     data = data if data is not None else make_train_data(cfg, stage.parent)
     cfg = resolve_steps(cfg, data)
     graphdef = stage.graphdef
     tx, state = create_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
+    setup_check("while opening the data")
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     interval = IntervalMeans()
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(abstract_like(state, repl),
-                                   expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
-                                           "diffusion": config_lib.to_dict(cfg.diffusion)})
+    restored = ckpt.restore_newest_intact(
+        abstract_like(state, repl), log=log, chief=is_chief,
+        expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
+                "diffusion": config_lib.to_dict(cfg.diffusion)})
+    if restored is not None:
+        state, meta = restored
         if stage.parent:
             check_parent(meta.get("parent"), stage.record, ckpt.directory)
         norm = NormStats.from_dict(meta["norm"])
@@ -172,6 +220,8 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
         # the SL parameters this run is trained against, kept in the run (every process takes part)
         save_reference(run_dir, stage.parent, stage.record, sharding.put_replicated(stage.parent.params, mesh))
     if is_chief:
+        if note := config_lib.warmup_note(cfg):
+            log(note)
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
         origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
         if cfg.train.epochs > 0:
@@ -183,9 +233,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     step_fn = stage.make_step(tx, norm, mesh)
     validate = _validator(cfg, stage, norm, mesh) if cfg.train.eval_every else None
     lr = learning_rate(cfg.optim, cfg.train.steps)
-    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log,
+    # the records past the restored step (written after its checkpoint, by a run that then died)
+    # are dropped, from metrics.jsonl and from the tracker's view, before any new one is written
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log, start_step=int(state.step),
                       wandb_project=cfg.train.wandb_project,
                       wandb_entity=cfg.train.wandb_entity) if is_chief else None
+    setup_check("while setting up the run")
     pending = []                      # this interval's device metrics, fetched at the next log or save
 
     def flush():
@@ -198,18 +251,24 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                                                log_interval=interval.state()), force=force)
 
     start, total = int(state.step), cfg.train.steps
+    watch = EarlyStop(cfg.train.early_stop_patience, run_dir / "metrics.jsonl", start)
     bar = progress(total, start, f"{cfg.name} [{cfg.train.stage}]", enabled=progress_bar and is_chief)
     t_first, t_last, n_timed = None, None, 0
     t_interval, n_interval, data_wait = time.perf_counter(), 0, 0.0
     try:
         for step in range(start, total):
-            if signals.received:  # a step boundary: the state is whole, save it
+            # a step boundary: the state is whole. Every process takes part in the agreement at
+            # every step, so all stop at the same step and enter the collective save together
+            stop = signals.received if single else agreed_signal(signals.received)
+            if stop:
                 saved = int(state.step)
+                if saved == start and saved not in ckpt.all_steps():
+                    raise Interrupted(f"interrupted before the first step ({signal_name(stop)}); nothing "
+                                      f"trained yet, nothing saved", stop)
                 if saved not in ckpt.all_steps():
                     save(saved, force=True)
-                raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
-                                  f"saved in {ckpt.directory}; run the same command again to resume",
-                                  signals.received)
+                raise Interrupted(f"interrupted at step {saved} ({signal_name(stop)}); checkpoint "
+                                  f"saved in {ckpt.directory}; run the same command again to resume", stop)
             t_data = time.perf_counter()
             batch = sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(step)), mesh)
             data_wait += time.perf_counter() - t_data
@@ -231,8 +290,10 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                               data_wait_s=data_wait / n_interval)
                 t_interval, n_interval, data_wait = now, 0, 0.0
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+            stop = False
             if validate and (done % cfg.train.eval_every == 0 or done == total):
                 record.update(validate(state))
+                stop = watch.update(record.get("val_loss"), done) and done < total
             if record and tracker:
                 tracker.write(done, record)
             if t_first is None:
@@ -242,8 +303,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 n_timed += 1
             bar.update(1)
             t_last = time.perf_counter()
-            if done % cfg.train.checkpoint_every == 0 or done == total:
+            if done % cfg.train.checkpoint_every == 0 or done == total or stop:
                 save(done)
+            if stop:
+                log(f"early stop at step {done}: val_loss {watch.best:.5f} at step "
+                    f"{watch.best_step} not bettered in {watch.patience} validation passes")
+                break
     except Interrupted:
         raise
     except KeyboardInterrupt:  # raised by code we called (not our signal handler)

@@ -17,6 +17,7 @@ import jax
 
 from pam_jax import config as config_lib
 from pam_jax import diffusion
+from pam_jax.models import kernels
 from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
@@ -68,6 +69,7 @@ def load_parent(cfg: config_lib.Config) -> tuple[Policy, dict]:
     if pcfg.train.stage != "supervised":
         raise ValueError(f"preference.init_from={p.init_from} is a {pcfg.train.stage!r} run; "
                          "a preference stage starts from a supervised run")
+    # the runtime section (kernel forms) is not compared: the forms compute the same function
     if pcfg.model != cfg.model or pcfg.diffusion != cfg.diffusion:
         raise ValueError(f"the model/diffusion config of {p.init_from} differs from this experiment's; "
                          "copy them from the supervised experiment")
@@ -84,13 +86,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             return make_supervised_step(graphdef, tx, diffusion.schedule_from_config(d), mesh,
                                         replicas=cfg.train.noise_replicas, norm=norm,
                                         seed=cfg.train.seed, ema_decay=o.ema_decay,
-                                        compute_dtype=cfg.train.compute_dtype)
+                                        compute_dtype=cfg.train.compute_dtype, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             schedule = diffusion.schedule_from_config(d)
-            return jax.jit(lambda p, batch, key: {"loss": supervised_loss(
+            return jax.jit(kernels.traced(lambda p, batch, key: {"loss": supervised_loss(
                 p, graphdef, schedule, batch, key, replicas=cfg.train.noise_replicas, norm=norm,
-                compute_dtype=cfg.train.compute_dtype)})
+                compute_dtype=cfg.train.compute_dtype)}, cfg.runtime))
 
         return Stage(name, graphdef, params, None, make_step, make_eval)
 
@@ -106,7 +108,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
         def make_step(tx, norm, mesh):
             return make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, parent.params,
                                  pcfg=cfg.preference, norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay,
-                                 compute_dtype=cfg.train.compute_dtype)
+                                 compute_dtype=cfg.train.compute_dtype, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             schedule = diffusion.schedule_from_config(d)
@@ -117,7 +119,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                                      norm=norm, compute_dtype=cfg.train.compute_dtype)
                 return {"loss": loss, **aux}
 
-            jitted = jax.jit(evaluate)
+            jitted = jax.jit(kernels.traced(evaluate, cfg.runtime))
             return lambda p, batch, key: jitted(p, batch, key, ref)
 
         return Stage(name, parent.graphdef, params, parent, make_step, make_eval, record)
@@ -133,13 +135,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                                              parent.params if p.reward_init == "sl" else None, head=p.reward_head)
 
         def make_step(tx, norm, mesh):
-            return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay)
+            return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             def evaluate(p, batch, key):
                 loss, aux = reward_loss(p, graphdef, batch, norm=norm)
                 return {"loss": loss, **aux}
-            return jax.jit(evaluate)
+            return jax.jit(kernels.traced(evaluate, cfg.runtime))
 
         return Stage(name, graphdef, params, parent, make_step, make_eval, record)
 

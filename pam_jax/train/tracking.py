@@ -6,6 +6,11 @@ sends every record there; wandb's project and entity come from ``train.wandb_pro
 ``train.wandb_entity``, else from $WANDB_PROJECT / $WANDB_ENTITY. The tracker's run id lives in
 ``<run>/tracker.json``, so a resumed run continues the same tracked run (the same wandb run, the
 same TensorBoard folder).
+
+A run that starts at step S (0, or the checkpoint it resumes from) first drops every record past S:
+`metrics.jsonl` is rewritten without them (a new file renamed over the old one), TensorBoard gets a
+new event file whose purge step S + 1 hides the old events past S. wandb ignores a step at or below
+one it has seen, so there it keeps the first copy of such steps (no step twice, but the old values).
 """
 from __future__ import annotations
 
@@ -50,12 +55,16 @@ class IntervalMeans:
 class Tracker:
     """Writes records to metrics.jsonl and, when asked, to TensorBoard or wandb."""
 
-    def __init__(self, kind: str, run_dir, *, config: dict | None = None, log=print,
+    def __init__(self, kind: str, run_dir, *, config: dict | None = None, log=print, start_step: int = 0,
                  wandb_project: str = "", wandb_entity: str = ""):
         if kind not in TRACKERS:
             raise ValueError(f"unknown train.tracker {kind!r}: expected one of {TRACKERS}")
         self.kind, self.run_dir = kind, pathlib.Path(run_dir)
         self.jsonl = MetricsWriter(self.run_dir / "metrics.jsonl")
+        dropped = self.jsonl.truncate(start_step)
+        if dropped:
+            log(f"metrics.jsonl: dropped {dropped} record(s) past step {start_step}, written after its "
+                "checkpoint by a run that did not save again")
         self.run_id = _run_id(self.run_dir, kind)
         self._tb = self._wandb = None
         if kind == "tensorboard":
@@ -63,7 +72,8 @@ class Tracker:
                 from tensorboardX import SummaryWriter
             except ImportError:
                 raise ImportError("train.tracker=tensorboard needs tensorboardX: pip install 'pam-jax[tensorboard]'") from None
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard" / self.run_id))
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard" / self.run_id),
+                                     purge_step=start_step + 1)
         elif kind == "wandb":
             try:
                 import wandb

@@ -48,6 +48,7 @@ import time
 import numpy as np
 
 from pam_jax import config as config_lib
+from pam_jax import select as select_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.data.build import build as build_dataset
 from pam_jax.data.io import write_json_atomic
@@ -55,7 +56,7 @@ from pam_jax.eval import closed_loop, report
 from pam_jax.eval import pairs as pair_eval
 from pam_jax.eval.summary import method_entry, paired_difference
 from pam_jax.select import REWARD_NOISE
-from pam_jax.sim import make_task, task_class
+from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
 from pam_jax.workflows.collect import collect
@@ -76,7 +77,20 @@ SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
 USES_DPO = ("dpo", "deformpam")          # methods that run the DPO model
 # methods trained on no preference data: SL, SL + random, the oracle
 PREFERENCE_FREE = tuple(m for m in closed_loop.METHODS if m not in USES_DPO and m not in EXPLICIT.values())
-TUNE_START, REPORT_START = 1000, 2000    # first start seed of each evaluation set
+TUNE_START, REPORT_START = 1000, 2000    # first start seed of each evaluation set (the report one: --report-seed)
+EXPERT_START, PREFERENCE_START = 0, 500   # first start seed of the expert episodes and of the preference rollouts
+
+
+def check_disjoint(sets: dict) -> None:
+    """{name: start seeds} -> a one-line ValueError when two sets share a start seed: the expert
+    data, the preference rollouts, the tuning set and the report set must never overlap."""
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sorted(set(sets[a]) & set(sets[b]))
+            if both:
+                raise ValueError(f"start seeds: the {a} and {b} sets share {len(both)} seeds "
+                                 f"({both[0]}..{both[-1]}); they must be disjoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +112,8 @@ class Settings:
     estimator_samples: tuple = (10, 30, 100)   # the M curve of the estimators stage
     overrides: tuple = ()            # config overrides of every training stage
     dpo_overrides: tuple = ()        # ... of the DPO stages only (a DeformPAM variant)
-    snap_pick: bool = False          # candidates' grasp points moved onto the cloud (the task's pick_rows)
+    snap_pick: bool = True           # the task's pick snapping (TaskSpec.snap) applied to what is executed
+    report_seed: int = REPORT_START  # first start seed of the report set
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
@@ -109,11 +124,10 @@ class Settings:
         if "estimator_samples" in values:
             values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
-        for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes",
-                     "report_episodes"):
+        for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes"):
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}: expected a positive count, got {getattr(s, name)}")
-        for name in ("sl_steps", "pref_steps", "max_steps"):
+        for name in ("sl_steps", "pref_steps", "max_steps", "report_episodes", "report_seed"):
             if getattr(s, name) < 0:
                 raise ValueError(f"{name}: expected 0 (default) or a positive count, got {getattr(s, name)}")
         unknown = set(s.methods) - set(closed_loop.METHODS)
@@ -153,10 +167,11 @@ class Study:
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
         self.times: dict[str, float] = {}
-        self.snap_rows = tuple(task_class(settings.task).pick_rows) if settings.snap_pick else ()
-        # recorded with the preference stage and every episode only when set, so that the records
-        # made before the option existed stay valid
-        self.snap_setting = {"snap_rows": list(self.snap_rows)} if settings.snap_pick else {}
+        snap = select_lib.task_snap(settings.task, settings.snap_pick)
+        # recorded with the preference stage and every episode only when the task snaps, so
+        # that the records of a task without snapping stay valid
+        self.snap_setting = ({"snap": snap["snap"], "snap_rows": list(snap["snap_rows"])}
+                             if snap["snap"] != "none" else {})
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, params, fn, present=None):
@@ -253,6 +268,19 @@ class Study:
             self.log(f"restored {n} result files from {self.results}")
         return n
 
+    # ------------------------------------------------------------------ start seeds
+    def start_sets(self) -> dict:
+        """{"report": its start seeds (none with report_episodes = 0), "tune": its start seeds}."""
+        s = self.s
+        sets = {"report": list(range(s.report_seed, s.report_seed + s.report_episodes)),
+                "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
+        return {k: v for k, v in sets.items() if v}
+
+    def seed_sets(self) -> dict:
+        """The start seeds of the expert episodes and of both evaluation sets (the preference
+        rollouts' are known after they ran: from PREFERENCE_START)."""
+        return {"expert": range(EXPERT_START, EXPERT_START + self.s.expert_episodes), **self.start_sets()}
+
     # ------------------------------------------------------------------ the pipeline
     def run(self) -> dict:
         s, root = self.s, self.root
@@ -261,8 +289,9 @@ class Study:
         methods = [m for m in closed_loop.METHODS if not s.methods or m in s.methods]
         explicit = [st for st, m in EXPLICIT.items() if m in methods and self.has_stage(st)]
         methods = [m for m in methods if m not in EXPLICIT.values() or any(EXPLICIT[st] == m for st in explicit)]
-        sets = {"report": list(range(REPORT_START, REPORT_START + s.report_episodes)),
-                "tune": list(range(TUNE_START, TUNE_START + s.tune_episodes))}
+        # the largest preference collection could use (write_preference_round's guard)
+        check_disjoint({"preference (at most)": range(PREFERENCE_START, TUNE_START), **self.seed_sets()})
+        sets = self.start_sets()
         # every result that needs the trained outputs is recorded: a dataset or checkpoint that
         # is not on this machine is then not recomputed (nothing would read it)
         self.outputs_unneeded = self.all_recorded(methods, sets)
@@ -274,7 +303,7 @@ class Study:
 
         def expert():
             r = write_expert_episodes(s.task, root / "src" / "supervised", episodes=s.expert_episodes,
-                                      num_points=n_points, max_steps=max_steps, if_exists="skip",
+                                      seed=EXPERT_START, num_points=n_points, max_steps=max_steps, if_exists="skip",
                                       progress=self.progress)
             b = build_dataset(root / "src" / "supervised", task=self.data_task, kind="supervised",
                               data_dir=root / "tfds", overwrite=True, progress=False)
@@ -298,7 +327,10 @@ class Study:
             def prefs(k=k, src=src, tfds_dir=tfds_dir, k_cand=k_cand):
                 r = collect(s.task, root / f"sl_s{k}", src, states=s.states, num_candidates=k_cand,
                             num_points=n_points, steps_per_episode=s.steps_per_episode, max_steps=max_steps,
-                            label_noise=s.label_noise, snap_rows=self.snap_rows, progress=self.progress)
+                            label_noise=s.label_noise, snap_pick=s.snap_pick, seed=PREFERENCE_START,
+                            progress=self.progress)
+                check_disjoint({"preference": range(PREFERENCE_START, PREFERENCE_START + r["episodes_run"]),
+                                **self.seed_sets()})
                 b = build_dataset(src, task=self.data_task, kind="finetune", data_dir=tfds_dir,
                                   overwrite=True, progress=False)
                 return {"states": r["states"], "episodes": r["episodes"], "stride": r["stride"],
@@ -307,7 +339,8 @@ class Study:
                         "data_dir": str(tfds_dir)}
             finetune[k] = self.stage(name, {"sl": f"sl_s{k}", "states": s.states, "candidates": k_cand,
                                             "per_episode": s.steps_per_episode, "max_steps": max_steps,
-                                            "label_noise": s.label_noise, **self.snap_setting}, prefs,
+                                            "label_noise": s.label_noise, "seed": PREFERENCE_START,
+                                            **self.snap_setting}, prefs,
                                  present=lambda r: pathlib.Path(r["dataset_dir"]).is_dir())
         data["preferences"] = finetune
 
@@ -356,12 +389,28 @@ class Study:
         if regret_eval is None:
             self.log("[offline] no pam_jax.eval.regret: top-1 regret skipped")
             return out
+        # every scorer on its own SL seed's held-out states and candidates: seed k's DPO on the
+        # preference data of seed k (with shared preferences, all of them are SL seed 0's), the
+        # explicit heads (trained from SL seed 0) on seed 0's
+        num_points = next(iter(scorers.values()))[1].data.num_points
+        by_data: dict[str, list[str]] = {}
+        for name, (_, _, _, k) in built.items():
+            by_data.setdefault(pref_data(k)["dataset_dir"], []).append(name)
         try:
-            out["regret"] = regret_eval.selection_regret(
-                pref_data(0)["dataset_dir"], {n: f for n, (f, _) in scorers.items()},
-                num_points=next(iter(scorers.values()))[1].data.num_points)
+            per = {ds: regret_eval.selection_regret(ds, {n: scorers[n][0] for n in names}, num_points=num_points)
+                   for ds, names in by_data.items()}
         except (ValueError, FileNotFoundError) as e:
             self.log(f"[offline] top-1 regret skipped: {e}")
+            return out
+        base = per[pref_data(0)["dataset_dir"]]
+        merged = {**base, "scorers": dict(base["scorers"]), "paired": dict(base.get("paired") or {})}
+        for ds, r in per.items():
+            for n in by_data[ds]:
+                merged["scorers"][n] = r["scorers"][n]
+                if n in (r.get("paired") or {}):
+                    merged["paired"][n] = r["paired"][n]
+        merged["data_of"] = {n: _rooted(ds, self.root) for ds, names in by_data.items() for n in names}
+        out["regret"] = merged
         return out
 
     def estimators(self, pref_data) -> dict:
@@ -442,7 +491,7 @@ class Study:
                 runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
                                         **{st: str(root / st) for st in explicit})
                 agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
-                                                   snap_rows=self.snap_rows)
+                                                   snap_pick=s.snap_pick)
             folder.mkdir(parents=True, exist_ok=True)
             for st in todo:
                 t0 = time.perf_counter()
@@ -513,7 +562,8 @@ class Study:
                  *([f"--methods {' '.join(s.methods)}"] if s.methods else []),
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
-                 *(["--snap-pick"] if s.snap_pick else [])]
+                 *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
+                 *([] if s.snap_pick else ["--no-snap-pick"])]
         return "pam-jax study " + " ".join(flags)
 
     def markdown(self, results, offline, data) -> str:
@@ -527,7 +577,7 @@ class Study:
                  + ("steps" if s.pref_steps else "") + f"; episode cap {s.max_steps or 'none'}.", "",
                  *([f"**Partial** (written with --report-only): not yet complete, so left out: "
                     f"{', '.join(self.missing)}.", ""] if self.missing else []),
-                 f"## Closed loop, report set ({s.report_episodes} start states from {REPORT_START})", "",
+                 f"## Closed loop, report set ({s.report_episodes} start states from {s.report_seed})", "",
                  (report.table_markdown(results["report"], extra=self.regret_column(offline))
                   if "report" in results else "(no complete method yet)"), "",
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
@@ -689,9 +739,10 @@ def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, prog
     if reuse is not None:
         base_stages = pathlib.Path(reuse) / "stages"
         prefs = sorted(base_stages.glob("preferences*.json"))
-        base_snap = bool(prefs) and "snap_rows" in json.loads(prefs[0].read_text())["params"]
+        base_snap = bool(prefs) and "snap" in json.loads(prefs[0].read_text())["params"]
+        own_snap = select_lib.task_snap(settings.task, settings.snap_pick)["snap"] != "none"
         base_per_seed = any(p.name != "preferences.json" for p in prefs)
-        keep = ("supervised" if bool(settings.snap_pick) != base_snap else
+        keep = ("supervised" if own_snap != base_snap else
                 "preferences" if bool(settings.per_seed_preferences) != base_per_seed else "dpo")
         reuse_study(reuse, root, log=log, keep=keep)
     log(f"study of {settings.task} ({scale} scale) in {root}")

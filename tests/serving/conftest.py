@@ -1,7 +1,6 @@
 """Shared by the serving tests: tiny policy runs at random weights, their served graph, and one
 in-process server on loopback (world-frame clouds up to 4096 points)."""
 import pytest
-
 from helpers.policy_runs import policy_run
 
 

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers.scenes import NP, REPO, scene
 
 DRIVE = """
@@ -72,6 +71,7 @@ def test_the_client_package_installs_without_jax_and_drives_a_server(world_serve
 
 def test_pam_jax_serving_re_exports_the_client_package():
     import pam_jax_client
+
     from pam_jax.serving import PolicyClient, ServerError, protocol
 
     assert PolicyClient is pam_jax_client.PolicyClient and ServerError is pam_jax_client.ServerError

@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
+from helpers.scenes import REPO, scene
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from helpers.scenes import REPO, scene
 from pam_jax.serving import PolicyClient, ServerError, protocol
 from pam_jax.serving.server import HARD_LIMIT_FACTOR, EventLog
 

@@ -8,8 +8,8 @@ import threading
 
 import numpy as np
 import pytest
-
 from helpers.scenes import NP, REPO, scene
+
 from pam_jax.serving import PolicyClient, ServerError
 
 BLOCKED = ("flax", "orbax", "tensorflow_datasets", "tensorflow", "mujoco", "optax", "grain")

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers.scenes import NP, scene
+
 from pam_jax.serving import PolicyClient, protocol
 
 

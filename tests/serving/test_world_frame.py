@@ -4,8 +4,8 @@ import threading
 
 import numpy as np
 import pytest
-
 from helpers.scenes import NP, rotation, scene
+
 from pam_jax import pointcloud as pc
 from pam_jax.serving import PolicyClient, ServerError
 

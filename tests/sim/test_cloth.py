@@ -44,13 +44,15 @@ def test_tshirt_resets_steps_and_scores(shirt):
     info = t.step(expert_actions(t, np.random.default_rng(0))[0])
     assert info.executed and info.sim_steps > 0
     assert info.score_after > crumpled + 0.05                  # a fling opens it up
-    # a shifted and rotated flat T-shirt still scores 1 (coverage does not depend on the pose)
+    # a shifted and rotated flat T-shirt still scores about 1. The published slot-grid coverage
+    # depends on the pose by a few per cent: its 100 x 100 cells stretch with the xy bounding box,
+    # and a particle marks a rectangle of whole cells (0.7 rad here: 1.064)
     th = 0.7
     rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     moved = t.flat.copy()
     moved[:, :2] = t.flat[:, :2] @ rot.T + [0.05, -0.03]
     _lay_flat(t, moved)
-    assert t.score() == pytest.approx(1.0, abs=0.05)
+    assert t.score() == pytest.approx(1.0, abs=0.1)
 
 
 def test_square_is_kept_as_an_option():

@@ -1,0 +1,89 @@
+"""Study start seeds: --report-seed picks the report set's seeds, a tuning run has no report set,
+the expert / preference / tuning / report sets are disjoint, and every training seed's offline
+regret is measured on that seed's own preference data."""
+import pytest
+
+from pam_jax.workflows import study
+
+
+def _study(tmp_path, **kw):
+    s = study.Settings.from_scale("rope", tmp_path / "run", "small", **kw)
+    return study.Study(s, progress=False, log=lambda *_: None)
+
+
+def test_disjoint_seed_sets_are_checked():
+    study.check_disjoint({"expert": range(0, 40), "tune": range(1000, 1030), "report": range(3000, 3030)})
+    with pytest.raises(ValueError, match="expert and report sets share 5 seeds") as e:
+        study.check_disjoint({"expert": range(0, 40), "report": range(35, 60)})
+    assert "\n" not in str(e.value)
+
+
+def test_report_seed_and_zero_report_episodes(tmp_path):
+    st = _study(tmp_path, report_seed=3000, report_episodes=3, tune_episodes=2)
+    assert st.start_sets() == {"report": [3000, 3001, 3002], "tune": [1000, 1001]}
+    assert "--report-seed 3000" in st.command()
+    st = _study(tmp_path, report_episodes=0, tune_episodes=2)
+    assert st.start_sets() == {"tune": [1000, 1001]}            # a tuning run touches no report seed
+    assert _study(tmp_path, report_episodes=2).start_sets()["report"] == [2000, 2001]   # the default
+    with pytest.raises(ValueError, match="report_seed"):
+        _study(tmp_path, report_seed=-1)
+
+
+def test_overlapping_report_seed_is_refused(tmp_path):
+    # report seeds 1001.. overlap the tuning set 1000..1001
+    st = _study(tmp_path, report_seed=1001, report_episodes=2, tune_episodes=2)
+    with pytest.raises(ValueError, match="share"):
+        study.check_disjoint(st.seed_sets())
+
+
+def test_episodes_run_on_exactly_the_report_seeds(tmp_path, monkeypatch):
+    ran = []
+
+    class FakeAgent:
+        def __init__(self, method, runs, **kw):
+            self.method = method
+
+    def fake_episode(task, agent, seed, *, max_steps=None):
+        ran.append((agent.method, seed))
+        return {"seed": seed, "scores": [0.1, 0.2], "final": 0.2, "success": False, "steps_to_success": None,
+                "metrics": {"iou": 0.2}, "frames": []}
+
+    monkeypatch.setattr(study.closed_loop, "Agent", FakeAgent)
+    monkeypatch.setattr(study.closed_loop, "run_episode", fake_episode)
+    monkeypatch.setattr(study, "make_task", lambda name: None)
+    st = _study(tmp_path, report_seed=3000, report_episodes=3, tune_episodes=2, train_seeds=1)
+    out = st.evaluate(["sl"], [], st.start_sets())
+    assert sorted(s for m, s in ran) == [1000, 1001, 3000, 3001, 3002]
+    assert out["report"]["start_seeds"] == [3000, 3001, 3002]
+    assert sorted(p.stem for p in (tmp_path / "run" / "eval" / "report" / "sl" / "s0").glob("*.json")) == \
+        ["3000", "3001", "3002"]
+
+
+def test_offline_regret_of_each_seed_uses_its_own_candidates(tmp_path, monkeypatch):
+    calls = []
+
+    class Cfg:
+        class data:
+            num_points = 16
+
+    monkeypatch.setattr(study.pair_eval, "make_scorer", lambda mode, sl, run, **kw: (f"score {run}", Cfg))
+    monkeypatch.setattr(study.pair_eval, "pair_accuracy", lambda sl, run, ds, **kw: {"ds": ds})
+
+    def fake_regret(ds, scorers, num_points=0):
+        calls.append((ds, sorted(scorers)))
+        return {"states": 1, "scorers": {**{n: {"data": ds} for n in scorers}, "first": {"data": ds}},
+                "paired": {}}
+
+    monkeypatch.setattr(study.regret_eval, "selection_regret", fake_regret)
+    st = _study(tmp_path, train_seeds=3)
+    data = {k: {"dataset_dir": f"/prefs_s{k}"} for k in range(3)}
+    out = st.offline([], lambda k: data[k])
+    assert sorted(calls) == [("/prefs_s0", ["implicit_s0"]), ("/prefs_s1", ["implicit_s1"]),
+                             ("/prefs_s2", ["implicit_s2"])]
+    for k in range(3):
+        assert out["regret"]["scorers"][f"implicit_s{k}"] == {"data": f"/prefs_s{k}"}
+        assert out["pair_accuracy"][f"implicit_s{k}"] == {"ds": f"/prefs_s{k}"}
+    # shared preferences: every seed on the one data set, computed once
+    calls.clear()
+    out = st.offline([], lambda k: data[0])
+    assert calls == [("/prefs_s0", ["implicit_s0", "implicit_s1", "implicit_s2"])]
