@@ -1,4 +1,4 @@
-"""Where one implicit-selection decision's time goes, part by part (issue 12), at the reference
+"""Where one implicit-selection decision's time goes, part by part, at the reference
 model size, 3000 points, K = 8, B = 1, on whatever device JAX uses:
 
     python benchmarks/decision_parts.py

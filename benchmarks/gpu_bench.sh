@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator benchmarks of issue 12 in one script (about 5 minutes on an H200), run from the
+# The accelerator benchmarks in one script (about 5 minutes on an H200), run from the
 # repository root with the project on PYTHONPATH (no install needed: jax, flax, optax, orbax,
 # chex and torch must be importable; websockets, tensorflow-datasets and mujoco are not needed).
 # Results go to $OUT (default: bench_out/) as JSON, one file per benchmark; the format_* functions

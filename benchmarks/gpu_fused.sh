@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12 on a GPU in one call of about 5 minutes (give it timeout_s 360), from the repository
+# The fused and stacked GPU forms measured in one run of about 5 minutes, from the repository
 # root, the project on PYTHONPATH:
 #   1. parity: the fused denoiser ("on", and "chain" with both networks stacked) picks what the
 #      plain one picks (paper settings, two clouds);
@@ -9,7 +9,7 @@
 #      HLO of the chain-stacked 10/10 decision.
 # The traced kernels per call can be set against the counts of `python benchmarks/bench.py kernels`, made on a
 # CPU for an H200 target (BUILD_NOTES: plain 622 / 4575, chain-stacked 156 / 875 at 10/10 / 100/100).
-# Then, if device time is left, `bash benchmarks/gpu_tune.sh` (about 5 minutes, timeout_s 360).
+# `bash benchmarks/gpu_tune.sh` (about 5 minutes) times the other forms and block sizes.
 # Results in $OUT (default bench_out/). Make the fastest forms the default on accelerators
 # (fused.mode, select.stack_models) if parity holds, and record the figures in BUILD_NOTES.md.
 . benchmarks/gpu_common.sh

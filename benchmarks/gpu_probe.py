@@ -1,4 +1,4 @@
-"""Where the selector's and the train step's time goes on an accelerator (issue 12): one run.
+"""Where the selector's and the train step's time goes on an accelerator: one run.
 
     OUT=dir PROBE_TAG=after python benchmarks/gpu_probe.py [sections...]
 
@@ -207,7 +207,7 @@ def section_sampler():
 
 def section_torch():
     """The eager PyTorch re-statement of the reference decision (torch_reference.py) at the
-    same settings, in this process: the denominator of the issue's speed-up."""
+    same settings, in this process: the denominator of the speed-up against the reference."""
     try:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import torch_reference

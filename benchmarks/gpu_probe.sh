@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12 on a GPU in one call (at most 8.5 minutes), run from the repository root:
+# Where the time goes on a GPU, in one run (at most 8.5 minutes), from the repository root:
 #   1. geometry: FPS and kNN forms (benchmarks/gpu_probe.py geometry);
 #   2. the code before this change, if an older copy of the package sits in .before/pam_jax
 #      (`mkdir -p .before && git archive REV pam_jax | tar -x -C .before`; keep it out of git):

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, the second GPU call if device time is left after gpu_fused.sh (about 5 minutes; give
-# it timeout_s 360). First the plain and stacked forms with cuBLAS matmuls instead of Triton ones
+# The GPU forms and settings gpu_fused.sh leaves out, in one run of about 5 minutes. First the plain and stacked forms with cuBLAS matmuls instead of Triton ones
 # (XLA_FLAGS=--xla_gpu_enable_triton_gemm=false: the GELU goes into the matmul's epilogue; counted
 # for an H200, 42 launches per DDIM step instead of 44, plain 574 / 4349 and stacked 523 / 4308 at
 # 10/10 / 100/100) and the plain 10/10 loop unrolled with them. Then the fused chain form without

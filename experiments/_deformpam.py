@@ -15,7 +15,7 @@ stages, e.g. for the rope:
     pam-jax train --experiment deformpam_rope:dpo
 
 Runtime: at the reference size (3000 points, batch 32, K=8) a supervised step takes about
-4.2 s on 2 CPU cores (BUILD_NOTES.md), so the full schedule needs an accelerator. A CPU smoke
+2.4-4.2 s on 2 CPU cores (BUILD_NOTES.md), so the full schedule needs an accelerator. A CPU smoke
 run: add --set train.steps=20 (and train.epochs=0 for the `dpo` stage, whose budget is in
 epochs). Expected result: the supervised loss falls below about 0.1; the DPO stage's
 pair_accuracy (metrics.jsonl) rises above 0.5. Reward-guided selection then uses

@@ -8,7 +8,7 @@ Stages (`sim_TASK:STAGE`), the preference ones all on the same finetune data:
               AdamW lr 1e-5, cosine decay, no warm-up, batch 28, no gradient clipping, fresh
               noise for each action of each pair, 200 epochs of the preference records; its
               implicit reward is read with M = 100 Monte-Carlo samples (the paper's test setting);
-  dpo_fast    the settings used before issue 11: lr 1e-4 (20 warm-up steps), batch 16, clipping
+  dpo_fast    the earlier settings: lr 1e-4 (20 warm-up steps), batch 16, clipping
               at 1.0, one noise per candidate reused across its pairs, `pref_steps` steps, M = 10;
   reward      the paper's explicit baseline: a freshly initialised attention network with one
               linear output, trained like `dpo` (lr 1e-5, batch 28, no clipping, 200 epochs);

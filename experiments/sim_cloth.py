@@ -11,12 +11,11 @@ same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `rewa
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
 
-Benchmark of the former square cloth (now `ClothTask(shape="square")`; 2-core CPU, 2026-11-26;
-BUILD_NOTES.md has every method and the data sizes):
-    pam-jax demo --task cloth --run-dir runs/bench_cloth --episodes 40 --steps 4000 --states 128 --pref-steps 1000 --methods all
-then 30 episodes per method (`pam-jax eval --task cloth ... --episodes 30 --seed 1000`):
-coverage SL 0.644 (14/30 successes), DeformPAM 0.716 (19/30), explicit-reward RAS 0.786 (27/30);
-oracle best-of-8 0.83 (10 episodes).
+The full comparison (hours on 2 CPU cores): `pam-jax study --task cloth --scale full
+--train-seeds 8 --per-seed-preferences`. Its tables (docs/results/study_cloth_pp/study.md, 8
+training seeds x 30 start states): coverage SL 0.681, DeformPAM - SL +0.057 [+0.019, +0.097]
+(with SL seed 0's preferences for every seed: +0.035 [-0.011, +0.084], study_cloth8), oracle
+best-of-8 0.810.
 """
 from pam_jax.experiments._sim import sim_config
 

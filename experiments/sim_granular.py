@@ -11,11 +11,9 @@ same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `rewa
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
 
-Benchmark (2-core CPU, 2026-11-26; BUILD_NOTES.md has every method and the data sizes):
-    pam-jax demo --task granular --run-dir runs/bench_granular --episodes 40 --steps 4000 --states 160 --pref-steps 1000 --methods all
-then 30 episodes per method (`pam-jax eval --task granular ... --episodes 30 --seed 1000`): IoU
-SL 0.465, DeformPAM 0.556 (+0.09 ± 0.03 paired), explicit-reward RAS 0.555; oracle best-of-8
-0.66 (10 episodes).
+The full comparison (hours on 2 CPU cores): `pam-jax study --task granular --scale full`. Its
+tables (docs/results/study_granular/study.md, 3 training seeds x 30 start states): IoU SL 0.491,
+DeformPAM - SL +0.043 [+0.018, +0.066], oracle best-of-8 0.662.
 """
 from pam_jax.experiments._sim import sim_config
 

@@ -11,13 +11,10 @@ same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `rewa
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
 
-Benchmark (2-core CPU, 2026-11-26; BUILD_NOTES.md has every method and the data sizes):
-    pam-jax demo --task rope --run-dir runs/bench_rope --episodes 40 --steps 4000 --states 256 --pref-steps 1000 --methods all
-then 30 episodes per method (`pam-jax eval --task rope ... --episodes 30 --seed 1000`): rope IoU
-SL 0.143, DeformPAM 0.162 (+0.02 ± 0.05 paired), explicit-reward RAS 0.280; oracle best-of-8
-0.46 (10 episodes). With `--set preference.train_timestep_frac=0.1 preference.loss=diffusion_dpo`
-on the DPO stage DeformPAM reaches 0.212 (+0.07 ± 0.04). `make demo` (this task at a smaller
-size) takes about 8 minutes on the same machine.
+The full comparison (hours on 2 CPU cores): `pam-jax study --task rope --scale full`. Its tables
+(docs/results/study_rope/study.md, 3 training seeds x 30 start states): rope IoU SL 0.149,
+DeformPAM - SL -0.003 [-0.038, +0.035], the SL-initialised explicit head +0.113 ± 0.048, oracle
+best-of-8 0.460.
 """
 from pam_jax.experiments._sim import sim_config
 

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pam_jax import diffusion, preference
 from pam_jax.config import Config, DiffusionConfig
@@ -47,7 +48,7 @@ MODES = ("implicit", "explicit", "first", "random", "custom")
 #   shared_t     one t per MC sample shared by the N candidates of an observation, eps per
 #                candidate (the paper's code: candidates are compared at the same noise level);
 #   crn          common random numbers: the same t AND the same eps for every candidate;
-#   independent  t and eps drawn per candidate and MC sample (pam_jax before issue 11).
+#   independent  t and eps drawn per candidate and MC sample (pam_jax's earlier estimator).
 REWARD_NOISE = ("shared_t", "crn", "independent")
 SNAP_RULES = ("none", "nearest", "mean200")   # pam_jax.tasks.SNAP_RULES
 SNAP_NEIGHBOURS = 200   # the rope rule's neighbourhood (the published code's 200 points)

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers.tiny import TINY_MODEL
+from helpers.tiny import perturbed_policy as _perturbed
+from helpers.tiny import random_clouds as _points
 
-from _tiny import TINY_MODEL, perturbed_policy as _perturbed, random_clouds as _points
 from pam_jax import diffusion
 from pam_jax.config import DiffusionConfig
 from pam_jax.models.reward import init_reward_model

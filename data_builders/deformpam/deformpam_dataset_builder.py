@@ -36,8 +36,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pam_jax.data import layout, scan
 from pam_jax import tasks as tasks_lib
+from pam_jax.data import layout, scan
 
 _DESCRIPTION = __doc__.split("\n\n")[0]
 _HOMEPAGE = "https://arxiv.org/abs/2410.11584"

@@ -57,7 +57,7 @@ def compiled_flops(compiled) -> float | None:
 
 def machine() -> dict:
     """Where a benchmark ran, with the $PAM_JAX_* switches of the accelerator paths in effect
-    (geometry and denoiser forms: BUILD_NOTES, issue 12) and the $XLA_FLAGS it ran under."""
+    (geometry and denoiser forms: BUILD_NOTES, "Accelerator layouts") and the $XLA_FLAGS it ran under."""
     return {"platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "devices": jax.device_count(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "jax": jax.__version__,
@@ -342,11 +342,10 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
     `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). Each of
     `probes` is called on every row as probe(decide, median_s=, setting=) (`setting`: the row with
     its "points" cloud) and returns fields added to the row."""
+    from pam_jax import diffusion
     from pam_jax.config import DiffusionConfig, ModelConfig
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
-
-    from pam_jax import diffusion
 
     model_cfg = dataclasses.replace(ModelConfig(), **(model_overrides or {}))
     diff = DiffusionConfig()

@@ -5,8 +5,8 @@ import argparse
 
 
 def cmd_collect(args) -> int:
-    from pam_jax.workflows.collect import EARLY, collect
     from pam_jax.eval.checks import check_runs
+    from pam_jax.workflows.collect import EARLY, collect
 
     check_runs(args.task, {"sl": args.sl})   # a supervised run of this task, before any rollout
     horizon = EARLY if args.early else {"warmup_steps": args.warmup_steps, "stride": args.stride or None,

@@ -148,7 +148,8 @@ def add_bench_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench_serve(args) -> int:
-    from pam_jax.bench import compute as bench, serve_bench
+    from pam_jax.bench import compute as bench
+    from pam_jax.bench import serve_bench
 
     if args.sl:
         args.candidates = args.reward_samples = None

@@ -32,7 +32,7 @@ def add_parser(sub, sim_tasks) -> None:
                                     "override the --scale preset.")
     st.add_argument("--task", required=True, choices=sim_tasks)
     st.add_argument("--scale", choices=["small", "full"], default="small",
-                    help="small: a smoke test in minutes; full: issue 11's goal (3 seeds, 30 report states)")
+                    help="small: a smoke test in minutes; full: the studies' size (3 seeds, 30 report states)")
     st.add_argument("--run-dir", default=None, help="default runs/study_TASK")
     st.add_argument("--fresh", action="store_true", help="delete the run folder first")
     st.add_argument("--train-seeds", type=int, help="SL (and DPO) training seeds")

@@ -14,7 +14,6 @@ from pam_jax.data.sources import BUILD_REPORT, read_build_report
 from pam_jax.data_builders.deformpam import Builder
 
 
-
 def build(src, *, task: str, kind: str, data_dir=None, strict: bool = False,
           split_seed: int = 0, overwrite: bool = False, progress: bool = True,
           namespace: str | None = None, compute_stats: bool = True) -> dict:

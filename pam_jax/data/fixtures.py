@@ -19,8 +19,8 @@ import pathlib
 import numpy as np
 import yaml
 
-from pam_jax.data import layout
 from pam_jax import tasks as tasks_lib
+from pam_jax.data import layout
 
 MALFORMED_KINDS = ("missing_npz", "unreadable_npz", "missing_key", "bad_shape", "no_annotation",
                    "bad_indices")

@@ -16,7 +16,6 @@ from pam_jax import tasks as tasks_lib
 from pam_jax.preference import NOT_COMPARABLE
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     """How one record becomes one fixed-shape training sample."""

@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from pam_jax.data import layout
 from pam_jax import tasks as tasks_lib
+from pam_jax.data import layout
 
 log = logging.getLogger("pam_jax.data")
 

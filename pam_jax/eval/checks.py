@@ -14,7 +14,7 @@ import numpy as np
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.data import sources
-from pam_jax.train.checkpoint import CheckpointError, Checkpointer
+from pam_jax.train.checkpoint import Checkpointer, CheckpointError
 
 # the train.stage each run must have
 ROLE_STAGE = {"sl": "supervised", "dpo": "dpo", "reward": "reward", "reward_sl": "reward"}

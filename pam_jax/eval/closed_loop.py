@@ -25,11 +25,11 @@ import numpy as np
 from pam_jax import pointcloud as pc
 from pam_jax import tasks as tasks_lib
 from pam_jax import select as select_lib
+from pam_jax.eval.checks import check_count, check_eval_runs
+from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
 from pam_jax.select import SelectConfig, checked_selector, make_selector, select_with_host_scorer
 from pam_jax.sim import make_task
 from pam_jax.sim.oracle import candidate_gains
-from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
-from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.train.restore import load_policy
 
 METHODS = ("sl", "sl_random", "sl_explicit", "sl_explicit_sl", "dpo", "deformpam", "oracle")

@@ -14,9 +14,9 @@ import numpy as np
 from flax import nnx
 
 from pam_jax import diffusion, preference
-from pam_jax.models.policy import normalize
 from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
+from pam_jax.models.policy import normalize
 from pam_jax.select import SelectConfig, check_clouds, implicit_scores
 from pam_jax.train.restore import load_policy
 

@@ -30,9 +30,9 @@ import jax
 import numpy as np
 
 from pam_jax import preference
-from pam_jax.eval import stats
 from pam_jax.data import layout
 from pam_jax.data.sources import open_source, read_build_report
+from pam_jax.eval import stats
 from pam_jax.eval.pairs import held_out_batches
 
 BASELINES = ("first", "random")

@@ -33,8 +33,21 @@ from flax import nnx
 
 from pam_jax.models import fused
 from pam_jax.models.layers import (
-    MLP, AdaLN, Heads, TimestepEmbedding, context_attention, few_inputs, pad_blocks, pad_heads_in, pad_heads_out,
-    pad_multiples, rotary_columns, rotate, round_up, small_attention, to_context_layout,
+    MLP,
+    AdaLN,
+    Heads,
+    TimestepEmbedding,
+    context_attention,
+    few_inputs,
+    pad_blocks,
+    pad_heads_in,
+    pad_heads_out,
+    pad_multiples,
+    rotary_columns,
+    rotate,
+    round_up,
+    small_attention,
+    to_context_layout,
 )
 
 

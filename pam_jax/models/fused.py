@@ -1,8 +1,8 @@
 """The denoiser's forward pass for sampling on a GPU with one Pallas (Triton) kernel per sub-layer.
 
 Why: in the DDIM loop each step is a few small matmuls (16 action tokens at K = 8), and XLA runs
-about 44 kernels per step for them on an H200 (57 when this was written; BUILD_NOTES, issue 12),
-each doing almost nothing.
+about 44 kernels per step for them compiled for an H200 (57 traced on one for an older layout;
+BUILD_NOTES), each doing almost nothing.
 Here each sub-layer is one kernel that does all of its work per (cloud, block of rows, head):
 
   cross  AdaLN (LayerNorm + shift/scale) -> this head's query with 3D rotary -> attention to the
@@ -51,7 +51,15 @@ import numpy as np
 
 from pam_jax.models import geometry
 from pam_jax.models.layers import (
-    few_inputs, layer_norm, pad_blocks, pad_heads_in, pad_heads_out, rotary_pairs, rotary_rotation, rotary_table, round_up,
+    few_inputs,
+    layer_norm,
+    pad_blocks,
+    pad_heads_in,
+    pad_heads_out,
+    rotary_pairs,
+    rotary_rotation,
+    rotary_table,
+    round_up,
 )
 
 FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)

@@ -10,7 +10,6 @@ import os
 import jax
 import jax.numpy as jnp
 
-
 FPS_METHODS = ("rows", "argmax", "pallas")
 FPS_ENV = "PAM_JAX_FPS"          # overrides the device's default method (all give the same indices)
 

@@ -47,7 +47,7 @@ def layer_norm(x: jax.Array, width: int | None = None, eps: float = LN_EPS) -> j
     Two passes (the mean, then the mean square of the centred row), not E[x^2] - E[x]^2 as
     nnx.LayerNorm computes it by default: a GPU runs the two-pass form, its modulation and the
     producer of x as one kernel (XLA's Triton normalization fusion), where the one-pass form is
-    a reduction kernel of its own (BUILD_NOTES, issue 12)."""
+    a reduction kernel of its own (BUILD_NOTES)."""
     d = x.shape[-1]
     width = d if width is None else width
     xf = x.astype(jnp.float32)

@@ -53,7 +53,7 @@ class ExportedPolicy:
 
 def load_exported(path) -> ExportedPolicy:
     """Read an artefact written by `pam-jax export`."""
-    import jax   # only here: importing pam_jax.serving stays free of jax
+    import jax  # only here: importing pam_jax.serving stays free of jax
 
     try:
         with zipfile.ZipFile(path) as z:

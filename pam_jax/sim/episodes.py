@@ -49,8 +49,8 @@ from typing import Callable
 
 import numpy as np
 
-from pam_jax.data import layout
 from pam_jax import tasks as tasks_lib
+from pam_jax.data import layout
 from pam_jax.sim import make_task
 from pam_jax.sim.experts import expert_actions
 from pam_jax.sim.oracle import annotate, candidate_gains

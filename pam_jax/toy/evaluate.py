@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from pam_jax.toy.data import make_batch
 from pam_jax.models.policy import sample_actions
+from pam_jax.toy.data import make_batch
 from pam_jax.train.restore import load_policy
 
 

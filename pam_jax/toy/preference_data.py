@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from pam_jax.config import Config, DiffusionConfig
-from pam_jax.toy import data as toy
 from pam_jax.models.policy import Policy, sample_actions
 from pam_jax.preference import EQUAL, FIRST_BETTER, NOT_COMPARABLE, SECOND_BETTER
+from pam_jax.toy import data as toy
 
 GOOD, OK, BAD = 0, 1, 2
 

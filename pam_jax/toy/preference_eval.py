@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from pam_jax.select import SelectConfig, make_selector
 from pam_jax.toy import data as toy
 from pam_jax.toy.preference_data import BAD, GOOD, oracle_classes
-from pam_jax.select import SelectConfig, make_selector
 from pam_jax.train.restore import load_policy
 
 

@@ -24,8 +24,8 @@ from pam_jax.batches import PreferenceBatch
 from pam_jax.config import PreferenceConfig
 from pam_jax.models.policy import cast_params, noise_errors, normalize
 from pam_jax.normalize import NormStats
-from pam_jax.train.steps import jit_step, run_constants, step_key
 from pam_jax.train.state import TrainState
+from pam_jax.train.steps import jit_step, run_constants, step_key
 
 PAIR_NOISE = ("per_pair", "per_candidate")
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import pathlib
 
-
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
-from pam_jax.workflows.collect import collect
 from pam_jax.data.build import build as build_dataset
 from pam_jax.eval import closed_loop as evaluate
 from pam_jax.eval import pairs as reward_eval
 from pam_jax.eval import report
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
+from pam_jax.workflows.collect import collect
 
 STAGE_DIRS = {"supervised": "sl", "dpo": "dpo", "reward": "reward", "reward_sl": "reward_sl"}
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> its method
@@ -109,8 +108,8 @@ def run(task: str = "rope", *, root="runs/demo_rope", episodes: int = 20, states
     print(f"This demo is sized to finish in minutes: its table shows the pipeline, not the method's effect. "
           f"The comparison with 3 training seeds, every baseline and 30 report start states (resumable, "
           f"hours on 2 CPU cores): pam-jax study --task {task} --scale full")
-    print("The studies that resolve DeformPAM's gain over SL (95% interval above 0; figures in BUILD_NOTES.md, "
-          "'The issue-11 study'): " + "; ".join(f"{cmd} (tables: {folder}/study.md)" for folder, cmd in RESOLVED.items()))
+    print("The studies that resolve DeformPAM's gain over SL (95% interval above 0; figures in BUILD_NOTES.md and "
+          "docs/results/README.md): " + "; ".join(f"{cmd} (tables: {folder}/study.md)" for folder, cmd in RESOLVED.items()))
     return result
 
 

@@ -26,7 +26,7 @@ settings changed is an error: start a new ``--run-dir`` or pass ``--fresh``):
    JSON, Markdown and plots), rebuilt from the cached results on every call.
 
 Training resumes from its checkpoints. Sizes: :data:`SCALES` (``small``: a smoke test that
-finishes in minutes; ``full``: the sizes of issue 11's goal), each overridable.
+finishes in minutes; ``full``: 3 training seeds, 30 report start states), each overridable.
 
 Across machines: with ``results=DIR`` (``--results``) every small file (stage records, cached
 episodes, the tables) is also copied to DIR, meant to be committed, and copied back into a run
@@ -49,7 +49,6 @@ import numpy as np
 
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
-from pam_jax.workflows.collect import collect
 from pam_jax.data.build import build as build_dataset
 from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop, report
@@ -60,8 +59,9 @@ from pam_jax.select import REWARD_NOISE
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.train.loop import train
+from pam_jax.workflows.collect import collect
 
-try:                                     # the top-1 regret (issue 11, item 2), when present
+try:                                     # the top-1 regret, when present
     from pam_jax.eval import regret as regret_eval
 except ImportError:                      # pragma: no cover
     regret_eval = None
@@ -415,7 +415,7 @@ class Study:
 
     def estimators(self, pref_data) -> dict:
         """Top-1 regret and pair accuracy of the implicit reward on the held-out preference
-        states for every Monte-Carlo estimator and M (issue 11, item 1): {"<noise> M=<M>":
+        states for every Monte-Carlo estimator and M: {"<noise> M=<M>":
         {"seeds": [per-seed regret summaries], "regret", "norm_gain", "top1", "pair_accuracy"
         (means over the seeds)}}."""
         root, per = self.root, {}

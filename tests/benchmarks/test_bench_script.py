@@ -6,9 +6,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _tiny import TINY_MODEL  # noqa: E402
-
 import bench as bench_script  # noqa: E402  (benchmarks/bench.py)
+from helpers.tiny import TINY_MODEL  # noqa: E402
+
 from pam_jax.bench import compute as bench  # noqa: E402
 
 TINY = dataclasses.asdict(TINY_MODEL)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run from the repository root after `pam-jax study --task rope --scale full` (it needs runs/study_rope). Results: results.json.
-# DPO variants from rope SL seed 0, offline metrics only (issue 11: tune before closed loop).
+# DPO variants from rope SL seed 0, offline metrics only (tuned offline before any closed loop).
 cd /work/main
 R=runs/study_rope
 DS=$R/tfds/deformpam/rope_finetune/1.0.0
@@ -20,5 +20,5 @@ run lowt preference.train_timestep_frac=0.1
 run lr1e4_lowt optim.lr=1e-4 preference.train_timestep_frac=0.1
 run lr1e4_lowt_ddpo optim.lr=1e-4 preference.train_timestep_frac=0.1 preference.loss=diffusion_dpo
 run noann preference.annotator_pairs=false
-# 5x the epochs of the best variant (runs/rope_var/run3.sh in the session that made results.json)
+# 5x the epochs of the best variant (`long_lr1e4_lowt_ddpo` in results.json)
 run long_lr1e4_lowt_ddpo train.epochs=1000 optim.lr=1e-4 preference.train_timestep_frac=0.1 preference.loss=diffusion_dpo

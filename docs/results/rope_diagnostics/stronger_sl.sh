@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11 item 8: where does rope SL lose to the expert? data (40 -> 160 expert episodes), tokens (32 -> 64).
+# Where does rope SL lose to the expert? data (40 -> 160 expert episodes), tokens (32 -> 64).
 cd /work/main
 B=runs/rope_sl
 if [ ! -d $B/tfds160 ]; then
