@@ -20,11 +20,12 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pam_jax import pointcloud as pc
-from pam_jax import tasks as tasks_lib
 from pam_jax import select as select_lib
+from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
 from pam_jax.select import SelectConfig, checked_selector, make_selector, select_with_host_scorer
@@ -83,7 +84,14 @@ class Agent:
         # the parameter-only work once per agent; each step runs the decision only, its clouds
         # checked (shape, finite, range) before the graph: select(points, key) -> Selection
         self.score = scorer.params if scorer else None
-        self.select = functools.partial(checked_selector(selector.decide, sl.norm), selector.prepare(self.ref, self.score))
+        prepared = selector.prepare(self.ref, self.score)
+        self.select = functools.partial(checked_selector(selector.decide, sl.norm), prepared)
+        # several start states at once: row b of (B, Np, 3) is decided with key b exactly as one
+        # cloud with that key would be (the decision vmapped over rows and keys), so a batch of
+        # episodes steps together through one call and each follows its sequential course
+        rows = jax.jit(jax.vmap(lambda prep, p, k: jax.tree.map(lambda a: a[0], selector.decide(prep, p[None], k)),
+                                in_axes=(None, 0, 0)))
+        self.select_rows = functools.partial(checked_selector(rows, sl.norm), prepared)
 
     def prepare(self, cloud, rng: np.random.Generator):
         """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
@@ -115,6 +123,34 @@ class Agent:
         idx = int(np.asarray(sel.index)[0])
         return frame.invert(np.asarray(sel.action)[0]), cands, idx
 
+    def act_many(self, tasks, rngs, keys, width: int | None = None) -> list:
+        """:meth:`act` for several episodes in one selector call: tasks[i] observed with rngs[i]
+        and decided with keys[i] -> [(action, candidates, index)], each what :meth:`act` returns
+        for that task, rng and key. `width`: the batch is padded to this many rows (repeats of the
+        first cloud, their results dropped), so that a shrinking set of running episodes reuses
+        one compiled program."""
+        if not tasks:
+            return []
+        prepared = [self.prepare(t.observe(r), r) for t, r in zip(tasks, rngs)]
+        n = len(prepared)
+        width = max(width or n, n)
+        pts = np.stack([p for p, _ in prepared] + [prepared[0][0]] * (width - n))
+        keys = list(keys) + [keys[0]] * (width - n)
+        sel = self.select_rows(pts, jnp.stack(keys))
+        cands = np.asarray(sel.candidates)[:n]
+        executed = np.asarray(sel.executed)[:n] if sel.executed is not None else cands
+        if self.method == "oracle":     # the simulator's best of the executed candidates, per task
+            idx, actions = [], []
+            for i, (t, (_, frame)) in enumerate(zip(tasks, prepared)):
+                gains, _ = candidate_gains(t, t.save_state(), frame.invert(executed[i]))
+                j = int(np.argmax(np.asarray(np.nan_to_num(gains, nan=-np.inf), np.float32)))
+                idx.append(j)
+                actions.append(executed[i, j])
+        else:
+            idx = [int(j) for j in np.asarray(sel.index)[:n]]
+            actions = list(np.asarray(sel.action)[:n])
+        return [(frame.invert(a), frame.invert(c), j) for (_, frame), a, c, j in zip(prepared, actions, cands, idx)]
+
 
 def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
     task.reset(seed)
@@ -136,6 +172,45 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
 
 
+def run_episodes(tasks, agent: Agent, seeds, *, max_steps: int | None = None) -> list[dict]:
+    """:func:`run_episode` for every start seed at once: tasks[i] (one simulator per start state)
+    plays seeds[i], and every step of the episodes still running is one selector call
+    (:meth:`Agent.act_many`). Each episode equals its sequential :func:`run_episode`: its own
+    observation rng, key per step and step limit."""
+    seeds = list(seeds)
+    if len(tasks) < len(seeds):
+        raise ValueError(f"run_episodes: {len(seeds)} start seeds need as many tasks, got {len(tasks)}")
+    tasks = list(tasks)[:len(seeds)]
+    eps = []
+    for task, seed in zip(tasks, seeds):
+        task.reset(seed)
+        eps.append({"rng": np.random.default_rng([seed, 99]), "limit": min(task.step_limit, max_steps or task.step_limit),
+                    "scores": [float(task.score())], "frames": [], "success_step": 0 if task.success() else None,
+                    "done": False})
+    step = 0
+    while True:
+        for task, e in zip(tasks, eps):
+            e["done"] = e["done"] or step >= e["limit"] or task.success()
+        live = [i for i, e in enumerate(eps) if not e["done"]]
+        if not live:
+            break
+        acts = agent.act_many([tasks[i] for i in live], [eps[i]["rng"] for i in live],
+                              [jax.random.key(seeds[i] * 1000 + step) for i in live], width=len(seeds))
+        for i, (action, cands, idx) in zip(live, acts):
+            task, e = tasks[i], eps[i]
+            if step < 3:
+                e["frames"].append({"cloud": task.observe(np.random.default_rng(0))[::4], "candidates": cands,
+                                    "chosen": idx})
+            info = task.step(action)
+            e["scores"].append(float(info.score_after))
+            if info.success and e["success_step"] is None:
+                e["success_step"] = step + 1
+        step += 1
+    return [{"seed": seed, "scores": e["scores"], "final": e["scores"][-1], "success": e["success_step"] is not None,
+             "steps_to_success": e["success_step"], "metrics": task.metric(), "frames": e["frames"]}
+            for task, seed, e in zip(tasks, seeds, eps)]
+
+
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
              num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
              progress: bool = True, reward_noise: str | None = None, snap_pick: bool = True) -> dict:
@@ -148,12 +223,11 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
         if v is not None:
             check_count(name, v)
     check_eval_runs(task_name, runs, methods, METHODS, _NEEDS)   # before any episode
-    task = make_task(task_name)
+    sims = [make_task(task_name) for _ in seeds]       # one simulator per start state: stepped together
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
-    for method in methods:
+    for method in tqdm(methods, desc=f"{task_name}: {len(seeds)} episodes per method", disable=not progress):
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
                       reward_samples=reward_samples, reward_noise=reward_noise, snap_pick=snap_pick)
-        eps = [run_episode(task, agent, s, max_steps=max_steps)
-               for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
+        eps = run_episodes(sims, agent, seeds, max_steps=max_steps)
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}
     return out
