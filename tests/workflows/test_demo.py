@@ -21,7 +21,7 @@ def test_rope_demo_runs_the_study_end_to_end(tmp_path, capsys):
                            tune_episodes=1, report_episodes=2, sl_steps=2, pref_steps=2, max_steps=2,
                            overrides=tuple(TINY), progress=False, log=lines.append,
                            methods=("sl", "sl_explicit", "deformpam"))
-    assert summary["settings"]["train_seeds"] == 1 and summary["settings"]["estimator_samples"] == []
+    assert summary["settings"]["train_seeds"] == 1 and tuple(summary["settings"]["estimator_samples"]) == ()
     rep = summary["closed_loop"]["report"]
     assert set(rep["methods"]) == {"sl", "sl_explicit", "deformpam"}
     assert rep["start_seeds"] == [2000, 2001] and summary["closed_loop"]["tune"]["start_seeds"] == [1000]
