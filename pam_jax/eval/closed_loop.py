@@ -86,11 +86,15 @@ class Agent:
         self.score = scorer.params if scorer else None
         prepared = selector.prepare(self.ref, self.score)
         self.select = functools.partial(checked_selector(selector.decide, sl.norm), prepared)
-        # several start states at once: row b of (B, Np, 3) is decided with key b exactly as one
-        # cloud with that key would be (the decision vmapped over rows and keys), so a batch of
-        # episodes steps together through one call and each follows its sequential course
-        rows = jax.jit(jax.vmap(lambda prep, p, k: jax.tree.map(lambda a: a[0], selector.decide(prep, p[None], k)),
-                                in_axes=(None, 0, 0)))
+        # several start states at once, one call: row b of (B, Np, 3) is decided with key b by
+        # the one-cloud decision, mapped over the rows inside the compiled program (lax.map),
+        # so each episode of a batch follows its sequential course bit for bit (a vmapped,
+        # batched decision differs in the last bits on CPU, which can change a chosen candidate)
+        def rows(prep, points, keys):
+            def one(row):
+                return jax.tree.map(lambda a: a[0], selector.decide(prep, row[0][None], row[1]))
+            return jax.lax.map(one, (points, keys))
+        rows = jax.jit(rows)
         self.select_rows = functools.partial(checked_selector(rows, sl.norm), prepared)
 
     def prepare(self, cloud, rng: np.random.Generator):
