@@ -1,20 +1,34 @@
-# `make demo` and `make test` work on a fresh machine: each creates .venv and installs the project.
+# `make demo` and `make test` work on a fresh machine: each creates .venv and installs the project
+# (editable) and its test extra from uv.lock, the exact versions every machine gets. uv is the one
+# on PATH, or else uv from PyPI installed into .tools/uv by pip. After changing pyproject.toml's
+# dependencies, `make lock` re-locks (and commit uv.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/uv/bin/uv)
+# only ever the Python on this machine (PYTHON), never a downloaded one
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test bench studies install clean
+.PHONY: demo test bench studies install lock check-lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+.tools/uv/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target .tools/uv "uv==$(UV_VERSION)"
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml uv.lock packages/pam-jax-client/pyproject.toml | $(UV)
+	$(UV) sync --quiet --frozen --extra test --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# re-resolve uv.lock after a change to pyproject.toml (keeps the locked versions that still fit)
+lock: | $(UV)
+	$(UV) lock
+
+# fails when uv.lock and pyproject.toml disagree (CI runs it)
+check-lock: | $(UV)
+	$(UV) lock --check
 
 demo: $(STAMP)
 	$(BIN)/pam-jax demo
@@ -41,4 +55,4 @@ studies: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .tools runs .pytest_cache

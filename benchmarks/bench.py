@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import statistics
 import sys
 
@@ -27,7 +28,7 @@ def torch_reference(name: str):
     try:
         import torch_reference as module
     except ImportError:
-        raise ImportError("--torch-reference needs torch (pip install torch)") from None
+        raise ImportError("--torch-reference needs torch (pip install -e '.[torch]')") from None
     return getattr(module, name)
 
 
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forms", default="plain,stacked,fused,chain,chain-stacked",
                    help="kernels: comma-separated denoiser forms (plain, stacked, fused, chain, chain-stacked)")
     p.add_argument("--hlo-dir", help="kernels: also write each compiled module's HLO text here")
+    p.add_argument("--set", nargs="+", action="extend", metavar="runtime.KEY=VALUE",
+                   help="the kernel forms, e.g. --set runtime.knn=top_k; runtime.fused and runtime.stack_models "
+                        "use benchmarks/experimental/fused.py")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -115,23 +119,29 @@ def run(args) -> int:
     # must neither be written to the cache nor read from it (jax decides whether a process uses
     # the cache at its first compile; switching it off later does not hold)
     compile_cache.enable("off" if args.what == "kernels" else args.compile_cache)
+    from pam_jax.cli.bench import bench_runtime
+
+    runtime = bench_runtime(args.set)
+    if runtime.experimental:   # registers the experimental selector with pam_jax.select
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+        import benchmarks.experimental.fused  # noqa: F401
     if args.what == "kernels":
         import hlo_kernels
 
         r = hlo_kernels.bench_kernels(forms=tuple(args.forms.split(",")), rows=args.rows or "paper",
                                       spec=args.target, num_points=args.points, compute_dtype=args.dtype,
-                                      unroll=args.unroll, hlo_dir=args.hlo_dir)
+                                      unroll=args.unroll, hlo_dir=args.hlo_dir, runtime=runtime)
         bench.print_result(r, args.json, hlo_kernels.format_kernels)
         return 0
     if args.what == "train":
         probes = ([trace_probe] if args.trace else []) + ([torch_train_probe()] if args.torch_reference else [])
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
-                              steps=args.repeats, compute_dtype=args.dtype, probes=probes)
+                              steps=args.repeats, compute_dtype=args.dtype, probes=probes, runtime=runtime)
         bench.print_result(r, args.json, bench.format_train)
         return 0
     probes = ([trace_probe] if args.trace else []) + ([torch_sampler_probe()] if args.torch_reference else [])
     r = bench.bench_sampler(num_points=args.points, rows=args.rows or "all", compute_dtype=args.dtype,
-                            unroll=args.unroll, probes=probes)
+                            unroll=args.unroll, probes=probes, runtime=runtime)
     bench.print_result(r, args.json, bench.format_sampler)
     return 0
 

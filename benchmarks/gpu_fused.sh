@@ -10,8 +10,9 @@
 # The traced kernels per call can be set against the counts of `python benchmarks/bench.py kernels`, made on a
 # CPU for an H200 target (BUILD_NOTES: plain 622 / 4575, chain-stacked 156 / 875 at 10/10 / 100/100).
 # `bash benchmarks/gpu_tune.sh` (about 5 minutes) times the other forms and block sizes.
-# Results in $OUT (default bench_out/). Make the fastest forms the default on accelerators
-# (fused.mode, select.stack_models) if parity holds, and record the figures in BUILD_NOTES.md.
+# Results in $OUT (default bench_out/). If parity holds and a form wins, move it from
+# benchmarks/experimental/fused.py into the package as a runtime default on accelerators; delete
+# the forms that lose; record the figures in BUILD_NOTES.md.
 . benchmarks/gpu_common.sh
 step parity 110 env PROBE_TAG=parity $P parity
 step fused 210 env PROBE_TAG=fused $P sampler hlo

@@ -12,8 +12,8 @@ eager PyTorch reference at the same settings).
 The sampler variants depend on PROBE_TAG: "before" runs the code as found (put an older copy of
 pam_jax first on PYTHONPATH); "after" the current code and the current code without one change
 at a time (each change has an environment switch read at trace time); "fused" the current
-defaults, the two networks stacked ($PAM_JAX_STACK_MODELS=on), the fused Pallas denoiser
-($PAM_JAX_FUSED=on) and its chain form with stacked networks, then the PyTorch reference; "tune"
+defaults, the two networks stacked (runtime.stack_models), the fused Pallas denoiser
+(runtime.fused="on") and its chain form with stacked networks, then the PyTorch reference; "tune"
 the other fused forms and block sizes; "cublas" the plain and stacked forms again, for a process
 started with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (cuBLAS matmuls, the GELU in their
 epilogue: 42 launches per DDIM step instead of 44 for an H200). With the current code a row
@@ -41,13 +41,26 @@ try:
 except ImportError:   # an older pam_jax (the "before" run), from before pam_jax.bench
     from pam_jax.apps import bench
 
+# the stacked and fused forms: benchmarks/experimental/fused.py of this checkout (not installed);
+# an older package (PROBE_TAG=before) has neither them nor the runtime section
+ROOT = next((p for p in (os.getcwd(), *map(str, __import__("pathlib").Path(__file__).resolve().parents))
+             if os.path.isdir(os.path.join(p, "benchmarks", "experimental"))), None)
+if ROOT:
+    sys.path.insert(0, ROOT)
+try:
+    import benchmarks.experimental.fused  # noqa: F401  (registers the experimental selector)
+except ImportError:
+    pass
+
 OUT = os.environ.get("OUT", "bench_out")
 TAG = os.environ.get("PROBE_TAG", "plain")
 PROFILE = os.environ.get("PROBE_PROFILE", "1") == "1"
 SMALL = os.environ.get("PROBE_SMALL") == "1"   # a CPU smoke test of this script: tiny sizes
 NP, NS = (300, 32) if SMALL else (3000, 256)
 SETTINGS = ((4, 4), (2, 2)) if SMALL else ((100, 100), (10, 10))
-RESULT: dict = {"tag": TAG, "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": bench.machine()}
+# the kernel forms every variant starts from (runtime fields, e.g. PROBE_RUNTIME="knn=top_k")
+BASE_FORMS = dict(kv.split("=", 1) for kv in os.environ.get("PROBE_RUNTIME", "").split(",") if kv)
+RESULT: dict = {"tag": TAG, "xla_flags": os.environ.get("XLA_FLAGS", ""), "machine": bench.machine(), "base_forms": BASE_FORMS}
 
 
 def save():
@@ -116,41 +129,52 @@ def section_geometry():
 
 
 def sampler_variants():
-    """(name, environment, SelectConfig overrides); the first (and any named "fused") is profiled."""
+    """(name, runtime fields, SelectConfig overrides); the first (and any named "fused") is profiled."""
     if TAG == "before":
         return [("before", {}, {})]
-    on, chain, stack = {"PAM_JAX_FUSED": "on"}, {"PAM_JAX_FUSED": "chain"}, {"PAM_JAX_STACK_MODELS": "on"}
+    on, chain, stack = {"fused": "on"}, {"fused": "chain"}, {"stack_models": True}
     if TAG == "fused":
         return [("plain", {}, {}), ("stacked", stack, {}), ("fused", on, {}),
                 ("fused chain, stacked", {**chain, **stack}, {})]
     if TAG == "tune":
         return [("fused chain", chain, {}), ("fused chain, stacked, bf16", {**chain, **stack}, {"compute_dtype": "bfloat16"}),
-                ("fused rows 16", {**on, "PAM_JAX_FUSED_ROWS": "16"}, {}),
-                ("fused warps 8", {**on, "PAM_JAX_FUSED_WARPS": "8"}, {}),
+                ("fused rows 16", {**on, "fused_rows": 16}, {}),
+                ("fused warps 8", {**on, "fused_warps": 8}, {}),
                 ("fused chain, stacked, unrolled", {**chain, **stack}, {"unroll": "full"}),   # 10/10 only
                 ("plain, unrolled", {}, {"unroll": "full"})]   # 10/10 only: no loop, so XLA's command buffers may hold it all
     if TAG == "cublas":   # run with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (gpu_tune.sh does)
         return [("plain, cuBLAS", {}, {}), ("stacked, cuBLAS", stack, {}),
                 ("plain, cuBLAS, unrolled", {}, {"unroll": "full"})]
     return [("after", {}, {}),
-            ("after without Pallas FPS", {"PAM_JAX_FPS": "argmax"}, {}),
-            ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"}, {}),
-            ("after without padding", {"PAM_JAX_PAD": "off"}, {}),
-            ("after without small attention", {"PAM_JAX_SMALL_ATTENTION": "0"}, {}),
+            ("after without Pallas FPS", {"fps": "argmax"}, {}),
+            ("after without Pallas kNN", {"knn": "top_k"}, {}),
+            ("after without padding", {"pad": "off"}, {}),
+            ("after without small attention", {"small_attention": 0}, {}),
             ("after, bf16", {}, {"compute_dtype": "bfloat16"})]
 
 
-SWITCHES = ("PAM_JAX_FPS", "PAM_JAX_KNN", "PAM_JAX_PAD", "PAM_JAX_SMALL_ATTENTION", "PAM_JAX_FUSED",
-            "PAM_JAX_FUSED_ROWS", "PAM_JAX_FUSED_WARPS", "PAM_JAX_STACK_MODELS")
 PROFILED = ("stacked", "fused", "fused chain", "fused chain, stacked", "plain, unrolled", "stacked, cuBLAS",
             "plain, cuBLAS, unrolled")
 TORCH_TAGS = ("fused",)   # the sampler section also times the eager PyTorch reference (when torch imports)
 
 
-def set_env(env):
-    for k in SWITCHES:
-        os.environ.pop(k, None)
-    os.environ.update(env)
+FORMS: dict = {}
+
+
+def set_forms(fields):
+    """The runtime fields of the variants that follow (over BASE_FORMS)."""
+    FORMS.clear()
+    FORMS.update({**BASE_FORMS, **fields})
+
+
+def forms() -> dict:
+    """The keyword that gives a SelectConfig or Config the current forms ({} with none: an older
+    package has no runtime section)."""
+    if not FORMS:
+        return {}
+    from pam_jax import config
+
+    return {"runtime": config.override(config.Config(), [f"runtime.{k}={v}" for k, v in FORMS.items()]).runtime}
 
 
 def section_sampler():
@@ -163,7 +187,7 @@ def section_sampler():
     out = []
     for i, (name, env, kw) in enumerate(sampler_variants()):
         for steps, m in SETTINGS:
-            set_env(env)
+            set_forms(env)
             k = dict(kw)
             if k.get("unroll") == "full":
                 if steps > 20:
@@ -172,7 +196,7 @@ def section_sampler():
             row = {"variant": name, "steps": steps, "M": m}
             try:
                 scfg = SelectConfig(mode="implicit", num_candidates=8, num_inference_steps=steps, eta=1.0,
-                                    reward_samples=m, **k)
+                                    reward_samples=m, **k, **forms())
                 sel = make_selector(graphdef, diff, NormStats.identity(), scfg)
                 pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32)
                 args = jax.device_put((ref, pol, pts, jax.random.key(0)))
@@ -200,7 +224,7 @@ def section_sampler():
                   {k: p.get(k) for k in ("kernels_per_call", "busy_us_per_call", "span_us_per_call")}, flush=True)
             RESULT["sampler"] = out
             save()
-    set_env({})
+    set_forms({})
     if TAG in TORCH_TAGS:
         section_torch()
 
@@ -240,13 +264,13 @@ def section_train():
     out = []
     bsz = 4 if SMALL else 32
     variants = ([("before", {})] if TAG == "before" else
-                [("after", {}), ("after without Pallas kNN", {"PAM_JAX_KNN": "top_k"})])
+                [("after", {}), ("after without Pallas kNN", {"knn": "top_k"})])
     for i, (name, env) in enumerate(variants):
-        set_env(env)
+        set_forms(env)
         row = {"variant": name}
         try:
             cfg = Config(name="probe", model=ModelConfig(), data=DataConfig(num_points=NP, batch_size=bsz),
-                         train=TrainConfig(noise_replicas=8, steps=1000, num_devices=1))
+                         train=TrainConfig(noise_replicas=8, steps=1000, num_devices=1), **forms())
             mesh = sharding.make_mesh(1)
             data = ToyBimodalData(batch_size=bsz, num_points=NP)
             graphdef, tx, state = init_train_state(cfg, mesh)
@@ -273,7 +297,7 @@ def section_train():
               {k: p.get(k) for k in ("kernels_per_call", "busy_us_per_call", "span_us_per_call")}, flush=True)
         RESULT["train"] = out
         save()
-    set_env({})
+    set_forms({})
 
 
 def section_hlo():
@@ -282,17 +306,17 @@ def section_hlo():
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
 
-    set_env({"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"} if TAG == "fused" else {})
+    set_forms({"fused": "chain", "stack_models": True} if TAG == "fused" else {})
     graphdef, ref, pol = bench._reference_models(ModelConfig())
     steps, m = SETTINGS[1]
     sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
-                        SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+                        SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m, **forms()))
     pts, key = np.zeros((1, NP, 3), np.float32), jax.random.key(0)
     lowered = (sel.decide.lower(sel.prepare(ref, pol), pts, key) if hasattr(sel, "prepare")
                else sel.lower(ref, pol, pts, key))
     with open(os.path.join(OUT, f"hlo_{TAG}.txt"), "w") as f:
         f.write(lowered.compile().as_text())
-    set_env({})
+    set_forms({})
 
 
 def section_parity():
@@ -314,12 +338,13 @@ def section_parity():
     rows = []
     for steps, m in SETTINGS:
         out = {}
-        forms = (("plain", {}), ("fused", {"PAM_JAX_FUSED": "on"}),
-                 ("chain stacked", {"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"}))
-        for name, env in forms:
-            set_env(env)
+        variants = (("plain", {}), ("fused", {"fused": "on"}),
+                    ("chain stacked", {"fused": "chain", "stack_models": True}))
+        for name, fields in variants:
+            set_forms(fields)
             sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
-                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m,
+                                             **forms()))
             out[name] = [sel(ref, pol, np.random.default_rng(c).uniform(-0.5, 0.5, (1, NP, 3)).astype(np.float32),
                              jax.random.key(c)) for c in range(2)]
         row = {"steps": steps, "M": m, "max_score": max(float(jnp.abs(a.scores).max()) for a in out["plain"])}
@@ -332,11 +357,11 @@ def section_parity():
         print("parity", row, flush=True)
         RESULT["parity"] = rows
         save()
-    set_env({})
+    set_forms({})
 
 
 def section_stack():
-    """Both networks apart or stacked ($PAM_JAX_STACK_MODELS), the decision from prepared
+    """Both networks apart or stacked (runtime.stack_models), the decision from prepared
     parameters: fusions (and custom calls) in its compiled HLO, and the median time of each form
     in 3 alternating rounds, with the largest differences of candidates and scores."""
     from pam_jax.config import DiffusionConfig, ModelConfig
@@ -348,31 +373,32 @@ def section_stack():
     key = jax.random.key(0)
     rows = []
     for steps, m in SETTINGS:
-        forms = {}
+        built = {}
         for stack in ("off", "on"):
-            set_env({"PAM_JAX_STACK_MODELS": stack})
+            set_forms({"stack_models": stack == "on"})
             sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(),
-                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m))
+                                SelectConfig(num_candidates=8, num_inference_steps=steps, eta=1.0, reward_samples=m,
+                                             **forms()))
             prepared = sel.prepare(ref, pol)
             compiled = sel.decide.lower(prepared, pts, key).compile()
             hlo = compiled.as_text()
-            forms[stack] = (compiled, prepared, compiled(prepared, pts, key))
+            built[stack] = (compiled, prepared, compiled(prepared, pts, key))
             rows.append({"steps": steps, "M": m, "stack": stack, "fusions": hlo.count(" fusion("),
                          "custom_calls": hlo.count(" custom-call(")})
-        a, b = forms["off"][2], forms["on"][2]
+        a, b = built["off"][2], built["on"][2]
         for r in rows[-2:]:
             r.update(same_index=bool((a.index == b.index).all()),
                      max_candidate_diff=float(jnp.abs(a.candidates - b.candidates).max()),
                      max_score_diff=float(jnp.abs(a.scores - b.scores).max()), ms=[])
         for _ in range(3):
             for r, stack in zip(rows[-2:], ("off", "on")):
-                compiled, prepared, _ = forms[stack]
+                compiled, prepared, _ = built[stack]
                 r["ms"].append(timed(lambda: compiled(prepared, pts, key)) * 1e3)
         for r in rows[-2:]:
             print("stack", r, flush=True)
         RESULT["stack"] = rows
         save()
-    set_env({})
+    set_forms({})
 
 
 SECTIONS = {"geometry": section_geometry, "sampler": section_sampler, "train": section_train, "hlo": section_hlo,

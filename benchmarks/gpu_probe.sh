@@ -10,13 +10,13 @@
 # Results in $OUT (default bench_out/): eight files at most (the device tool's limit).
 . benchmarks/gpu_common.sh
 step geometry 45 env PROBE_TAG=geometry $P geometry
-# if the Pallas kNN does not build here, the CLI rows fall back to XLA's top-k (the probe's rows
-# say so either way)
+# if the Pallas kNN does not build here, the probe's and the CLI's rows fall back to XLA's top-k
+# (runtime.knn; the probe's rows say so either way)
 KNN_OK=$(python3 -c "import json; r=json.load(open('$OUT/probe_geometry.json'))['geometry']; print(int(all('error' not in x for x in r if x['variant'].startswith('knn pallas q4 w8'))))" 2>/dev/null || echo 0)
-[ "$KNN_OK" = 1 ] || export PAM_JAX_KNN=top_k
+[ "$KNN_OK" = 1 ] || { export PROBE_RUNTIME=knn=top_k; KNN_SET="--set runtime.knn=top_k"; }
 [ -d .before/pam_jax ] && step before 95 env PYTHONPATH="$PWD/.before:$PWD" PROBE_TAG=before $P sampler train
 step after 230 env PROBE_TAG=after $P sampler hlo train
 CLI="python3 benchmarks/bench.py --compile-cache off"
-step cli-sampler 90 sh -c "$CLI sampler --rows paper --torch-reference --json > $OUT/sampler_torch.json"
-step cli-train 55 sh -c "$CLI train --torch-reference --json > $OUT/train_torch.json"
+step cli-sampler 90 sh -c "$CLI sampler --rows paper --torch-reference --json $KNN_SET > $OUT/sampler_torch.json"
+step cli-train 55 sh -c "$CLI train --torch-reference --json $KNN_SET > $OUT/train_torch.json"
 grep -h -E "^(geometry|sampler|train) " "$LOG" | cut -c1-200

@@ -11,7 +11,6 @@ plugin's compile-only devices; `pam-jax bench sampler` is the timing, this is th
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -166,36 +165,36 @@ def compile_for_gpu(fn, *args, spec: str = "h200") -> str:
 
 
 # `python benchmarks/bench.py kernels`: the decision's launches per form of the denoiser, compiled for a GPU target.
-FORMS = {   # name -> the switches read at trace time (models.fused, select)
-    "plain": {"PAM_JAX_FUSED": "off", "PAM_JAX_STACK_MODELS": "off"},
-    "stacked": {"PAM_JAX_FUSED": "off", "PAM_JAX_STACK_MODELS": "on"},
-    "fused": {"PAM_JAX_FUSED": "on", "PAM_JAX_STACK_MODELS": "off"},
-    "chain": {"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "off"},
-    "chain-stacked": {"PAM_JAX_FUSED": "chain", "PAM_JAX_STACK_MODELS": "on"},
+FORMS = {   # name -> its runtime config fields (the forms other than plain: benchmarks/experimental/fused.py)
+    "plain": {},
+    "stacked": {"stack_models": True},
+    "fused": {"fused": "on"},
+    "chain": {"fused": "chain"},
+    "chain-stacked": {"fused": "chain", "stack_models": True},
 }
 
 
-@contextlib.contextmanager
-def _switches(env: dict):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _experimental_forms() -> None:
+    """Register the experimental selector (benchmarks/experimental/fused.py of this checkout)."""
+    import importlib
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    importlib.import_module("benchmarks.experimental.fused")
 
 
 def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200", num_points: int = 3000,
-                  compute_dtype: str = "float32", unroll: int = 1, hlo_dir: str | None = None) -> dict:
+                  compute_dtype: str = "float32", unroll: int = 1, hlo_dir: str | None = None, runtime=None) -> dict:
     """Kernel launches of one decision (Selector.decide, implicit reward, reference model size)
     compiled for the GPU `spec`, per denoiser form and sampler row; no GPU is needed. `unroll`:
-    DDIM steps per iteration of the sampling loop (SelectConfig.unroll)."""
+    DDIM steps per iteration of the sampling loop (SelectConfig.unroll). `runtime`: the other
+    kernel forms (a RuntimeConfig; each form sets its own fields on it)."""
+    import dataclasses
+
     from pam_jax.bench import compute as bench
-    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.config import DiffusionConfig, ModelConfig, RuntimeConfig
     from pam_jax.models import geometry
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
@@ -204,15 +203,19 @@ def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200"
     if unknown:
         raise ValueError(f"unknown form(s) {unknown}: expected some of {list(FORMS)}")
     gpu_target(spec)   # fail early, in one line, without the plugin
+    runtime = runtime or RuntimeConfig()
+    if any(FORMS[f] for f in forms):
+        _experimental_forms()
     graphdef, ref, pol = bench._reference_models(ModelConfig())
     pts = np.zeros((1, num_points, 3), np.float32)
     out = []
     for c in bench.sampler_rows(rows):
         for form in forms:
-            with _switches(FORMS[form]), geometry.targeting("gpu"):
+            with geometry.targeting("gpu"):
                 sel = make_selector(graphdef, DiffusionConfig(), NormStats.identity(), SelectConfig(
                     mode="implicit", num_candidates=c["N"], num_inference_steps=c["steps"], eta=1.0,
-                    reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll))
+                    reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll,
+                    runtime=dataclasses.replace(runtime, **FORMS[form])))
                 t = time.perf_counter()
                 hlo = compile_for_gpu(sel.decide, sel.prepare(ref, pol), np.repeat(pts, c["B"], 0),
                                       jax.random.key(0), spec=spec)
@@ -227,7 +230,7 @@ def bench_kernels(*, forms=tuple(FORMS), rows: str = "paper", spec: str = "h200"
                         "per_trip": [x["launches_per_trip"] for x in k.loops], "by_op": k.by_op,
                         "unknown_trip_counts": k.unknown_trip_counts, "compile_s": seconds})
     return {"benchmark": "kernels", "target": spec, "num_points": num_points, "compute_dtype": compute_dtype,
-            "unroll": unroll, "rows": out, "machine": bench.machine()}
+            "unroll": unroll, "rows": out, "machine": bench.machine(runtime)}
 
 
 def format_kernels(r: dict) -> str:

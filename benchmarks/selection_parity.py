@@ -7,8 +7,8 @@ then compare them:
 
 Each set: the reference-size networks (`pam-jax bench`'s, every parameter perturbed by
 N(0, 0.02) so that no gate is zero), 2 clouds of 3000 points, implicit selection of K = 8
-candidates at 10/10 and 100/100, a fixed key. The layout switches (PAM_JAX_PAD, PAM_JAX_FUSED,
-...) apply as set in the environment. `compare` prints the chosen indices of both and the largest
+candidates at 10/10 and 100/100, a fixed key, the default kernel forms (the runtime config's
+defaults). `compare` prints the chosen indices of both and the largest
 difference of every other output.
 """
 import sys

@@ -112,11 +112,36 @@ class TrainConfig:
     num_devices: int = 0            # 0 = all local devices
     compute_dtype: str = "float32"  # float32 | bfloat16: the networks' arithmetic (parameters stay float32)
     tracker: str = "jsonl"          # jsonl | tensorboard | wandb (metrics.jsonl is always written)
+    wandb_project: str = ""         # tracker=wandb: the project; "" = $WANDB_PROJECT, else "pam_jax"
+    wandb_entity: str = ""          # tracker=wandb: the entity (user or team); "" = $WANDB_ENTITY, else wandb's default
     eval_every: int = 0             # validation loss every N steps on the validation split; 0 = off
     eval_batches: int = 4           # batches of each validation pass
     # early stopping: stop (with a checkpoint) after this many validation passes in a row without
     # a new lowest val_loss; 0 = off (needs eval_every)
     early_stop_patience: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Which kernel forms the graphs are traced with, per machine. Every form computes the same
+    function (FPS and kNN: the same indices; the rest up to float rounding), so this section is
+    not part of the model: runs that differ only here share checkpoints, and a preference run
+    may fine-tune a supervised run made with other forms. "auto" picks per backend."""
+
+    fps: str = "auto"           # auto | rows | argmax | pallas (auto: rows on CPU, pallas on accelerators)
+    knn: str = "auto"           # auto | top_k | pallas (auto: top_k on CPU, pallas on accelerators)
+    pad: str = "auto"           # auto | on | off: the denoiser's matrices zero-padded (auto: on accelerators)
+    small_attention: int = 4    # self-attention among up to this many tokens written out elementwise; 0: matmuls
+    # forms never timed on a GPU, kept outside the package (benchmarks/experimental/fused.py); off
+    fused: str = "off"          # off | on | chain: the fused Pallas denoiser
+    stack_models: bool = False  # implicit selection: both networks encoded and scored in one batched pass
+    fused_rows: int = 0         # rows per program of the fused kernels (a power of two >= 16); 0: from N
+    fused_warps: int = 4        # Triton warps per program of the fused kernels (a power of two)
+
+    @property
+    def experimental(self) -> bool:
+        """Whether a form of benchmarks/experimental is asked for."""
+        return self.fused != "off" or self.stack_models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +153,7 @@ class Config:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     preference: PreferenceConfig = PreferenceConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
 def to_dict(cfg) -> dict:
@@ -191,7 +217,23 @@ def override(cfg: Config, assignments: typing.Iterable[str]) -> Config:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ValueError(f"unknown config key {key!r}{hint}")
         cfg = _replace_path(cfg, key.split("."), raw, key)
-    return validate(cfg)
+    cfg = validate(cfg)
+    # a warm-up asked for explicitly must fit the run (a shorter run than the experiment's, e.g. a
+    # smoke test, shortens the experiment's warm-up instead: see warmup_note)
+    if any(item.split("=", 1)[0].strip() == "optim.warmup_steps" for item in assignments) \
+            and cfg.train.epochs == 0 and cfg.optim.warmup_steps > cfg.train.steps:
+        raise ValueError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be <= train.steps={cfg.train.steps} "
+                         "(the learning rate would never leave its warm-up)")
+    return cfg
+
+
+def warmup_note(cfg: Config) -> str | None:
+    """One line when the run is shorter than its warm-up (the schedule then warms up over
+    train.steps - 1 steps), else None."""
+    if cfg.optim.warmup_steps > cfg.train.steps:
+        return (f"note: optim.warmup_steps={cfg.optim.warmup_steps} is more than train.steps={cfg.train.steps}: "
+                f"the learning rate warms up over {max(cfg.train.steps - 1, 0)} steps instead")
+    return None
 
 
 def _replace_path(obj, parts, raw, key):
@@ -329,11 +371,13 @@ RANGES: dict[str, Range] = {
     "train.steps": Range(1), "train.epochs": Range(0), "train.noise_replicas": Range(1), "train.seed": Range(0),
     "train.log_every": Range(1), "train.checkpoint_every": Range(1), "train.keep_checkpoints": Range(1),
     "train.num_devices": Range(0), "train.eval_every": Range(0), "train.eval_batches": Range(1), "train.early_stop_patience": Range(0),
+    "runtime.small_attention": Range(0), "runtime.fused_rows": Range(0), "runtime.fused_warps": Range(1, 32),
 }
 
 # free-text fields: paths and names (must not be empty where marked True)
 FREE_TEXT = {"name": True, "data.data_dir": False, "data.dataset": False, "data.split": True,
-             "preference.init_from": False, "train.run_dir": True}
+             "preference.init_from": False, "train.run_dir": True,
+             "train.wandb_project": False, "train.wandb_entity": False}
 
 
 def choices() -> dict[str, tuple[str, ...]]:
@@ -352,6 +396,10 @@ def choices() -> dict[str, tuple[str, ...]]:
         "train.stage": TRAIN_STAGES,
         "train.compute_dtype": ("float32", "bfloat16"),                # select.COMPUTE_DTYPES
         "train.tracker": ("jsonl", "tensorboard", "wandb"),            # train.tracking.TRACKERS
+        "runtime.fps": ("auto", "rows", "argmax", "pallas"),           # models.geometry.FPS_METHODS
+        "runtime.knn": ("auto", "top_k", "pallas"),                    # models.geometry.KNN_METHODS
+        "runtime.pad": ("auto", "on", "off"),
+        "runtime.fused": ("off", "on", "chain"),
     }
 
 
@@ -393,6 +441,11 @@ def validate(cfg: Config) -> Config:
                 raise ValueError(f"{key}: no allowed values are declared (add it to config.choices or FREE_TEXT)")
             elif FREE_TEXT[key] and not v.strip():
                 raise ValueError(f"{key} must not be empty")
+    rt = cfg.runtime
+    for key, v, least in (("runtime.fused_rows", rt.fused_rows, 16), ("runtime.fused_warps", rt.fused_warps, 1)):
+        if v and (v < least or v & (v - 1)):
+            raise ValueError(f"{key} must be a power of two >= {least}"
+                             f"{' (or 0: chosen from N)' if least == 16 else ''}, got {v!r}")
     m, d, data = cfg.model, cfg.diffusion, cfg.data
     if m.width % m.heads or m.width // m.heads < 6:
         raise ValueError(f"model.width={m.width} must be a multiple of model.heads={m.heads} with at least 6 "
@@ -407,3 +460,11 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"data.num_points={data.num_points} must be >= model.num_tokens={m.num_tokens} and "
                          f"model.knn={m.knn} (the encoder groups that many points)")
     return cfg
+
+
+def validate_runtime(rt: RuntimeConfig) -> RuntimeConfig:
+    """`rt` if every runtime field is allowed (:func:`validate`'s checks), else a one-line ValueError."""
+    if not isinstance(rt, RuntimeConfig):
+        raise TypeError(f"runtime: expected a RuntimeConfig, got {type(rt).__name__}")
+    validate(Config(runtime=rt))
+    return rt

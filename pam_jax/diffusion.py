@@ -360,7 +360,8 @@ def sampling_plan(schedule: Schedule, x_T, key, *, num_inference_steps: int | No
     """What :func:`sample` computes before its loop, x-independent: the timesteps (S,) int32, each
     step's noise (S, *x_T.shape) float32 drawn from that step's own key (None when DDIM's eta is a
     concrete 0), and for DDIM each step's update coefficients (:func:`_ddim_coefficients`, each
-    (S,)), else None. A fused sampler (models.fused.sample) runs its own loop over the same plan."""
+    (S,)), else None. The experimental fused sampler (benchmarks/experimental/fused.py) runs its
+    own loop over the same plan."""
     if method not in SAMPLE_METHODS:
         raise ValueError(f"sample: unknown method {method!r}; valid: {', '.join(SAMPLE_METHODS)}")
     T = schedule.num_train_timesteps

@@ -19,6 +19,10 @@ augmentation: z-rotation, depth offset,         :func:`augment`
 swap of the two fling pick points
 ==============================================  ==========================================
 
+A raw world-frame cloud (a depth sensor's, NaN points and all) becomes a policy input with
+:func:`frame_world_cloud`: non-finite points dropped, the robot's calibration (a :class:`Rigid`
+world-to-task transform) applied, then steps 2-6; its :class:`WorldFraming` maps actions back.
+
 Steps 2-5 are bundled in :func:`preprocess`, which returns the :class:`Frame` it used, so
 predicted actions can be mapped back to sensor coordinates with ``frame.invert``.
 
@@ -54,6 +58,10 @@ __all__ = [
     "preprocess",
     "augment",
     "rotate_z",
+    "Rigid",
+    "WorldFraming",
+    "drop_nonfinite",
+    "frame_world_cloud",
 ]
 
 
@@ -225,9 +233,17 @@ def voxel_downsample(points, voxel_size: float | None) -> np.ndarray:
     cells = np.floor(p64 / v)
     if np.abs(cells).max() >= 2.0**62:
         raise ValueError(f"voxel_size: {v} is too small for the cloud's extent")
-    _, inverse, counts = np.unique(
-        cells.astype(np.int64), axis=0, return_inverse=True, return_counts=True
-    )
+    cells = cells.astype(np.int64)
+    lo = cells.min(axis=0)
+    span = cells.max(axis=0) - lo + 1
+    if float(span[0]) * float(span[1]) * float(span[2]) < 2.0**62:
+        # one int64 key per cell, in the same lexicographic (x, y, z) order: a 1-D unique (a plain
+        # sort) instead of a row-wise one, same cells, same order, same result, ~10x faster
+        rel = cells - lo
+        key = (rel[:, 0] * span[1] + rel[:, 1]) * span[2] + rel[:, 2]
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    else:
+        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     n = counts.shape[0]
     sums = np.stack([np.bincount(inverse, weights=p64[:, d], minlength=n) for d in range(3)], 1)
@@ -336,6 +352,9 @@ def preprocess(points, actions: Sequence = (), *, xy_scale: float = 1.0,
     return cloud, tuple(frame.apply(a) for a in acts), frame
 
 
+_preprocess = preprocess   # frame_world_cloud's flag shadows the name
+
+
 def augment(points, actions: Sequence = (), *, rng: np.random.Generator,
             max_rotation_deg: float = 0.0, depth_offset: float = 0.0,
             swap_pick_prob: float = 0.0) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
@@ -374,3 +393,139 @@ def augment(points, actions: Sequence = (), *, rng: np.random.Generator,
             a = a[..., ::-1, :].copy()
         out_acts.append(a)
     return transform(p), tuple(out_acts)
+
+
+# --------------------------------------------------------------------------- world frame
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Rigid:
+    """A rigid transform ``p' = R p + t`` given as a (4, 4) homogeneous matrix ``[[R, t], [0, 1]]``
+    (a robot's calibration, world -> task frame). ``R`` must be a rotation (orthonormal within
+    1e-5, determinant +1). Stored as a read-only float64 array."""
+
+    matrix: np.ndarray
+
+    def __post_init__(self):
+        m = _as_numeric(self.matrix, "calibration").astype(np.float64)
+        if m.shape != (4, 4):
+            raise ValueError(f"calibration: expected a (4, 4) matrix, got shape {m.shape}")
+        if not np.isfinite(m).all():
+            raise ValueError("calibration: non-finite values (NaN/inf)")
+        if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+            raise ValueError(f"calibration: the last row must be [0, 0, 0, 1], got {m[3].tolist()}")
+        r = m[:3, :3]
+        err = float(np.abs(r.T @ r - np.eye(3)).max())
+        if err > 1e-5 or np.linalg.det(r) <= 0:
+            raise ValueError("calibration: the upper-left 3x3 block is not a rotation "
+                             f"(|R^T R - I| = {err:.2g}, det = {np.linalg.det(r):.4g}); give a rigid transform")
+        m.setflags(write=False)
+        object.__setattr__(self, "matrix", m)
+
+    @classmethod
+    def identity(cls) -> "Rigid":
+        return cls(np.eye(4))
+
+    def apply(self, x) -> np.ndarray:
+        """World -> task, for any array of shape (..., 3). Returns float64."""
+        a = _check_trailing3(x, "x").astype(np.float64)
+        return a @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+
+    def invert(self, x) -> np.ndarray:
+        """Task -> world, the inverse of :meth:`apply`. Returns float64."""
+        a = _check_trailing3(x, "x").astype(np.float64)
+        return (a - self.matrix[:3, 3]) @ self.matrix[:3, :3]
+
+
+def drop_nonfinite(points, min_points: int, *, name: str = "points") -> np.ndarray:
+    """A raw cloud (N, 3) -> its points whose three coordinates are all finite (float64), or a
+    one-line ValueError when fewer than `min_points` remain."""
+    a = _as_numeric(points, name)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"{name}: expected shape (N, 3), got {a.shape}")
+    a = a.astype(np.float64)
+    keep = np.isfinite(a).all(axis=1)
+    kept = int(keep.sum())
+    if kept < _check_count(min_points, "min_points"):
+        raise ValueError(f"{name}: {kept} of {a.shape[0]} points are finite (NaN/inf points dropped); "
+                         f"at least {min_points} needed")
+    return a[keep]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WorldFraming:
+    """How a world-frame cloud became a policy input: the calibration, then the preprocessing's
+    :class:`Frame`. :meth:`to_world` maps the policy's actions back."""
+
+    calibration: Rigid
+    frame: Frame
+
+    def to_world(self, x) -> np.ndarray:
+        """Policy (task) frame -> world frame, for any array of shape (..., 3). Returns float32."""
+        return self.calibration.invert(self.frame.invert(x)).astype(np.float32)
+
+
+def frame_world_cloud(points, *, num_points: int, rng: np.random.Generator, calibration=None,
+                      preprocess: bool = True, xy_scale: float = 1.0, voxel_size: float | None = None,
+                      n_sigma: float | None = 3.0, subsample_method: str = "random") -> tuple[np.ndarray, WorldFraming]:
+    """A raw world-frame cloud of any size -> (the policy's input (num_points, 3) float32,
+    the :class:`WorldFraming`), as the training data were made: non-finite points dropped
+    (refused when fewer than `num_points` remain), the calibration applied (a :class:`Rigid`, a
+    (4, 4) matrix or None for the identity), then, when `preprocess` (False: data used as they
+    are, e.g. synthetic clouds already in the task frame), :func:`preprocess`, and
+    :func:`subsample` drawn with `rng`."""
+    finite = drop_nonfinite(points, num_points)
+    cal = calibration if isinstance(calibration, Rigid) else Rigid(np.eye(4) if calibration is None else calibration)
+    task = cal.apply(finite)
+    if preprocess:
+        cloud, _, frame = _preprocess(task, (), xy_scale=xy_scale, voxel_size=voxel_size, n_sigma=n_sigma)
+    else:
+        cloud, frame = check_cloud(task), Frame(np.zeros(3), 1.0)
+    return subsample(cloud, num_points, rng, method=subsample_method), WorldFraming(cal, frame)
+
+
+# --------------------------------------------------------------------------- batches of clouds for a policy
+
+CLOUD_RANGE_FACTOR = 10.0  # how far (in normalisation scales) a cloud point may lie from the centre
+
+
+def check_batch_shape(shape, dtype, name: str = "points") -> None:
+    """The part of :func:`check_points` that the shape and dtype decide (also for traced arrays)."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    if dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected numbers, got dtype {dtype}")
+    if len(shape) == 2 and shape[-1] == 3:
+        raise ValueError(f"{name}: got one cloud of shape {shape}; the selector takes a batch of clouds "
+                         f"(B, N, 3): pass {name}[None]")
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape (B, N, 3), got {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name}: empty batch or cloud, shape {shape}")
+
+
+def check_points(points, name: str = "points") -> np.ndarray:
+    """Validate a batch of clouds (B, Np, 3) before it reaches a compiled graph -> float32."""
+    try:
+        pts = np.asarray(points)
+    except Exception as e:  # noqa: BLE001 - ragged lists etc.
+        raise ValueError(f"{name}: cannot be converted to an array ({type(e).__name__})") from None
+    check_batch_shape(pts.shape, pts.dtype, name)
+    bad = int(np.size(pts) - np.isfinite(pts).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} non-finite values (NaN/inf)")
+    return pts.astype(np.float32)
+
+
+def check_clouds(points, norm, factor: float = CLOUD_RANGE_FACTOR, name: str = "points") -> np.ndarray:
+    """:func:`check_points`, plus a plausible range: the normalisation `norm` (a NormStats) maps
+    every training action into [-1, 1], so a cloud point more than `factor` scales from its centre
+    means a cloud in another frame or unit (millimetres, the world frame), which would still give
+    actions that look plausible. -> float32 points."""
+    pts = check_points(points, name)
+    z = np.abs(norm.normalize(pts))
+    if float(z.max()) > factor:
+        b, i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
+        raise ValueError(f"{name}: cloud {b}, point {i} has {'xyz'[axis]} = {float(pts[b, i, axis]):.4g}, "
+                         f"{float(z.max()):.3g} normalisation scales from the training data's centre (at most "
+                         f"{factor:g}); give clouds in the task frame the policy was trained in, in metres")
+    return pts

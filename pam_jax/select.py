@@ -25,7 +25,6 @@ decision (`Selector.decide`); the four-argument call does both in one graph.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -36,11 +35,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pam_jax import diffusion, preference
-from pam_jax.config import Config, DiffusionConfig
-from pam_jax.models import fused as fused_lib
+from pam_jax.config import Config, DiffusionConfig, RuntimeConfig
+from pam_jax.models import kernels
 from pam_jax.models.denoiser import Context
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
+from pam_jax.pointcloud import CLOUD_RANGE_FACTOR, check_batch_shape, check_clouds, check_points  # noqa: F401
 
 MODES = ("implicit", "explicit", "first", "random", "custom")
 # How the implicit reward's Monte-Carlo noise is drawn (the reference model always gets the same
@@ -57,18 +57,10 @@ CHUNK_BUDGET = 4096  # candidates (x MC samples) scored per scan iteration
 # parameters passed in stay float32); geometry, rotary angles, softmax, DDIM updates, noise
 # errors and rewards stay float32
 COMPUTE_DTYPES = ("float32", "bfloat16")
-# $PAM_JAX_STACK_MODELS=on: in implicit selection, the reference and the DPO policy are encoded
-# and scored as one batched computation over a stacked copy of both (made by prepare), instead
-# of one after the other: half the kernel launches for those parts on a GPU. Off by default
-# until a GPU run measures it (on CPU it saves nothing; BUILD_NOTES). Read when tracing.
-STACK_ENV = "PAM_JAX_STACK_MODELS"
-
-
-def stack_models() -> bool:
-    chosen = os.environ.get(STACK_ENV, "off")
-    if chosen not in ("off", "on"):
-        raise ValueError(f"${STACK_ENV}={chosen!r}: expected on or off")
-    return chosen == "on"
+# The runtime config's forms never timed on a GPU (runtime.fused, runtime.stack_models) are not
+# part of the package: benchmarks/experimental/fused.py builds their selector and appends its
+# builder here when imported (the same arguments as make_selector).
+EXPERIMENTAL: list[Callable] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,18 +80,21 @@ class SelectConfig:
     # action rows it moves (the task's grasp rows). The candidates are scored as sampled.
     snap: str = "none"
     snap_rows: tuple = ()
+    runtime: RuntimeConfig = RuntimeConfig()   # the kernel forms the graphs are traced with
     snap_neighbours: int = SNAP_NEIGHBOURS   # the "mean200" rule's neighbourhood size
 
     @classmethod
     def from_config(cls, sl_cfg: Config, score_cfg: Config | None = None, **overrides) -> "SelectConfig":
         """The settings a pair of trained runs implies: sampling (steps, eta) from the SL run's
         diffusion config; N, M, the reward timesteps and noise, and beta from the scoring run's preference
-        config (the DPO run: the beta it was trained with), else from the SL run's. `overrides`
-        (e.g. ``mode="first"``, ``reward_samples=100``) win."""
+        config (the DPO run: the beta it was trained with), else from the SL run's; the kernel
+        forms from the same run's runtime section. `overrides` (e.g. ``mode="first"``,
+        ``reward_samples=100``) win."""
         p = (score_cfg or sl_cfg).preference
         kw = dict(num_candidates=p.num_candidates, num_inference_steps=sl_cfg.diffusion.num_inference_steps,
                   eta=sl_cfg.diffusion.eta, reward_samples=p.reward_samples,
-                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta, reward_noise=p.reward_noise)
+                  reward_timestep_frac=p.reward_timestep_frac, beta=p.beta, reward_noise=p.reward_noise,
+                  runtime=(score_cfg or sl_cfg).runtime)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
@@ -189,22 +184,6 @@ def implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, key, *, samples
     return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
 
 
-def stacked_implicit_scores(graphdef, params, ctx, schedule, x0, key, *, samples: int, t_max: int,
-                            beta: float, noise: str = "shared_t"):
-    """:func:`implicit_scores` with both networks in one pass: `params` and `ctx` hold the
-    reference's and the policy's, stacked on a leading axis (reference first), and each
-    denoiser call runs both as one batched computation (half the kernel launches)."""
-
-    def errors(p, c, xs, t, eps):
-        return noise_errors(nnx.merge(graphdef, p), c, schedule, xs, t, eps)
-
-    def difference(xs, t, eps):
-        e = jax.vmap(errors, in_axes=(0, 0, None, None, None))(params, ctx, xs, t, eps)
-        return e[1] - e[0]
-
-    return _monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
-
-
 def _monte_carlo(difference: Callable, x0, key, *, samples: int, t_max: int, beta: float, noise: str):
     """-beta * mean over M samples of difference(x_0 copies, t, eps) (B, N*C) -> (B, N)."""
     if noise not in REWARD_NOISE:
@@ -237,14 +216,42 @@ class Prepared:
     ref: Any                   # the reference (supervised) model's parameters, in the compute dtype
     ref_ctx: Context           # its parameter-only Context (DiffusionPolicy.prepare): kv empty
     # the scoring parameters (DPO policy, reward model, custom) or None, and the DPO policy's /
-    # reward model's parameter-only Context or None; with the networks stacked
-    # ($PAM_JAX_STACK_MODELS), the reference's and the policy's on a leading axis (reference first)
+    # reward model's parameter-only Context or None
     score: Any
     score_ctx: Context | None
-    # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype,
-    # fused form, stacked or apart): a Prepared of another selector fails with one line instead
-    # of reading the wrong rows of a table
+    # which selector it was made for (mode, DDIM steps, Monte-Carlo timesteps, compute dtype):
+    # a Prepared of another selector fails with one line instead of reading the wrong rows of a
+    # table
     signature: tuple = dataclasses.field(metadata=dict(static=True))
+
+
+def host_checked(points, norm: NormStats):
+    """A batch of clouds checked on the host (:func:`pam_jax.pointcloud.check_clouds`: shape,
+    finite, plausible range) before it enters a compiled graph. Inside a trace (the caller jits
+    a function that calls the selector) only the shape and dtype can be checked: the values are
+    the outer caller's to check. (Reading an array that is on a device is a transfer: a caller
+    that must not make one checks on the host itself and makes the selector with checked=False.)"""
+    if isinstance(points, jax.core.Tracer):
+        check_batch_shape(points.shape, points.dtype)
+        return points
+    pts = check_clouds(points, norm)
+    # an array already on the devices in float32 goes in as it is (its placement kept)
+    return points if isinstance(points, jax.Array) and points.dtype == np.float32 else pts
+
+
+class _Checked:
+    """A jitted function whose last two arguments are (clouds, key), behind :func:`host_checked`;
+    its other attributes (lower, trace, eval_shape, ...) are the jitted function's."""
+
+    def __init__(self, fn: Callable, norm: NormStats):
+        self._fn, self._norm = fn, norm
+
+    def __call__(self, *args):
+        *head, points, key = args
+        return self._fn(*head, host_checked(points, self._norm), key)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_fn"], name)
 
 
 class Selector:
@@ -257,9 +264,14 @@ class Selector:
     `decide(prepare(r, s), p, k)` is `select(r, s, p, k)`. The parameter-only work (the timestep
     conditioning tables of every DDIM and Monte-Carlo timestep, the attention matrices in the
     layout the loops read, the compute-dtype copies) does not depend on the observation, so a
-    controller prepares once per parameters and then pays only for the decision."""
+    controller prepares once per parameters and then pays only for the decision.
 
-    def __init__(self, select: Callable, prepare: Callable, decide: Callable):
+    Made with ``checked=True`` (the default), `select` and `decide` check their clouds on the
+    host first (shape, finite, plausible range; :func:`host_checked`) and fail with one line."""
+
+    def __init__(self, select: Callable, prepare: Callable, decide: Callable, norm: NormStats | None = None):
+        if norm is not None:
+            select, decide = _Checked(select, norm), _Checked(decide, norm)
         self._select, self.prepare, self.decide = select, prepare, decide
 
     def __call__(self, ref_params, score_params, points, key) -> Selection:
@@ -271,14 +283,15 @@ class Selector:
 
 def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: SelectConfig, *,
                   score_graphdef=None, scorer: Callable | None = None, mesh=None,
-                  shard: str = "obs") -> Selector:
+                  shard: str = "obs", checked: bool = True) -> Selector:
     """-> the Selector: jitted select(ref_params, score_params, points (B, Np, 3), key) ->
     Selection, and its two halves (`prepare`, `decide`).
 
     `score_params`: the DPO policy (implicit), the reward model (explicit, with `score_graphdef`),
     or None (first / random). Mode "custom" traces `scorer(score_params, points, candidates)
     -> (B, N)` (raw frame) into the same graph. `mesh` with `shard` = "obs" | "candidates"
-    spreads the work.
+    spreads the work. `checked=False` skips the host checks of the clouds (for a caller that
+    checks them itself).
     """
     if scfg.mode not in MODES:
         raise ValueError(f"unknown selection mode {scfg.mode!r}: expected one of {MODES}")
@@ -298,6 +311,13 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         raise ValueError(f"unknown compute_dtype {scfg.compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
     if not (isinstance(scfg.unroll, int) and scfg.unroll >= 1):
         raise ValueError(f"unroll must be an integer >= 1, got {scfg.unroll!r}")
+    kernels.validate_runtime(scfg.runtime)
+    if scfg.runtime.experimental:
+        if not EXPERIMENTAL:
+            raise ValueError(f"runtime.fused={scfg.runtime.fused!r}, runtime.stack_models={scfg.runtime.stack_models}: "
+                             "experimental forms, not part of the package (import benchmarks.experimental.fused)")
+        return EXPERIMENTAL[-1](graphdef, diff, norm, scfg, score_graphdef=score_graphdef, scorer=scorer,
+                                mesh=mesh, shard=shard)
     schedule = diffusion.schedule_from_config(diff)
     cast = lambda p: cast_params(p, scfg.compute_dtype)  # noqa: E731
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
@@ -311,17 +331,7 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
     n = scfg.num_candidates
 
-    def use_fused() -> bool:
-        # the fused Pallas denoiser ($PAM_JAX_FUSED, read when tracing): not under a mesh, since
-        # XLA cannot partition a Pallas call
-        return fused_lib.enabled() and mesh is None
-
-    def signature(fused: bool, stacked: bool) -> tuple:
-        return (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype,
-                f"fused {fused_lib.mode()}" if fused else "plain", "stacked" if stacked else "apart")
-
-    def use_stacked() -> bool:
-        return scfg.mode == "implicit" and stack_models()
+    signature = (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype)
 
     def constrain(x):
         if mesh is None or shard != "candidates":
@@ -329,49 +339,35 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, "data")))
 
     def prepare(ref_params, score_params) -> Prepared:
-        fused, stacked = use_fused(), use_stacked()
         ref_params = cast(ref_params)
-        ref_ctx = nnx.merge(graphdef, ref_params).prepare(num_timesteps=T, timesteps=ref_steps, fused=fused)
+        ref_ctx = nnx.merge(graphdef, ref_params).prepare(num_timesteps=T, timesteps=ref_steps)
         score, score_ctx = score_params, None
         if scfg.mode == "implicit":
             score = cast(score_params)
-            score_ctx = nnx.merge(graphdef, score).prepare(num_timesteps=T, timesteps=mc_steps, fused=fused)
-            if stacked:   # both networks on a leading axis, the reference first
-                score, score_ctx = jax.tree.map(lambda *a: jnp.stack(a), (ref_params, ref_ctx), (score, score_ctx))
+            score_ctx = nnx.merge(graphdef, score).prepare(num_timesteps=T, timesteps=mc_steps)
         elif scfg.mode == "explicit":
             score = cast(score_params)   # the reward model reads t = 0 only: a one-row table
             score_ctx = nnx.merge(score_graphdef, score).policy.prepare(num_timesteps=1)
-        return Prepared(ref_params, ref_ctx, score, score_ctx, signature(fused, stacked))
+        return Prepared(ref_params, ref_ctx, score, score_ctx, signature)
 
     def decide(prep: Prepared, points, key) -> Selection:
         if not isinstance(prep, Prepared):
             raise TypeError(f"decide: expected the Prepared of this selector's prepare(), got {type(prep).__name__}")
-        stacked = use_stacked()
-        expected = signature(use_fused(), stacked)
-        if prep.signature != expected:
-            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype, forms) "
-                             f"{prep.signature}, this one is {expected}: prepare it again")
+        if prep.signature != signature:
+            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype) "
+                             f"{prep.signature}, this one is {signature}: prepare it again")
         k_init, k_loop, k_score = jax.random.split(key, 3)
         pts = normalize(points, center, scale)
         ref = nnx.merge(graphdef, prep.ref)
         # the geometry (FPS + kNN) depends on the cloud only: once per observation, for every model
         groups = ref.group(pts)
-        if stacked:   # both encoders in one batched pass; the DDIM loop reads the reference's half
-            both = jax.vmap(lambda p, c: nnx.merge(graphdef, p).encode(pts, groups, prepared=c))(prep.score, prep.score_ctx)
-            ctx_ref = prep.ref_ctx._replace(kv=jax.tree.map(lambda a: a[0], both.kv))
-        else:
-            ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
+        ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
         x_T = constrain(jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype))
         loop = dict(num_inference_steps=scfg.num_inference_steps, eta=scfg.eta, clip_sample=diff.clip_sample,
                     unroll=scfg.unroll)
-        if isinstance(ctx_ref.weights, fused_lib.FusedWeights) and fused_lib.mode() == "chain":
-            x0 = fused_lib.sample(ref.denoiser, ctx_ref, schedule, x_T, k_loop, **loop)   # the loop in the kernels' layout
-        else:
-            x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
+        x0 = diffusion.sample(lambda x, t: constrain(ref.denoise(x, t, ctx_ref)), schedule, x_T, k_loop, **loop)
         mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
-        if stacked:
-            scores = stacked_implicit_scores(graphdef, prep.score, both, schedule, x0, k_score, **mc)
-        elif scfg.mode == "implicit":
+        if scfg.mode == "implicit":
             policy = nnx.merge(graphdef, prep.score)
             ctx_pol = policy.encode(pts, groups, prepared=prep.score_ctx)
             scores = implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score, **mc)
@@ -397,49 +393,16 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
     def select(ref_params, score_params, points, key):
         return decide(prepare(ref_params, score_params), points, key)
 
+    # traced with the runtime config's kernel forms
+    select, prepare, decide = (kernels.traced(f, scfg.runtime) for f in (select, prepare, decide))
+    check = norm if checked else None
     if mesh is None:
-        return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide))
+        return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide), check)
     repl = NamedSharding(mesh, P())
     obs = NamedSharding(mesh, P("data")) if shard == "obs" else repl
     return Selector(jax.jit(select, in_shardings=(repl, repl, obs, repl)),
                     jax.jit(prepare, in_shardings=(repl, repl), out_shardings=repl),
-                    jax.jit(decide, in_shardings=(repl, obs, repl)))
-
-
-def check_points(points) -> np.ndarray:
-    """Validate a batch of clouds (B, Np, 3) before it reaches the compiled graph."""
-    pts = np.asarray(points)
-    if pts.dtype.kind not in "fiu":
-        raise ValueError(f"points: expected numbers, got dtype {pts.dtype}")
-    if pts.ndim == 2 and pts.shape[-1] == 3:
-        raise ValueError(f"points: got one cloud of shape {pts.shape}; the selector takes a batch of clouds "
-                         "(B, N, 3): pass points[None]")
-    if pts.ndim != 3 or pts.shape[-1] != 3:
-        raise ValueError(f"points: expected shape (B, N, 3), got {pts.shape}")
-    if pts.shape[0] == 0 or pts.shape[1] == 0:
-        raise ValueError(f"points: empty batch or cloud, shape {pts.shape}")
-    bad = int(np.size(pts) - np.isfinite(pts).sum())
-    if bad:
-        raise ValueError(f"points: {bad} non-finite values (NaN/inf)")
-    return pts.astype(np.float32)
-
-
-CLOUD_RANGE_FACTOR = 10.0  # how far (in normalisation scales) a cloud point may lie from the centre
-
-
-def check_clouds(points, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> np.ndarray:
-    """:func:`check_points`, plus a plausible range: the normalisation maps every training action
-    into [-1, 1], so a cloud point more than `factor` scales from its centre means a cloud in
-    another frame or unit (millimetres, the world frame), which would still give actions that
-    look plausible. -> float32 points."""
-    pts = check_points(points)
-    z = np.abs(norm.normalize(pts))
-    if float(z.max()) > factor:
-        b, i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
-        raise ValueError(f"points: cloud {b}, point {i} has {'xyz'[axis]} = {float(pts[b, i, axis]):.4g}, "
-                         f"{float(z.max()):.3g} normalisation scales from the training data's centre (at most "
-                         f"{factor:g}); give clouds in the task frame the policy was trained in, in metres")
-    return pts
+                    jax.jit(decide, in_shardings=(repl, obs, repl)), check)
 
 
 def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> Callable:
@@ -449,6 +412,8 @@ def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RA
 
     def checked(*args):
         *head, points, key = args
+        if isinstance(points, jax.core.Tracer):
+            return select(*head, host_checked(points, norm), key)
         return select(*head, check_clouds(points, norm, factor), key)
 
     return checked

@@ -101,6 +101,7 @@ def test_experiment_file_errors(tmp_path):
     ("diffusion.num_inference_steps=500", "diffusion.num_inference_steps=500 must be <= "
                                           "diffusion.num_train_timesteps=100"),
     ("data.num_points=8", "data.num_points=8 must be >= model.num_tokens=256"),
+    ("optim.warmup_steps=1001", "optim.warmup_steps=1001 must be <= train.steps=1000"),
 ])
 def test_out_of_range_values_are_one_line(item, msg):
     with pytest.raises(ValueError) as e:
@@ -160,3 +161,12 @@ def test_experiment_errors_name_the_file_and_line(tmp_path):
         C.load_experiment(h)
     with pytest.raises(ValueError, match=r"_sim.py:\d+: ValueError: .*unknown stage 'xyz'"):
         C.load_experiment("sim_rope:xyz")
+
+
+def test_warmup_longer_than_the_run_refused_when_asked_for_and_noted_otherwise():
+    with pytest.raises(ValueError, match=r"^optim.warmup_steps=50 must be <= train.steps=20 "):
+        C.override(C.Config(), ["train.steps=20", "optim.warmup_steps=50"])
+    short = C.override(C.Config(), ["train.steps=20"])          # the default warm-up, 100 steps
+    assert C.warmup_note(short) == ("note: optim.warmup_steps=100 is more than train.steps=20: the learning "
+                                    "rate warms up over 19 steps instead")
+    assert C.warmup_note(C.override(C.Config(), ["train.steps=100"])) is None

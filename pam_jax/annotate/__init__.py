@@ -13,6 +13,7 @@ annotators on one folder never overwrite each other. Stop it with Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import importlib
 
 TASK_CHOICES = ("rope", "nut", "tshirt", "tshirt_short")
 
@@ -29,21 +30,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name recorded with every annotation (default: asked on the page)")
 
 
+EXTRA = ("starlette", "uvicorn", "plotly")   # the `annotate` extra of pyproject.toml
+INSTALL_HINT = "pip install 'pam_jax[annotate]'"
+
+
+def missing_extra() -> list[str]:
+    """The packages of the `annotate` extra that cannot be imported here."""
+    missing = []
+    for name in EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def run(args) -> int:
+    missing = missing_extra()
+    if missing:
+        raise ImportError(f"the annotator needs {', '.join(missing)}, not installed "
+                          f"({INSTALL_HINT})")
     from . import server as server_lib
     from . import store as store_lib
-
     if not 0 <= int(args.port) <= 65535:
-        raise SystemExit(f"pam-jax: error: --port {args.port}: expected 0..65535")
+        raise ValueError(f"--port {args.port}: expected 0..65535")
     try:
         store = store_lib.Store(args.data, task=getattr(args, "task", None),
                                 annotator=getattr(args, "annotator", None))
         server_lib.plotly_js()
         server, sock, url = server_lib.make_server(store, args.host, int(args.port))
     except (store_lib.StoreError, store_lib.Invalid) as e:
-        raise SystemExit(f"pam-jax: error: {e}") from None
+        raise ValueError(str(e)) from None
     except ImportError as e:
-        raise SystemExit(f"pam-jax: error: the annotator needs starlette and uvicorn ({e})") from None
+        raise ImportError(f"the annotator needs starlette, uvicorn and plotly ({INSTALL_HINT}): {e}") from None
     if not server_lib.is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this address can read and "
               "annotate these samples (there is no login)")

@@ -46,7 +46,8 @@ def plotly_js() -> pathlib.Path:
     try:
         path = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
     except ModuleNotFoundError:
-        raise store_lib.StoreError("the annotator needs the plotly package (pip install plotly)") from None
+        raise store_lib.StoreError("the annotator needs the plotly package "
+                                  "(pip install 'pam_jax[annotate]')") from None
     path = pathlib.Path(str(path))
     if not path.is_file():
         raise store_lib.StoreError(f"{path}: missing from the plotly package")

@@ -55,25 +55,26 @@ def compiled_flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def machine() -> dict:
-    """Where a benchmark ran, with the $PAM_JAX_* switches of the accelerator paths in effect
-    (geometry and denoiser forms: BUILD_NOTES, "Accelerator layouts") and the $XLA_FLAGS it ran under."""
+def machine(runtime=None) -> dict:
+    """Where a benchmark ran: the device, the kernel forms it ran with (the runtime config,
+    `runtime` or the defaults: every field) and the $XLA_FLAGS it ran under."""
+    from pam_jax.config import RuntimeConfig
+
     return {"platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "devices": jax.device_count(), "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "jax": jax.__version__,
             "date": time.strftime("%Y-%m-%d"),
-            "switches": {k: v for k, v in sorted(os.environ.items())
-                         if k.startswith("PAM_JAX_") and k != "PAM_JAX_COMPILE_CACHE"},
+            "runtime": dataclasses.asdict(runtime or RuntimeConfig()),
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int = 8,
                 steps: int = 5, model_overrides: dict | None = None, compute_dtype: str = "float32",
-                probes=()) -> dict:
+                probes=(), runtime=None) -> dict:
     """Supervised train-step throughput at the reference size on 1 device. Each of `probes` is
     called as probe(call, median_s=, setting=) with `call` running one more step, and returns
-    fields added to the result."""
-    from pam_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+    fields added to the result. `runtime`: the kernel forms (a RuntimeConfig; default the defaults)."""
+    from pam_jax.config import Config, DataConfig, ModelConfig, RuntimeConfig, TrainConfig
     from pam_jax.toy.data import ToyBimodalData
     from pam_jax.train import sharding
     from pam_jax.train.loop import init_train_state, step_for
@@ -83,6 +84,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         model=dataclasses.replace(ModelConfig(), **(model_overrides or {})),
         data=DataConfig(num_points=num_points, batch_size=batch_size),
         train=TrainConfig(noise_replicas=replicas, steps=1000, num_devices=1, compute_dtype=compute_dtype),
+        runtime=runtime or RuntimeConfig(),
     )
     mesh = sharding.make_mesh(1)
     data = ToyBimodalData(batch_size=batch_size, num_points=num_points)
@@ -123,7 +125,7 @@ def bench_train(*, num_points: int = 3000, batch_size: int = 32, replicas: int =
         "step_s_median": med, "step_s_all": times, "steps_per_s": 1 / med,
         "samples_per_s": batch_size / med, "flops_per_step": flops,
         "achieved_flops_per_s": flops / med if flops else None, "matmul_peak_flops_per_s": peak,
-        "peaks": peaks, "fraction_of_peak": (flops / med) / peak if flops else None, "machine": machine(),
+        "peaks": peaks, "fraction_of_peak": (flops / med) / peak if flops else None, "machine": machine(cfg.runtime),
     }
 
 
@@ -162,12 +164,13 @@ def _trace_text(t: dict) -> str:
 # The geometry: the exact forms of farthest-point sampling and kNN grouping on this device
 
 def bench_fps(*, num_points: int = 3000, num_samples: int = 256, knn: int = 16, batch_sizes=(1, 32),
-              budget_s: float = 3.0) -> dict:
+              budget_s: float = 3.0, runtime=None) -> dict:
     """Median time of one call (vmapped over B clouds) of each method of
     models.geometry.FPS_METHODS (num_points -> num_samples) and KNN_METHODS (the `knn` nearest
     points to each of those samples), and whether the methods of each agree (they must: all are
-    exact). Pallas forms are timed on accelerators only (on CPU they are interpreted, for tests)."""
-    from pam_jax.models import geometry
+    exact). Pallas forms are timed on accelerators only (on CPU they are interpreted, for tests).
+    The defaults reported are those `runtime` (a RuntimeConfig) picks here."""
+    from pam_jax.models import geometry, kernels
 
     cpu = jax.default_backend() == "cpu"
     rows = []
@@ -188,9 +191,11 @@ def bench_fps(*, num_points: int = 3000, num_samples: int = 256, knn: int = 16, 
                 rows.append({"op": op, "method": method, "B": b, "median_s": statistics.median(times),
                              "repeats": len(times)})
             rows[-1]["agree"] = bool(all(np.array_equal(v, next(iter(idx.values()))) for v in idx.values()))
+    with kernels.using(runtime):
+        defaults = geometry.default_fps_method(), geometry.default_knn_method()
     return {"benchmark": "fps", "num_points": num_points, "num_samples": num_samples, "knn": knn,
-            "default_method": geometry.default_fps_method(), "default_knn_method": geometry.default_knn_method(),
-            "rows": rows, "machine": machine()}
+            "default_method": defaults[0], "default_knn_method": defaults[1],
+            "rows": rows, "machine": machine(runtime)}
 
 
 def format_fps(r: dict) -> str:
@@ -252,20 +257,23 @@ def _reference_models(model_cfg):
 
 
 def make_staged(graphdef, diff, norm, *, num_candidates, num_inference_steps, eta, reward_samples,
-                t_max, beta):
+                t_max, beta, runtime=None):
     """The reference code's way: one call per stage, host round trips between stages, the
-    encoder recomputed for every Monte-Carlo sample, and a Python loop over DDIM steps."""
+    encoder recomputed for every Monte-Carlo sample, and a Python loop over DDIM steps (traced
+    with `runtime`'s kernel forms)."""
     from flax import nnx
 
     from pam_jax import diffusion
+    from pam_jax.models import kernels
     from pam_jax.models.policy import noise_errors
 
     schedule = diffusion.schedule_from_config(diff)
-    encode = jax.jit(lambda p, pts: nnx.merge(graphdef, p).encode(pts))
-    denoise = jax.jit(lambda p, x, t, ctx: nnx.merge(graphdef, p).denoise(x, t, ctx))
+    encode = jax.jit(kernels.traced(lambda p, pts: nnx.merge(graphdef, p).encode(pts), runtime))
+    denoise = jax.jit(kernels.traced(lambda p, x, t, ctx: nnx.merge(graphdef, p).denoise(x, t, ctx), runtime))
     step = jax.jit(lambda eps, t, x, prev, z: diffusion.ddim_step(
         schedule, eps, t, x, prev_timestep=prev, eta=eta, variance_noise=z, clip_sample=diff.clip_sample))
-    errors = jax.jit(lambda p, ctx, x0, t, eps: noise_errors(nnx.merge(graphdef, p), ctx, schedule, x0, t, eps))
+    errors = jax.jit(kernels.traced(
+        lambda p, ctx, x0, t, eps: noise_errors(nnx.merge(graphdef, p), ctx, schedule, x0, t, eps), runtime))
     ts = diffusion.ddim_timesteps(diff.num_train_timesteps, num_inference_steps)
     ratio = diff.num_train_timesteps // num_inference_steps
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
@@ -293,27 +301,28 @@ def make_staged(graphdef, diff, norm, *, num_candidates, num_inference_steps, et
     return run
 
 
-def selector_flops(graphdef, ref, pts, *, num_candidates, steps, samples, schedule) -> float | None:
+def selector_flops(graphdef, ref, pts, *, num_candidates, steps, samples, schedule, runtime=None) -> float | None:
     """FLOPs of one implicit-reward decision, counted per piece: XLA's cost analysis counts a
     while-loop (scan) body once, not once per trip, so the fused graph's own figure undercounts.
     = 2 encodes + steps x (denoise + DDIM update) + (M / chunk) x (score chunk, both models)."""
     from flax import nnx
 
     from pam_jax import diffusion
+    from pam_jax.models import kernels
     from pam_jax.models.policy import noise_errors
     from pam_jax.select import _chunk
 
     model = lambda p: nnx.merge(graphdef, p)  # noqa: E731
     b, n = pts.shape[0], num_candidates
     c = _chunk(samples, b * n)
-    ctx = jax.eval_shape(lambda p, x: model(p).encode(x), ref, pts)
+    ctx = jax.eval_shape(kernels.traced(lambda p, x: model(p).encode(x), runtime), ref, pts)
     x = jax.ShapeDtypeStruct((b, n, 2, 3), jnp.float32)
     xc = jax.ShapeDtypeStruct((b, n * c, 2, 3), jnp.float32)
     tc = jax.ShapeDtypeStruct((b, n * c), jnp.int32)
     t = jax.ShapeDtypeStruct((), jnp.int32)
 
     def cost(f, *a):
-        return compiled_flops(jax.jit(f).lower(*a).compile())
+        return compiled_flops(jax.jit(kernels.traced(f, runtime)).lower(*a).compile())
 
     enc = cost(lambda p, x: model(p).encode(x), ref, pts)
     step = cost(lambda p, x, t, ctx: diffusion.ddim_step(schedule, model(p).denoise(x, t, ctx), t, x,
@@ -336,18 +345,20 @@ def _timed(fn, *, budget_s: float, min_repeats: int = 3, max_repeats: int = 20) 
 
 def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=None, staged_at=None,
                   budget_s: float = 8.0, model_overrides: dict | None = None, compute_dtype: str = "float32",
-                  unroll: int = 1, probes=()) -> dict:
+                  unroll: int = 1, probes=(), runtime=None) -> dict:
     """Fused selector vs staged baseline at the reference size (implicit reward, both models).
 
     `rows`: a ROW_SETS name or a list of row dicts (name, N, B, steps, M, staged). Each of
     `probes` is called on every row as probe(decide, median_s=, setting=) (`setting`: the row with
-    its "points" cloud) and returns fields added to the row."""
+    its "points" cloud) and returns fields added to the row. `runtime`: the kernel forms (a
+    RuntimeConfig; default the defaults)."""
     from pam_jax import diffusion
-    from pam_jax.config import DiffusionConfig, ModelConfig
+    from pam_jax.config import DiffusionConfig, ModelConfig, RuntimeConfig
     from pam_jax.normalize import NormStats
     from pam_jax.select import SelectConfig, make_selector
 
     model_cfg = dataclasses.replace(ModelConfig(), **(model_overrides or {}))
+    runtime = runtime or RuntimeConfig()
     diff = DiffusionConfig()
     schedule = diffusion.schedule_from_config(diff)
     norm = NormStats.identity()
@@ -358,7 +369,8 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
     for c in (sampler_rows(rows, sweep, staged_at) if isinstance(rows, str) else rows):
         pts = np.random.default_rng(0).uniform(-0.5, 0.5, (c["B"], num_points, 3)).astype(np.float32)
         scfg = SelectConfig(mode="implicit", num_candidates=c["N"], num_inference_steps=c["steps"],
-                            eta=1.0, reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll)
+                            eta=1.0, reward_samples=c["M"], compute_dtype=compute_dtype, unroll=unroll,
+                            runtime=runtime)
         sel = make_selector(graphdef, diff, norm, scfg)
         args = jax.device_put((ref, pol, pts, jax.random.key(0)))
         # the decision a controller pays for: the parameter-only work prepared once beforehand
@@ -369,7 +381,7 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
         compiled = sel.decide.lower(prepared, *args[2:]).compile()
         compile_s = time.perf_counter() - t
         flops = selector_flops(graphdef, ref, args[2], num_candidates=c["N"], steps=c["steps"],
-                               samples=c["M"], schedule=schedule)
+                               samples=c["M"], schedule=schedule, runtime=runtime)
         decide = lambda: compiled(prepared, *args[2:])  # noqa: E731
         jax.block_until_ready(decide())
         times = _timed(decide, budget_s=budget_s)
@@ -387,7 +399,8 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
         if c.get("staged"):
             staged = make_staged(graphdef, diff, norm, num_candidates=c["N"], num_inference_steps=c["steps"],
                                  eta=1.0, reward_samples=c["M"], beta=scfg.beta,
-                                 t_max=diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps))
+                                 t_max=diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps),
+                                 runtime=runtime)
             staged(ref, pol, pts, 0)  # compile its pieces
             st = _timed(lambda: staged(ref, pol, pts, 1), budget_s=budget_s, min_repeats=2, max_repeats=5)
             row.update(staged_median_s=statistics.median(st), staged_repeats=len(st),
@@ -395,7 +408,7 @@ def bench_sampler(*, num_points: int = 3000, rows: str | list = "all", sweep=Non
         out_rows.append(row)
     return {"benchmark": "sampler", "num_points": num_points, "model": dataclasses.asdict(model_cfg),
             "diffusion": dataclasses.asdict(diff), "mode": "implicit", "compute_dtype": compute_dtype, "unroll": unroll,
-            "matmul_peak_flops_per_s": peak, "peaks": peaks, "rows": out_rows, "machine": machine()}
+            "matmul_peak_flops_per_s": peak, "peaks": peaks, "rows": out_rows, "machine": machine(runtime)}
 
 
 def format_sampler(r: dict) -> str:

@@ -9,6 +9,18 @@ import argparse
 import sys
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree that is not installed: the package's)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pam_jax")
+    except metadata.PackageNotFoundError:
+        from pam_jax import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pam_jax import annotate as annotate_app
     from pam_jax.cli import bench, collect, data, demo, evaluate, serve, study, train
@@ -16,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sim_tasks()
     p = argparse.ArgumentParser(prog="pam-jax", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"pam-jax {_version()}")
     p.add_argument("--compile-cache", metavar="DIR",
                    help="persistent XLA compilation cache folder, or 'off' (default: $PAM_JAX_COMPILE_CACHE, "
                         "else ~/.cache/pam_jax/xla): a second run loads its compiled programs from disk")
@@ -66,23 +79,37 @@ def check_counts(args) -> None:
             raise ValueError(f"--{dest.replace('_', '-')} must be in [0, 1], got {v}")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from pam_jax.train.checkpoint import CheckpointError
+def _user_errors() -> tuple:
+    from pam_jax.train.errors import CheckpointError  # not .checkpoint: that loads orbax (serve --exported has none)
 
+    return (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
+            FloatingPointError)
+
+
+def main(argv=None) -> int:
+    # first: SIGINT/SIGTERM are recorded from this instant (the imports below take seconds)
+    from pam_jax.train import interrupts
+
+    interrupts.install_early()
     try:
+        args = build_parser().parse_args(argv)
         check_counts(args)
         from pam_jax.train import compile_cache
 
         compile_cache.enable(args.compile_cache)
-        return args.func(args)
+        if args.command != "train":       # the others handle Ctrl-C themselves
+            interrupts.hand_back()
+        code = args.func(args)
+        interrupts.check("after the command finished")
+        return code
     except KeyboardInterrupt as e:  # train.interrupts.Interrupted: 128 + the signal number
-        print(f"pam-jax: {e or 'interrupted'}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
-            FloatingPointError) as e:
+    except Exception as e:  # noqa: BLE001 - the user's errors: one line, code 2
+        if not isinstance(e, _user_errors()):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"pam-jax: error: {msg}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: error: {msg}", file=sys.stderr)
         return 2
 
 

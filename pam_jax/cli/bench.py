@@ -4,21 +4,32 @@ from __future__ import annotations
 import json
 
 
+def bench_runtime(assignments):
+    """`--set runtime.KEY=VALUE ...` -> the RuntimeConfig (only runtime fields)."""
+    from pam_jax import config as config_lib
+
+    for item in assignments or ():
+        if not item.startswith("runtime."):
+            raise ValueError(f"bench --set: only the runtime section (runtime.KEY=VALUE), got {item!r}")
+    return config_lib.override(config_lib.Config(), assignments or ()).runtime
+
+
 def cmd_bench(args) -> int:
     from pam_jax.bench import compute as bench
 
+    runtime = bench_runtime(args.set)
     if args.what == "train":
         r = bench.bench_train(num_points=args.points, batch_size=args.batch, replicas=args.replicas,
-                              steps=args.repeats, compute_dtype=args.dtype)
+                              steps=args.repeats, compute_dtype=args.dtype, runtime=runtime)
         bench.print_result(r, args.json, bench.format_train)
         return 0
     if args.what == "sampler":
         r = bench.bench_sampler(num_points=args.points, rows=args.rows or "all", compute_dtype=args.dtype,
-                                unroll=args.unroll)
+                                unroll=args.unroll, runtime=runtime)
         bench.print_result(r, args.json, bench.format_sampler)
         return 0
     if args.what == "fps":
-        r = bench.bench_fps(num_points=args.points)
+        r = bench.bench_fps(num_points=args.points, runtime=runtime)
         bench.print_result(r, args.json, bench.format_fps)
         return 0
     if args.what == "data":
@@ -51,6 +62,9 @@ def add_parser(sub) -> None:
     b.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="sampler, train: the networks' compute dtype (parameters stay float32)")
     b.add_argument("--unroll", type=int, default=1, help="sampler: DDIM steps per iteration of the sampling loop")
+    b.add_argument("--set", nargs="+", action="extend", metavar="runtime.KEY=VALUE",
+                   help="train, sampler, fps: the kernel forms, e.g. --set runtime.fps=argmax runtime.pad=on "
+                        "(recorded in the output's machine block)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     from pam_jax.cli import serve
 

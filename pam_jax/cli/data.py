@@ -3,6 +3,7 @@
     pam-jax data build deformpam --src DIR --task rope --kind supervised [--data-dir OUT] [--strict]
     pam-jax data inspect --data-dir OUT --task rope --kind supervised [--png FILE]
     pam-jax data fixture --out DIR [--task rope] [--kind supervised]
+    pam-jax data export-parquet --data-dir OUT --task rope --kind supervised --out DIR [--split train]
 
 ``add_subparser(subparsers)`` registers the ``data`` command on the main ``pam-jax`` parser
 (:mod:`pam_jax.cli`), which turns expected failures into one ``pam-jax: error: ...`` line.
@@ -121,18 +122,41 @@ def cmd_fixture(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export-parquet
+
+
+def _dataset_dir(args):
+    from pam_jax.data import sources
+
+    if args.task:
+        return sources.dataset_dir(args.data_dir, args.task, args.kind)
+    return sources.resolve_dataset_dir(args.data_dir)
+
+
+def cmd_export_parquet(args) -> int:
+    from pam_jax.data import parquet
+
+    _setup_logging(args.verbose)
+    ds_dir = _dataset_dir(args)
+    report = parquet.export_parquet(ds_dir, args.out, splits=args.split or None, overwrite=args.overwrite)
+    for split, path in report["files"].items():
+        print(f"{split}: {report['rows'][split]} rows -> {path}")
+    print(f"load: datasets.load_dataset(\"parquet\", data_dir=\"{report['out_dir']}\")")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
-    """Register ``data`` (with ``build``, ``inspect``, ``fixture``) on an argparse subparsers
+    """Register ``data`` (with ``build``, ``inspect``, ``fixture``, ``export-parquet``) on an argparse subparsers
     object; each leaf sets ``func`` (called with the parsed args, returns an exit code)."""
     tasks = list(tasks_lib.data_task_names())
     p = subparsers.add_parser(
         "data", help="build and inspect datasets (TFDS ArrayRecord)",
         description="Build DeformPAM-layout sample folders into TFDS ArrayRecord datasets, "
                     "inspect them, or write a small fixture dataset.")
-    sub = p.add_subparsers(dest="data_command", metavar="{build,inspect,fixture}")
+    sub = p.add_subparsers(dest="data_command", metavar="{build,inspect,fixture,export-parquet}")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     b = sub.add_parser(
@@ -185,4 +209,20 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
                         "no_annotation bad_indices)")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=cmd_fixture)
+
+    e = sub.add_parser(
+        "export-parquet", help="write a built dataset as Parquet (one file per split)",
+        description="Write each split of a built dataset to OUT/<split>.parquet, one row per "
+                    "record, arrays as nested lists (Hugging Face datasets, pandas and polars read "
+                    "it). Needs pyarrow: pip install 'pam_jax[parquet]'.")
+    e.add_argument("--data-dir", default=None,
+                   help="TFDS data dir (with --task), or a built dataset folder")
+    e.add_argument("--task", choices=tasks, default=None, help="task of the dataset to export")
+    e.add_argument("--kind", choices=list(tasks_lib.KINDS), default="supervised")
+    e.add_argument("--out", required=True, help="folder for the Parquet files")
+    e.add_argument("--split", action="append", default=None,
+                   help="a split to export (repeatable; default: every split)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing Parquet files")
+    e.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    e.set_defaults(func=cmd_export_parquet)
     return p

@@ -9,8 +9,11 @@ import sys
 from pam_jax.serving.protocol import BATCHING, MODES
 
 
-def _add_runs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sl", required=True, help="the supervised run (samples the candidates)")
+def _add_runs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--sl", required=required, help="the supervised run (samples the candidates); with --dpo or "
+                                                   "--reward, the checkpoint that run was trained against is used")
+    p.add_argument("--sl-step", type=int, default=None,
+                   help="use this SL checkpoint instead of the one the preference run was trained against")
     p.add_argument("--dpo", help="the DPO run (implicit reward: scores the candidates)")
     p.add_argument("--reward", help="an explicit reward run (--mode explicit)")
     p.add_argument("--mode", choices=MODES, default="implicit",
@@ -29,13 +32,25 @@ def add_subparsers(sub) -> None:
                        description="A websocket policy server: the metadata on connect, msgpack requests with "
                                    "numpy clouds, dynamic batching of concurrent requests (padded to a few "
                                    "batch sizes compiled at start-up), GET /healthz on the same port. Clients: "
-                                   "from pam_jax.serving import PolicyClient. SIGTERM or Ctrl-C stops it.")
-    _add_runs(s)
+                                   "from pam_jax_client import PolicyClient, or openpi's WebsocketClientPolicy "
+                                   "(world-frame clouds, framed by the server). SIGTERM or Ctrl-C drains and "
+                                   "stops it.")
+    _add_runs(s, required=False)
+    s.add_argument("--exported", metavar="FILE",
+                   help="serve a `pam-jax export` artefact instead of runs (jax and numpy only: no flax, orbax, "
+                        "TFDS or MuJoCo); its batch size and selection are fixed at export")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     s.add_argument("--max-batch", type=int, default=8, help="most requests answered by one call")
     s.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long the first request of a batch waits for others")
+    s.add_argument("--calibration", metavar="FILE",
+                   help="the robot's world-to-task transform for world-frame clouds: a (4, 4) rigid matrix in a "
+                        ".npy or .json file (default identity; a request may bring its own)")
+    s.add_argument("--max-points", type=int, default=None,
+                   help="the largest world-frame cloud accepted, in points (default 400000)")
+    s.add_argument("--drain-s", type=float, default=30.0,
+                   help="on SIGTERM, how long to wait for the requests in flight (default %(default)s)")
     s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("export", help="write the selection graph as one file that runs without the training code",
@@ -60,17 +75,63 @@ def _served(args):
     from pam_jax.serving.graph import load_served
 
     return load_served(args.sl, args.dpo, args.reward, mode=args.mode, num_candidates=args.candidates,
-                       reward_samples=args.reward_samples, batching=args.batching)
+                       reward_samples=args.reward_samples, batching=args.batching, sl_step=getattr(args, "sl_step", None))
+
+
+def _calibration(path):
+    import numpy as np
+
+    if path is None:
+        return None
+    try:
+        m = np.load(path) if str(path).endswith(".npy") else np.asarray(json.loads(open(path).read()), np.float64)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"--calibration {path}: cannot read a (4, 4) matrix ({e})") from None
+    from pam_jax.pointcloud import Rigid
+
+    return Rigid(m).matrix   # checked: rigid, finite
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pam-jax serve: %(message)s"))
+    handler.set_name("pam-jax serve")
+    for name in ("pam_jax.serving", "websockets.server"):
+        logger = logging.getLogger(name)
+        if any(h.get_name() == "pam-jax serve" for h in logger.handlers):   # a second serve in one process
+            continue
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if name == "pam_jax.serving" else logging.WARNING)
+        logger.propagate = False
 
 
 def cmd_serve(args) -> int:
-    from pam_jax.serving.server import PolicyServer, batch_sizes
+    from pam_jax.serving.server import MAX_WORLD_POINTS, PolicyServer, batch_sizes
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    if bool(args.exported) == bool(args.sl):
+        raise ValueError("serve needs either --sl RUN (with --dpo or --reward) or --exported FILE")
+    if args.exported and (args.dpo or args.reward or args.candidates or args.reward_samples):
+        raise ValueError("--exported serves the artefact's own selection: drop --dpo, --reward, --candidates "
+                         "and --reward-samples")
+    if not args.drain_s >= 0:
+        raise ValueError(f"--drain-s must be >= 0, got {args.drain_s}")
     sizes = batch_sizes(args.max_batch)   # before loading anything
-    served = _served(args)
-    server = PolicyServer(served, host=args.host, port=args.port, sizes=sizes, window_ms=args.batch_window_ms)
+    calibration = _calibration(args.calibration)
+    if args.exported:
+        from pam_jax.serving.exported import load_exported
+
+        served = load_exported(args.exported)
+    else:
+        served = _served(args)
+    _log_to_stderr()
+    server = PolicyServer(served, host=args.host, port=args.port, sizes=sizes, window_ms=args.batch_window_ms,
+                          calibration=calibration, drain_s=args.drain_s,
+                          max_world_points=args.max_points if args.max_points is not None
+                          else max(MAX_WORLD_POINTS, served.num_points))
 
     def bound(s):
         print(f"listening on {s.host}:{s.port}; compiling batch sizes {', '.join(map(str, sizes))} "

@@ -5,11 +5,13 @@ from pam_jax.cli.common import load_config
 
 
 def cmd_train(args) -> int:
-    from pam_jax.train import distributed
+    from pam_jax.train import distributed, interrupts
     from pam_jax.train.loop import train
 
+    interrupts.check("while starting")
     log = distributed.start(args)   # --distributed: join the run first; log lines then name their process
     cfg = load_config(args)
+    interrupts.check("while loading the configuration")
     result = train(cfg, progress_bar=not args.no_progress, log=log)
     rate = f", {result.steps_per_sec:.2f} steps/s" if result.steps_per_sec else ""
     log(f"done: step {int(result.state.step)}{rate}; checkpoints in {result.run_dir / 'checkpoints'}")

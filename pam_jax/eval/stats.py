@@ -1,16 +1,20 @@
 """Confidence intervals and tests for comparing methods on evaluation results; numpy/scipy only.
 
 * :func:`mean_ci`, :func:`paired_diff_ci` -- Student-t intervals (and the paired t-test) for a
-  mean and for a mean difference over the same start states.
+  mean and for a mean difference over the same start states (scipy's ``ttest_1samp``,
+  ``ttest_rel``).
 * :func:`wilson_interval`, :func:`mcnemar_exact` -- a success rate's Wilson score interval, and
-  the exact McNemar test for two methods' paired success/failure outcomes.
+  the exact McNemar test for two methods' paired success/failure outcomes (scipy's
+  ``binomtest``).
 * :func:`hierarchical_bootstrap`, :func:`hierarchical_bootstrap_diff` -- percentile intervals
   that count both sources of variation of a policy evaluation: the training seed (resampled
   first) and the start state (resampled second). With few seeds the seed level dominates and
   the interval is honestly wide; a single seed gives the start-state-only bootstrap.
 
-Every function raises a one-line ``ValueError`` on bad input (empty, NaN or inf, wrong shape,
-``level`` outside (0, 1)).
+scipy computes the intervals and tests; this module validates the input first, fixes the
+degenerate cases (one value, zero spread, no discordant pair) and adds the bootstrap, which scipy
+lacks. Every function raises a one-line ``ValueError`` on bad input (empty, NaN or inf, wrong
+shape, ``level`` outside (0, 1)).
 """
 from __future__ import annotations
 
@@ -150,68 +154,68 @@ def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- t intervals
+def _half_width(ci) -> float:
+    return float(ci.high - ci.low) / 2.0
+
+
 def mean_ci(x, level: float = 0.95) -> MeanCI:
-    """Mean of ``x`` and the half-width of its Student-t interval (n - 1 dof); NaN half-width
-    when ``x`` has one value."""
+    """Mean of ``x`` and the half-width of its Student-t interval (n - 1 dof,
+    ``scipy.stats.ttest_1samp(...).confidence_interval``); NaN half-width when ``x`` has one
+    value, 0 when all its values are equal."""
     a = _vector(x, "x")
     lv = _level(level)
     m = float(a.mean())
     if a.size == 1:
         return MeanCI(m, float("nan"))
-    se = float(a.std(ddof=1)) / np.sqrt(a.size)
-    return MeanCI(m, float(_st.t.ppf((1 + lv) / 2, a.size - 1) * se))
+    if float(a.std(ddof=1)) == 0.0:
+        return MeanCI(m, 0.0)
+    return MeanCI(m, _half_width(_st.ttest_1samp(a, 0.0).confidence_interval(confidence_level=lv)))
 
 
 def paired_diff_ci(a, b, level: float = 0.95) -> PairedDiff:
     """Mean of ``a - b`` (paired by start state), its t half-width, and the two-sided paired
-    t-test p-value; one pair gives NaN for both, zero spread gives p = 1 (no difference) or 0."""
+    t-test p-value (``scipy.stats.ttest_rel``); one pair gives NaN for both, zero spread gives
+    p = 1 (no difference) or 0."""
     x, y = _vector(a, "a"), _vector(b, "b")
     if x.shape != y.shape:
         raise ValueError(f"a, b: expected the same length (paired), got {x.size} and {y.size}")
+    lv = _level(level)
     d = x - y
-    m, half = mean_ci(d, level)
+    m = float(d.mean())
     if d.size == 1:
-        return PairedDiff(m, half, float("nan"))
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
+        return PairedDiff(m, float("nan"), float("nan"))
+    if float(d.std(ddof=1)) == 0.0:
         return PairedDiff(m, 0.0, 1.0 if m == 0.0 else 0.0)
-    t = m / (sd / np.sqrt(d.size))
-    return PairedDiff(m, half, float(min(1.0, 2.0 * _st.t.sf(abs(t), d.size - 1))))
+    res = _st.ttest_rel(x, y)
+    return PairedDiff(m, _half_width(res.confidence_interval(confidence_level=lv)), float(res.pvalue))
 
 
 # --------------------------------------------------------------------------- success rates
 def wilson_interval(k, n, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval ``(lo, hi)`` for the success rate of ``k`` successes in ``n`` trials."""
+    """Wilson score interval ``(lo, hi)`` for the success rate of ``k`` successes in ``n`` trials
+    (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``)."""
     for v, name in ((k, "k"), (n, "n")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"{name}: expected an int, got {v!r}")
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"k, n: expected 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    z = float(_st.norm.ppf((1 + _level(level)) / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return float(lo), float(hi)
+    ci = _st.binomtest(int(k), int(n)).proportion_ci(confidence_level=_level(level), method="wilson")
+    return float(max(0.0, ci.low)), float(min(1.0, ci.high))
 
 
 def mcnemar_exact(a_success, b_success) -> McNemar:
     """Two-sided exact McNemar test of paired binary outcomes: a binomial(0.5) test on the
-    discordant pairs (``a_only``: a succeeded and b failed; ``b_only``: the reverse); p = 1
-    when there are none."""
+    discordant pairs (``a_only``: a succeeded and b failed; ``b_only``: the reverse;
+    ``scipy.stats.binomtest(a_only, a_only + b_only, 0.5)``); p = 1 when there are none."""
     a, b = _binary(a_success, "a_success"), _binary(b_success, "b_success")
     if a.shape != b.shape:
         raise ValueError(f"a_success, b_success: expected the same length (paired), "
                          f"got {a.size} and {b.size}")
     a_only = int(np.count_nonzero(a & ~b))
     b_only = int(np.count_nonzero(~a & b))
-    m = a_only + b_only
-    if m == 0:
+    if a_only + b_only == 0:
         return McNemar(1.0, a_only, b_only)
-    p = min(1.0, 2.0 * float(_st.binom.cdf(min(a_only, b_only), m, 0.5)))
-    return McNemar(p, a_only, b_only)
+    return McNemar(float(_st.binomtest(a_only, a_only + b_only, 0.5).pvalue), a_only, b_only)
 
 
 # --------------------------------------------------------------------------- bootstrap

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pam_jax.models import fused
 from pam_jax.models.layers import (
     MLP,
     AdaLN,
@@ -57,7 +56,7 @@ class Context(NamedTuple):
 
     kv: tuple                     # per layer: (keys with rotary, values), each (B, H, dp, S)
     cond: jax.Array | None = None  # (T, M) conditioning of timesteps 0 .. T-1, or None: per call
-    weights: "DenoiserWeights | None" = None   # or fused.FusedWeights; None: made per call
+    weights: "DenoiserWeights | None" = None   # None: made per call
     kv_weights: "ContextWeights | None" = None   # the projection that makes `kv`, or None: made per call
     encoder: tuple | None = None  # the point encoder's per-layer q/k/v matrices (PointEncoder.weights)
 
@@ -291,22 +290,13 @@ class ActionDenoiser(nnx.Module):
 
     def features(self, x: jax.Array, t: jax.Array, ctx: Context) -> tuple[jax.Array, jax.Array]:
         """Final hidden states (B, N, A, D) and the timestep conditioning (..., M) used.
-        t: a scalar or broadcastable to (B, N). A Context made for the fused kernels
-        (`Context.weights` a :class:`~pam_jax.models.fused.FusedWeights`) runs them instead."""
-        if isinstance(ctx.weights, fused.FusedWeights):
-            return fused.features(self, x, t, ctx)
+        t: a scalar or broadcastable to (B, N)."""
         h, _, cond = self._hidden(x, t, ctx)
         return h[..., :self.out_ln.width], cond
 
     def __call__(self, x: jax.Array, t: jax.Array, ctx: Context) -> jax.Array:
         """Noisy actions x (B, N, A, 3), timesteps t (a scalar or broadcastable to (B, N)) ->
         epsilon (B, N, A, 3)."""
-        if isinstance(ctx.weights, fused.FusedWeights):
-            if fused.mode() == "chain":
-                return fused.epsilon(self, x, t, ctx)
-            h, cond = fused.features(self, x, t, ctx)
-            out_mod = self._split(cond)[1]
-        else:
-            h, out_mod, _ = self._hidden(x, t, ctx)
+        h, out_mod, _ = self._hidden(x, t, ctx)
         y, _ = self.out_ln.modulate(h, out_mod)
         return self.out(y[..., :self.out_ln.width])

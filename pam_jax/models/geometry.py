@@ -5,13 +5,13 @@ Both are static-shape and jit/vmap friendly, so the encoder stays one XLA graph.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import jax
 import jax.numpy as jnp
 
-FPS_METHODS = ("rows", "argmax", "pallas")
-FPS_ENV = "PAM_JAX_FPS"          # overrides the device's default method (all give the same indices)
+from pam_jax.models import kernels
+
+FPS_METHODS = ("rows", "argmax", "pallas")   # runtime.fps chooses one ("auto": per backend); same indices
 
 
 _PORTABLE = [False]
@@ -29,7 +29,7 @@ def _scoped(stack: list, value):
 
 def portable():
     """Within it the geometry takes plain XLA forms ("rows", "top_k"; also over a "pallas" in the
-    environment), whatever the backend: for graphs serialised to run elsewhere (`pam-jax
+    runtime config), whatever the backend: for graphs serialised to run elsewhere (`pam-jax
     export`), which may not hold a Triton kernel (jax.export gives no compatibility guarantee for
     one, and it has no CPU lowering)."""
     return _scoped(_PORTABLE, True)
@@ -56,15 +56,16 @@ def target_backend() -> str:
 
 
 def default_fps_method() -> str:
-    """$PAM_JAX_FPS when set; else "rows" on CPU (measured about 6x faster there than "argmax")
-    and "pallas" on accelerators (on an H200, 3000 -> 256 points: 0.28 ms against 1.6 ms for the
-    scan forms, same indices; BUILD_NOTES)."""
-    chosen = os.environ.get(FPS_ENV)
-    if chosen and chosen not in FPS_METHODS:
-        raise ValueError(f"${FPS_ENV}={chosen!r}: expected one of {FPS_METHODS}")
+    """runtime.fps of the graph being traced (:func:`pam_jax.models.kernels.active`); "auto":
+    "rows" on CPU (measured about 6x faster there than "argmax") and "pallas" on accelerators
+    (on an H200, 3000 -> 256 points: 0.28 ms against 1.6 ms for the scan forms, same indices;
+    BUILD_NOTES)."""
+    chosen = kernels.active().fps
     if _PORTABLE[-1]:
-        return chosen if chosen and chosen != "pallas" else "rows"
-    return chosen or ("rows" if target_backend() == "cpu" else "pallas")
+        return chosen if chosen not in ("auto", "pallas") else "rows"
+    if chosen != "auto":
+        return chosen
+    return "rows" if target_backend() == "cpu" else "pallas"
 
 
 def farthest_point_sample(points: jax.Array, num_samples: int, method: str | None = None) -> jax.Array:
@@ -157,21 +158,20 @@ def _pallas_backend(num_warps: int) -> dict:
     return {"compiler_params": pl_triton.CompilerParams(num_warps=num_warps)}
 
 
-KNN_METHODS = ("top_k", "pallas")
-KNN_ENV = "PAM_JAX_KNN"
+KNN_METHODS = ("top_k", "pallas")   # runtime.knn chooses one ("auto": per backend); same indices
 KNN_PALLAS_QUERIES = 4   # queries per Pallas program
 KNN_PALLAS_WARPS = 8
 
 
 def default_knn_method() -> str:
-    """$PAM_JAX_KNN when set; else "top_k" on CPU and "pallas" on accelerators (on an H200,
-    XLA's top-k took 1.6 ms of a 8 ms train step: BUILD_NOTES)."""
-    chosen = os.environ.get(KNN_ENV)
-    if chosen and chosen not in KNN_METHODS:
-        raise ValueError(f"${KNN_ENV}={chosen!r}: expected one of {KNN_METHODS}")
+    """runtime.knn of the graph being traced; "auto": "top_k" on CPU and "pallas" on
+    accelerators (on an H200, XLA's top-k took 1.6 ms of a 8 ms train step: BUILD_NOTES)."""
+    chosen = kernels.active().knn
     if _PORTABLE[-1]:
         return "top_k"
-    return chosen or ("top_k" if target_backend() == "cpu" else "pallas")
+    if chosen != "auto":
+        return chosen
+    return "top_k" if target_backend() == "cpu" else "pallas"
 
 
 def knn(queries: jax.Array, points: jax.Array, k: int, method: str | None = None) -> jax.Array:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pam_jax.models import geometry
+from pam_jax.models import geometry, kernels
 
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -154,7 +153,7 @@ def rotary_rotation(coordinate, freqs, sign):
     (`freqs` (>= 3, dp): row k the column's frequency if it rotates with axis k, else 0
     (:func:`rotary_table`); `sign` its sine term's sign, 0 past the rotated columns):
     `coordinate(k)` gives axis k's coordinates as a column broadcastable against (..., dp). The
-    arithmetic of :func:`rotary_columns` and of the fused kernels (models.fused), which read the
+    arithmetic of :func:`rotary_columns` and of the experimental fused kernels, which read the
     coordinates from refs."""
     ang = coordinate(0) * freqs[0]
     for k in (1, 2):
@@ -193,18 +192,18 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) 
     return jnp.einsum("...hqk,...khd->...qhd", w, v)
 
 
-SMALL_ATTENTION = 4   # token counts up to this go through small_attention's elementwise form
-SMALL_ATTENTION_ENV = "PAM_JAX_SMALL_ATTENTION"   # overrides it (0: always the matmul form; for benchmarks)
+SMALL_ATTENTION = 4   # token counts up to this go through small_attention's elementwise form (runtime.small_attention)
 
 
 def small_attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None = None) -> jax.Array:
-    """:func:`attention` among a few tokens (L <= SMALL_ATTENTION; a candidate's A action points),
+    """:func:`attention` among a few tokens (L <= runtime.small_attention, default
+    SMALL_ATTENTION; a candidate's A action points),
     written out per token pair: the L^2 logits are sums over d of one product each (sibling
     reductions a GPU runs as one kernel) and the softmax over L and the weighted sum of values are
     plain elementwise ops, instead of two batched matmuls around a softmax of a few elements
     (about six kernels per call on an H200, each doing almost nothing)."""
     n = q.shape[-3]
-    if n > int(os.environ.get(SMALL_ATTENTION_ENV, SMALL_ATTENTION)):
+    if n > kernels.active().small_attention:
         return attention(q, k, v, dim)
     root = math.sqrt(dim or q.shape[-1])
     qs, ks, vs = ([x[..., i, :, :] for i in range(n)] for x in (q, k, v))
@@ -236,15 +235,13 @@ def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, dim: int | None 
 # matmul's contraction of 240 (or a 60-wide head) to a multiple it likes, and it does so inside
 # the DDIM loop, for the weights too, on every step (6 pad kernels per step, BUILD_NOTES); padded
 # once before the loop, nothing is left to pad. On CPU nothing needs it.
-PAD_ENV = "PAM_JAX_PAD"        # "auto" (default: pad on accelerators), "on", "off"
 PAD_MULTIPLES = (16, 64)       # (head width, model width) when padding
 
 
 def pad_multiples() -> tuple[int, int]:
-    """(head, width) multiples the denoiser pads its attention matrices to; (1, 1) = none."""
-    mode = os.environ.get(PAD_ENV, "auto")
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"${PAD_ENV}={mode!r}: expected auto, on or off")
+    """(head, width) multiples the denoiser pads its attention matrices to; (1, 1) = none.
+    runtime.pad: "on", "off", or "auto" (pad on accelerators)."""
+    mode = kernels.active().pad
     on = mode == "on" or (mode == "auto" and geometry.target_backend() != "cpu")
     return PAD_MULTIPLES if on else (1, 1)
 

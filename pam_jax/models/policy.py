@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pam_jax import diffusion
-from pam_jax.config import Config, DiffusionConfig, ModelConfig
-from pam_jax.models import fused as fused_lib
+from pam_jax.config import Config, DiffusionConfig, ModelConfig, RuntimeConfig
+from pam_jax.models import kernels
 from pam_jax.models.denoiser import ActionDenoiser, Context
 from pam_jax.models.encoder import PointEncoder
 from pam_jax.normalize import NormStats
@@ -37,32 +37,25 @@ class DiffusionPolicy(nnx.Module):
         only, so models with the same `encoder.grouping` can share them (see :meth:`encode`)."""
         return self.encoder.group(points)
 
-    def prepare(self, *, num_timesteps: int | None = None, timesteps=None, fused: bool = False) -> Context:
+    def prepare(self, *, num_timesteps: int | None = None, timesteps=None) -> Context:
         """The parameter-only part of a Context (its `kv` empty): the attention matrices in the
-        layout the denoiser reads (fused and padded with `fused`, when the token count allows it:
-        a power of two), and with `num_timesteps` T the timestep conditioning table (T rows,
-        computed for the static `timesteps` only, default all). It depends on the parameters
-        only: make it once per parameters and pass it to :meth:`encode` for every observation."""
+        layout the denoiser reads, and with `num_timesteps` T the timestep conditioning table (T
+        rows, computed for the static `timesteps` only, default all). It depends on the
+        parameters only: make it once per parameters and pass it to :meth:`encode` for every
+        observation."""
         den = self.denoiser
         cond = None if num_timesteps is None else den.conditioning_table(num_timesteps, timesteps)
-        if fused and fused_lib.supports(self.encoder.num_tokens):
-            width = den.out_ln.mod.in_features
-            return Context((), None if cond is None else fused_lib.pad_conditioning(cond, width),
-                           fused_lib.prepare(den), den.context_weights(fused_lib.dims(width, den.heads)[1]),
-                           self.encoder.weights())
         return Context((), cond, den.prepare(), den.context_weights(), self.encoder.weights())
 
     def encode(self, points: jax.Array, groups=None, *, num_timesteps: int | None = None,
-               timesteps=None, fused: bool = False, prepared: Context | None = None) -> Context:
+               timesteps=None, prepared: Context | None = None) -> Context:
         """Normalised clouds (B, Np, 3) -> the Context: per-layer cross-attention keys/values
         (once per observation), from `groups` (:meth:`group` of these clouds) if given, with the
         parameter-only part from `prepared` (:meth:`prepare`), else made now from
-        `num_timesteps`, `timesteps` and `fused` (see :meth:`prepare`). Denoiser calls (every
-        DDIM step, every Monte-Carlo sample) then only gather a row of the conditioning table.
-        `fused`: the Context of the fused Pallas forward (:mod:`pam_jax.models.fused`; sampling
-        only, no gradients)."""
+        `num_timesteps` and `timesteps` (see :meth:`prepare`). Denoiser calls (every DDIM step,
+        every Monte-Carlo sample) then only gather a row of the conditioning table."""
         if prepared is None:
-            prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps, fused=fused)
+            prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps)
         tokens, xyz = self.encoder(points, groups, prepared.encoder)
         return prepared._replace(kv=self.denoiser.context(tokens, xyz, prepared.kv_weights))
 
@@ -139,14 +132,16 @@ def sample_normalized(graphdef, params, points_n, key, *, num_samples: int,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "diff", "action_points"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "diff", "action_points", "runtime"))
 def sample_actions(graphdef, params, points, center, scale, key, *, num_samples: int,
-                   diff: DiffusionConfig, action_points: int = 2):
-    """Raw-frame clouds (B, Np, 3) -> sampled actions (B, num_samples, A, 3) in the raw frame."""
+                   diff: DiffusionConfig, action_points: int = 2, runtime: RuntimeConfig | None = None):
+    """Raw-frame clouds (B, Np, 3) -> sampled actions (B, num_samples, A, 3) in the raw frame,
+    traced with `runtime`'s kernel forms (None: the defaults)."""
     schedule = diffusion.schedule_from_config(diff)
-    x0 = sample_normalized(graphdef, params, normalize(points, center, scale), key,
-                           num_samples=num_samples, diff=diff, schedule=schedule,
-                           action_points=action_points)
+    with kernels.using(runtime):
+        x0 = sample_normalized(graphdef, params, normalize(points, center, scale), key,
+                               num_samples=num_samples, diff=diff, schedule=schedule,
+                               action_points=action_points)
     return unnormalize(x0, center, scale)
 
 

@@ -1,8 +1,9 @@
 """Serving a trained policy: a websocket server with dynamic batching (`pam-jax serve`), its
 client, and an exported graph that runs without flax or the training code (`pam-jax export`).
 
-Importing this package loads neither jax nor flax: `PolicyClient` needs only numpy, websockets
-and msgpack, so a robot's computer can use it. The server lives in `pam_jax.serving.server`.
+Importing this package loads neither jax nor flax. `PolicyClient` and the wire protocol are the
+robot-side package `pam_jax_client` (packages/pam-jax-client: numpy, websockets and msgpack
+only), re-exported here; a robot's computer installs that package alone. The server lives in `pam_jax.serving.server`.
 The names below load on first use, so that the CLI's parser (which reads `protocol`) works
 where websockets is not installed (e.g. a GPU image that only runs the benchmarks).
 """

@@ -36,7 +36,8 @@ def evaluate(run_dir, *, scenes: int = 64, samples: int = 16, seed: int = 12345,
     ends = batch["actions"][:, 0]
     out = sample_actions(policy.graphdef, policy.params, batch["points"], np.asarray(norm.center, np.float32),
                          np.asarray(norm.scale, np.float32), jax.random.key(seed),
-                         num_samples=samples, diff=cfg.diffusion, action_points=cfg.model.action_points)
+                         num_samples=samples, diff=cfg.diffusion, action_points=cfg.model.action_points,
+                         runtime=cfg.runtime)
     out = np.asarray(out)
     result = score_samples(out, ends, batch["length"])
     if png:

@@ -53,7 +53,7 @@ def _sample(parent: Policy, points, key, num_samples, diff: DiffusionConfig, chu
         out.append(np.asarray(sample_actions(
             parent.graphdef, parent.params, points[i:i + chunk], np.asarray(parent.norm.center, np.float32),
             np.asarray(parent.norm.scale, np.float32), jax.random.fold_in(key, i),
-            num_samples=num_samples, diff=diff)))
+            num_samples=num_samples, diff=diff, runtime=parent.cfg.runtime)))
     return np.concatenate(out)
 
 

@@ -6,16 +6,25 @@ saved on 8 devices restores on 1 and the reverse. Every failure is one clear `Ch
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import time
 
 import jax
 import orbax.checkpoint as ocp
 
+from pam_jax.train.errors import CheckpointError  # noqa: F401  (defined apart: the CLI catches it without orbax)
+
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A missing, corrupt or mismatched checkpoint."""
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint whose files cannot be read back (cut short, missing or garbled); `why` says
+    which part, in plain words."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
 
 
 def _first_line(e: BaseException) -> str:
@@ -35,7 +44,8 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint directory at {self.directory}")
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
+            # a save cut short by a kill leaves a temporary folder: the trainer (create=True) removes it
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, cleanup_tmp_directories=create),
         )
 
     def latest_step(self) -> int | None:
@@ -67,8 +77,9 @@ class Checkpointer:
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:  # noqa: BLE001 - any orbax/IO failure becomes one clear line
-            raise CheckpointError(f"checkpoint step {step} in {self.directory}: unreadable record "
-                                  f"({_first_line(e)}){self.way_out(step)}") from None
+            raise CorruptCheckpoint(f"checkpoint step {step} in {self.directory}: unreadable record "
+                                    f"({_first_line(e)}){self.way_out(step)}",
+                                    "its record (meta) cannot be read: a file is cut short, missing or garbled") from None
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             found = meta.get("format_version") if isinstance(meta, dict) else None
             raise CheckpointError(f"checkpoint step {step} in {self.directory}: format version "
@@ -88,10 +99,32 @@ class Checkpointer:
         try:
             restored = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint step {step} in {self.directory} is corrupt or does not "
-                                  f"match this model ({_first_line(e)}){self.way_out(step)}") from None
+        except Exception as e:  # noqa: BLE001 - the record matched this model, so the arrays are damaged
+            raise CorruptCheckpoint(f"checkpoint step {step} in {self.directory} is corrupt or does not "
+                                    f"match this model ({_first_line(e)}){self.way_out(step)}",
+                                    "its arrays cannot be read: a file is cut short, missing or garbled") from None
         return restored["state"], meta
+
+    def restore_newest_intact(self, abstract_state, *, expect: dict | None = None, log=print,
+                              chief: bool = True):
+        """-> (state, meta) of the newest checkpoint that reads back, or None when none is left.
+        A damaged newer one is moved aside to ``<step>.corrupt-<time>`` (by the chief process;
+        kept for inspection, never deleted) with one line naming its step and why; a checkpoint
+        of another model or config still stops the run (:class:`CheckpointError`)."""
+        while (step := self.latest_step()) is not None:
+            try:
+                return self.restore(abstract_state, step, expect=expect)
+            except CorruptCheckpoint as e:
+                aside = self.directory / f"{step}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+                older = [s for s in self.all_steps() if s < step]
+                _sync(f"pam_jax_corrupt_{step}_before")
+                if chief:
+                    os.rename(self.directory / str(step), aside)
+                _sync(f"pam_jax_corrupt_{step}_after")
+                then = f"resuming from step {max(older)}" if older else "no intact checkpoint left: starting over"
+                log(f"skipped checkpoint step {step}: {e.why}; moved it aside to {aside}; {then}")
+                self.manager.reload()
+        return None
 
     def restore_subtree(self, abstract_subtree: dict, step: int | None = None):
         """-> (part of the saved state, meta): only the fields named in `abstract_subtree` (e.g.
@@ -122,6 +155,13 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _diff(have, want, prefix="") -> str:

@@ -48,7 +48,7 @@ def start(args):
     _check(args)
     import jax
 
-    from pam_jax.train import sharding
+    from pam_jax.train import interrupts, sharding, watchdog
 
     try:
         sharding.init_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -59,4 +59,6 @@ def start(args):
                              "or Open MPI, or give --coordinator HOST:PORT --num-processes N --process-id I") from None
         raise ValueError(f"--distributed: could not join the run ({why})") from None
     prefix = f"[process {jax.process_index()}/{jax.process_count()}]"
+    interrupts.set_line_prefix(prefix)
+    watchdog.start(prefix)
     return functools.partial(print, prefix, flush=True)

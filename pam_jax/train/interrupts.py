@@ -6,6 +6,12 @@ gc callback the exception is swallowed and the run goes on. So :class:`DeferredS
 records the signal; the loop checks :attr:`DeferredSignals.received` between steps, saves, and
 raises :class:`Interrupted`. A second signal while the first is pending aborts at once, without
 saving (for a user who will not wait for a long step to finish).
+
+The `pam-jax` entry point calls :func:`install_early` in its first lines, before any heavy import
+(this module imports only the standard library): from then on a signal during the imports, the
+set-up or the first compile is recorded too, and :func:`check` (at the set-up's milestones)
+turns it into :class:`Interrupted` with nothing to save. A :class:`DeferredSignals` entered later
+inherits a signal the early handler recorded.
 """
 from __future__ import annotations
 
@@ -34,8 +40,18 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+# "[process i/n] " in a multi-process run (set when it joins), so that the last line names its process
+LINE_PREFIX = ""
+_early: "DeferredSignals | None" = None
+
+
+def set_line_prefix(prefix: str) -> None:
+    global LINE_PREFIX
+    LINE_PREFIX = f"{prefix} " if prefix else ""
+
+
 def _abort(signum: int) -> None:
-    print(f"pam-jax: second {signal_name(signum)}: aborted at once, without saving "
+    print(f"{LINE_PREFIX}pam-jax: a second signal ({signal_name(signum)}): aborted at once, without saving "
           "(the newest checkpoint is kept)", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
@@ -65,6 +81,8 @@ class DeferredSignals:
         self._on_abort(signum)
 
     def __enter__(self) -> "DeferredSignals":
+        if _early is not None and self is not _early and _early.received:
+            self.received = _early.received
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._old[s] = signal.signal(s, self._handler)
@@ -74,3 +92,33 @@ class DeferredSignals:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
+
+
+def install_early() -> DeferredSignals:
+    """Record SIGINT/SIGTERM from now on (the first lines of the entry point); idempotent."""
+    global _early
+    if _early is None:
+        _early = DeferredSignals().__enter__()
+    return _early
+
+
+def received() -> int | None:
+    """The signal the early handler recorded, if any."""
+    return _early.received if _early is not None else None
+
+
+def check(when: str = "before training started") -> None:
+    """Raise :class:`Interrupted` if a signal arrived already (a point with nothing to save)."""
+    signum = received()
+    if signum:
+        raise Interrupted(f"interrupted {when} ({signal_name(signum)}); nothing to save", signum)
+
+
+def hand_back(when: str = "before the command started") -> None:
+    """For commands that handle Ctrl-C themselves: :func:`check`, then the handlers that were in
+    place before :func:`install_early`."""
+    global _early
+    check(when)
+    if _early is not None:
+        _early.__exit__(None, None, None)
+        _early = None

@@ -23,6 +23,32 @@ class MetricsWriter:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def truncate(self, step: int) -> int:
+        """Keep the lines up to `step` (and any line cut short by a kill is dropped too): a new
+        file, flushed to disk, renamed over the old one, so a crash leaves one or the other whole.
+        -> the number of lines dropped."""
+        if not self.path.exists():
+            return 0
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        keep = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            s = row.get("step") if isinstance(row, dict) else None
+            if isinstance(s, int) and not isinstance(s, bool) and s <= step:
+                keep.append(line)
+        if len(keep) == len(lines):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in keep))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return len(lines) - len(keep)
+
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
     """The records of a metrics JSONL: objects with an integer step. Anything else (a line cut

@@ -29,9 +29,10 @@ from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
-from pam_jax.train.checkpoint import Checkpointer, abstract_like
+from pam_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from pam_jax.train.interrupts import DeferredSignals, Interrupted, signal_name
 from pam_jax.train.logging import plot_curve, progress
+from pam_jax.train.restore import REFERENCE, save_reference
 from pam_jax.train.runlock import RunLock
 from pam_jax.train.stages import build_stage
 from pam_jax.train.state import TrainState, learning_rate, make_optimizer
@@ -134,6 +135,17 @@ def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, *
             "norm": norm.to_dict(), "data_state": data_state, **extra}
 
 
+def check_parent(saved: dict | None, now: dict, where) -> None:
+    """On resume: the SL checkpoint the run was started from is the one it is trained against now."""
+    if not saved:
+        return
+    same = saved.get("step") == now["step"] and saved.get("fingerprint", now["fingerprint"]) == now["fingerprint"]
+    if not same:
+        raise CheckpointError(f"{where} was trained against SL step {saved.get('step')} of {saved.get('run_dir')}; "
+                              f"preference.init_from now gives step {now['step']} of {now['run_dir']}: set "
+                              f"preference.init_step={saved.get('step')}")
+
+
 def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=print) -> TrainResult:
     """Train `cfg`'s stage in its run folder (resuming from the newest checkpoint there). The
     config is validated first; then the folder is locked (one writer per run folder) before
@@ -152,25 +164,47 @@ def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=p
         lock.release()
 
 
+def agreed_signal(local: int | None) -> int:
+    """The largest signal number any process has received (0: none), the same on every process:
+    an all-gather of one integer per process."""
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(local or 0))))
+
+
 def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: DeferredSignals) -> TrainResult:
     run_dir = pathlib.Path(cfg.train.run_dir)
     is_chief = jax.process_index() == 0
 
+    single = jax.process_count() == 1
+
+    def setup_check(when):
+        # one process stops alone only in a one-process run; several agree at the first step boundary
+        if single and signals.received:
+            raise Interrupted(f"interrupted {when} ({signal_name(signals.received)}); nothing trained yet, "
+                              "nothing saved", signals.received)
+
+    setup_check("while setting up")
     mesh = sharding.make_mesh(cfg.train.num_devices)
     stage = build_stage(cfg)
+    setup_check("while building the model")
     data = data if data is not None else make_train_data(cfg, stage.parent)
     cfg = resolve_steps(cfg, data)
     graphdef = stage.graphdef
     tx, state = create_state(cfg, mesh, stage.params)
     repl = sharding.replicated(mesh)
+    setup_check("while opening the data")
 
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     interval = IntervalMeans()
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(abstract_like(state, repl),
-                                   expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
-                                           "diffusion": config_lib.to_dict(cfg.diffusion),
-                                           **({"parent": stage.meta()["parent"]} if stage.parent else {})})
+    restored = ckpt.restore_newest_intact(
+        abstract_like(state, repl), log=log, chief=is_chief,
+        expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
+                "diffusion": config_lib.to_dict(cfg.diffusion)})
+    if restored is not None:
+        state, meta = restored
+        if stage.parent:
+            check_parent(meta.get("parent"), stage.record, ckpt.directory)
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
         interval = IntervalMeans(meta.get("log_interval"))
@@ -182,7 +216,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 f"so the result differs from a run started with train.steps={cfg.train.steps}")
     else:
         norm = stage.parent.norm if stage.parent else data.norm_stats()
+    if stage.parent and not (run_dir / REFERENCE / "checkpoints").is_dir():
+        # the SL parameters this run is trained against, kept in the run (every process takes part)
+        save_reference(run_dir, stage.parent, stage.record, sharding.put_replicated(stage.parent.params, mesh))
     if is_chief:
+        if note := config_lib.warmup_note(cfg):
+            log(note)
         (run_dir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
         origin = f", from {stage.parent.run_dir} step {stage.parent.step}" if stage.parent else ""
         if cfg.train.epochs > 0:
@@ -194,7 +233,12 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     step_fn = stage.make_step(tx, norm, mesh)
     validate = _validator(cfg, stage, norm, mesh) if cfg.train.eval_every else None
     lr = learning_rate(cfg.optim, cfg.train.steps)
-    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log) if is_chief else None
+    # the records past the restored step (written after its checkpoint, by a run that then died)
+    # are dropped, from metrics.jsonl and from the tracker's view, before any new one is written
+    tracker = Tracker(cfg.train.tracker, run_dir, config=config_lib.to_dict(cfg), log=log, start_step=int(state.step),
+                      wandb_project=cfg.train.wandb_project,
+                      wandb_entity=cfg.train.wandb_entity) if is_chief else None
+    setup_check("while setting up the run")
     pending = []                      # this interval's device metrics, fetched at the next log or save
 
     def flush():
@@ -213,13 +257,18 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     t_interval, n_interval, data_wait = time.perf_counter(), 0, 0.0
     try:
         for step in range(start, total):
-            if signals.received:  # a step boundary: the state is whole, save it
+            # a step boundary: the state is whole. Every process takes part in the agreement at
+            # every step, so all stop at the same step and enter the collective save together
+            stop = signals.received if single else agreed_signal(signals.received)
+            if stop:
                 saved = int(state.step)
+                if saved == start and saved not in ckpt.all_steps():
+                    raise Interrupted(f"interrupted before the first step ({signal_name(stop)}); nothing "
+                                      f"trained yet, nothing saved", stop)
                 if saved not in ckpt.all_steps():
                     save(saved, force=True)
-                raise Interrupted(f"interrupted at step {saved} ({signal_name(signals.received)}); checkpoint "
-                                  f"saved in {ckpt.directory}; run the same command again to resume",
-                                  signals.received)
+                raise Interrupted(f"interrupted at step {saved} ({signal_name(stop)}); checkpoint "
+                                  f"saved in {ckpt.directory}; run the same command again to resume", stop)
             t_data = time.perf_counter()
             batch = sharding.to_global(batch_type(cfg.train.stage).from_dict(data.batch(step)), mesh)
             data_wait += time.perf_counter() - t_data

@@ -21,7 +21,7 @@ from flax import nnx
 
 from pam_jax import diffusion, preference
 from pam_jax.batches import PreferenceBatch
-from pam_jax.config import PreferenceConfig
+from pam_jax.config import PreferenceConfig, RuntimeConfig
 from pam_jax.models.policy import cast_params, noise_errors, normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train.state import TrainState
@@ -100,8 +100,9 @@ def reward_loss(params, graphdef, batch, *, norm: NormStats):
 
 def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, ref_params, *,
                   pcfg: PreferenceConfig, norm: NormStats, seed: int, ema_decay: float,
-                  compute_dtype: str = "float32"):
-    """-> step(state, batch) -> (state, metrics) against the frozen reference `ref_params`."""
+                  compute_dtype: str = "float32", runtime: RuntimeConfig | None = None):
+    """-> step(state, batch) -> (state, metrics) against the frozen reference `ref_params`; traced
+    with `runtime`'s kernel forms."""
 
     def step(state: TrainState, batch, key_data, center, scale, ref):
         key = step_key(key_data, state.step)
@@ -111,15 +112,15 @@ def make_dpo_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, re
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return jit_step(step, mesh, *run_constants(seed, norm), ref_params)
+    return jit_step(step, mesh, *run_constants(seed, norm), ref_params, runtime=runtime)
 
 
 def make_reward_step(graphdef, tx: optax.GradientTransformation, mesh, *, norm: NormStats,
-                     ema_decay: float):
+                     ema_decay: float, runtime: RuntimeConfig | None = None):
     def step(state: TrainState, batch, center, scale):
         (loss, aux), grads = jax.value_and_grad(reward_loss, has_aux=True)(
             state.params, graphdef, batch, norm=NormStats(center, scale))
         return state.apply_gradients(grads, tx, ema_decay), {
             "loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
-    return jit_step(step, mesh, *run_constants(None, norm))
+    return jit_step(step, mesh, *run_constants(None, norm), runtime=runtime)

@@ -1,11 +1,13 @@
 """One writer per run folder: an exclusive lock file holding the owner's PID and host.
 
-The lock (``<run_dir>/.lock``, JSON ``{"pid", "host", "started"}``) is created in one atomic
+The lock (``<run_dir>/.lock``, JSON ``{"pid", "host", "started", "pid_start"}``) is created in one atomic
 step: the record is written to a private file, then hard-linked to the lock name, which fails if
 the name exists. So a second trainer on the same folder gets a one-line :class:`RunLocked` error
 before it writes anything. A lock left by a process that is gone (same host, PID not running) is
 reclaimed, with a message; a lock of another host cannot be checked, so the error names the
-file to delete.
+file to delete. ``pid_start`` is the owner's start time in clock ticks since boot (field 22 of
+``/proc/<pid>/stat``, where the system has it): a PID since reused by another process has another
+start time, so the dead owner's lock is still recognised as stale.
 """
 from __future__ import annotations
 
@@ -24,9 +26,26 @@ class RunLocked(FileExistsError):
     """The run folder is in use by another process (its lock file exists)."""
 
 
-def _pid_alive(pid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None where /proc cannot tell."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:   # the command name (field 2) may hold spaces and parentheses: count after its last ")"
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, pid_start: int | None = None) -> bool:
+    """Whether process `pid` runs, and (when the lock recorded it) is the one that started then."""
     if pid <= 0:
         return False
+    if pid_start is not None:
+        now = _start_time(pid)
+        if now is not None and now != pid_start:
+            return False       # the PID was reused by a later process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,6 +72,8 @@ class RunLock:
         self.path = pathlib.Path(run_dir) / LOCK_NAME
         self.log = log
         self.record = {"pid": os.getpid(), "host": socket.gethostname()}
+        if (start := _start_time(os.getpid())) is not None:
+            self.record["pid_start"] = start
         self.held = False
 
     def _try_create(self) -> bool:
@@ -100,7 +121,8 @@ class RunLock:
             if host != self.record["host"]:
                 raise RunLocked(f"run folder {self.path.parent} is in use by process {pid} on host {host}; "
                                 f"if that process is gone, delete {self.path}")
-            if _pid_alive(pid):
+            pid_start = holder.get("pid_start")
+            if _pid_alive(pid, pid_start if isinstance(pid_start, int) else None):
                 raise RunLocked(f"run folder {self.path.parent} is in use by process {pid} on this host "
                                 f"(started {holder.get('started', '?')}); one trainer per run folder")
             self._reclaim(holder)

@@ -17,11 +17,13 @@ import jax
 
 from pam_jax import config as config_lib
 from pam_jax import diffusion
+from pam_jax.models import kernels
 from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
+from pam_jax.train.checkpoint import CheckpointError
 from pam_jax.train.preference_steps import PAIR_NOISE, dpo_loss, make_dpo_step, make_reward_step, reward_loss
-from pam_jax.train.restore import load_policy
+from pam_jax.train.restore import REFERENCE, Reference, fingerprint, load_policy, load_reference, parent_record, reference_record, steps_of
 from pam_jax.train.steps import make_supervised_step, supervised_loss
 
 STAGES = config_lib.TRAIN_STAGES
@@ -35,28 +37,43 @@ class Stage:
     parent: Policy | None   # the supervised run a preference stage starts from
     make_step: Callable  # (tx, norm, mesh) -> step(state, batch) -> (state, metrics)
     make_eval: Callable  # (norm, mesh) -> evaluate(params, batch, key) -> metrics (no update)
+    record: dict | None = None   # what the run records of its parent (restore.parent_record)
 
     def meta(self) -> dict:
-        if self.parent is None:
-            return {}
-        return {"parent": {"run_dir": str(pathlib.Path(self.parent.run_dir).absolute()),
-                           "step": self.parent.step}}
+        return {} if self.parent is None else {"parent": self.record}
 
 
-def load_parent(cfg: config_lib.Config) -> Policy:
+def load_parent(cfg: config_lib.Config) -> tuple[Policy, dict]:
+    """The SL checkpoint a preference stage trains against, and its record. A run that has
+    started keeps a copy of it (restore.REFERENCE), read on resume: the SL run may have been
+    trained on or pruned since; `preference.init_from` must still name that run."""
     p = cfg.preference
     if not p.init_from:
         raise ValueError(f"train.stage={cfg.train.stage!r} needs preference.init_from=<supervised run folder>")
-    step = None if p.init_step < 0 else p.init_step
-    parent = load_policy(p.init_from, step=step)
+    copy = pathlib.Path(cfg.train.run_dir) / REFERENCE
+    if (copy / "checkpoints").is_dir():
+        parent = load_policy(copy)
+        record = reference_record(copy, key="copy_of")
+        if fingerprint(parent.params) != record.get("fingerprint"):
+            raise CheckpointError(f"{copy}: the kept SL parameters do not match their recorded fingerprint")
+        if p.init_step >= 0 and p.init_step != record["step"]:
+            raise ValueError(f"preference.init_step={p.init_step}, but {cfg.train.run_dir} was started from SL "
+                             f"step {record['step']} of {record['run_dir']}")
+        if record["step"] in steps_of(p.init_from):   # the SL run still holds it: the same parameters
+            load_reference(Reference(p.init_from, record["step"], record["fingerprint"]), "preference.init_from")
+    else:
+        step = None if p.init_step < 0 else p.init_step
+        parent = load_policy(p.init_from, step=step)
+        record = parent_record(parent, cfg.train.run_dir)
     pcfg = parent.cfg
     if pcfg.train.stage != "supervised":
         raise ValueError(f"preference.init_from={p.init_from} is a {pcfg.train.stage!r} run; "
                          "a preference stage starts from a supervised run")
+    # the runtime section (kernel forms) is not compared: the forms compute the same function
     if pcfg.model != cfg.model or pcfg.diffusion != cfg.diffusion:
         raise ValueError(f"the model/diffusion config of {p.init_from} differs from this experiment's; "
                          "copy them from the supervised experiment")
-    return parent
+    return parent, record
 
 
 def build_stage(cfg: config_lib.Config) -> Stage:
@@ -69,13 +86,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             return make_supervised_step(graphdef, tx, diffusion.schedule_from_config(d), mesh,
                                         replicas=cfg.train.noise_replicas, norm=norm,
                                         seed=cfg.train.seed, ema_decay=o.ema_decay,
-                                        compute_dtype=cfg.train.compute_dtype)
+                                        compute_dtype=cfg.train.compute_dtype, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             schedule = diffusion.schedule_from_config(d)
-            return jax.jit(lambda p, batch, key: {"loss": supervised_loss(
+            return jax.jit(kernels.traced(lambda p, batch, key: {"loss": supervised_loss(
                 p, graphdef, schedule, batch, key, replicas=cfg.train.noise_replicas, norm=norm,
-                compute_dtype=cfg.train.compute_dtype)})
+                compute_dtype=cfg.train.compute_dtype)}, cfg.runtime))
 
         return Stage(name, graphdef, params, None, make_step, make_eval)
 
@@ -85,13 +102,13 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                              f"got {cfg.preference.train_timestep_frac}")
         if cfg.preference.pair_noise not in PAIR_NOISE:
             raise ValueError(f"unknown preference.pair_noise {cfg.preference.pair_noise!r}: expected one of {PAIR_NOISE}")
-        parent = load_parent(cfg)
+        parent, record = load_parent(cfg)
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
         def make_step(tx, norm, mesh):
             return make_dpo_step(parent.graphdef, tx, diffusion.schedule_from_config(d), mesh, parent.params,
                                  pcfg=cfg.preference, norm=norm, seed=cfg.train.seed, ema_decay=o.ema_decay,
-                                 compute_dtype=cfg.train.compute_dtype)
+                                 compute_dtype=cfg.train.compute_dtype, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             schedule = diffusion.schedule_from_config(d)
@@ -102,10 +119,10 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                                      norm=norm, compute_dtype=cfg.train.compute_dtype)
                 return {"loss": loss, **aux}
 
-            jitted = jax.jit(evaluate)
+            jitted = jax.jit(kernels.traced(evaluate, cfg.runtime))
             return lambda p, batch, key: jitted(p, batch, key, ref)
 
-        return Stage(name, parent.graphdef, params, parent, make_step, make_eval)
+        return Stage(name, parent.graphdef, params, parent, make_step, make_eval, record)
 
     if name == "reward":
         p = cfg.preference
@@ -113,19 +130,19 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             raise ValueError(f"unknown preference.reward_init {p.reward_init!r}: expected one of {INITS}")
         if p.reward_head not in HEADS:
             raise ValueError(f"unknown preference.reward_head {p.reward_head!r}: expected one of {HEADS}")
-        parent = load_parent(cfg)
+        parent, record = load_parent(cfg)
         graphdef, params = init_reward_model(cfg.model, cfg.train.seed,
                                              parent.params if p.reward_init == "sl" else None, head=p.reward_head)
 
         def make_step(tx, norm, mesh):
-            return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay)
+            return make_reward_step(graphdef, tx, mesh, norm=norm, ema_decay=o.ema_decay, runtime=cfg.runtime)
 
         def make_eval(norm, mesh):
             def evaluate(p, batch, key):
                 loss, aux = reward_loss(p, graphdef, batch, norm=norm)
                 return {"loss": loss, **aux}
-            return jax.jit(evaluate)
+            return jax.jit(kernels.traced(evaluate, cfg.runtime))
 
-        return Stage(name, graphdef, params, parent, make_step, make_eval)
+        return Stage(name, graphdef, params, parent, make_step, make_eval, record)
 
     raise ValueError(f"unknown train.stage {name!r}: expected one of {STAGES}")

@@ -9,6 +9,8 @@ from flax import nnx
 
 from pam_jax import diffusion
 from pam_jax.batches import SupervisedBatch
+from pam_jax.config import RuntimeConfig
+from pam_jax.models import kernels
 from pam_jax.models.policy import cast_params, normalize
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
@@ -49,8 +51,9 @@ def supervised_loss(params, graphdef, schedule: diffusion.Schedule, batch, key, 
 
 def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, mesh, *,
                          replicas: int, norm: NormStats, seed: int, ema_decay: float,
-                         compute_dtype: str = "float32") -> "BoundStep":
-    """-> step(state, batch) -> (state, metrics); state replicated and donated, batch sharded."""
+                         compute_dtype: str = "float32", runtime: RuntimeConfig | None = None) -> "BoundStep":
+    """-> step(state, batch) -> (state, metrics); state replicated and donated, batch sharded;
+    traced with `runtime`'s kernel forms."""
 
     def step(state: TrainState, batch, key_data, center, scale):
         key = step_key(key_data, state.step)
@@ -60,7 +63,7 @@ def make_supervised_step(graphdef, tx: optax.GradientTransformation, schedule, m
         new_state = state.apply_gradients(grads, tx, ema_decay)
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    return jit_step(step, mesh, *run_constants(seed, norm))
+    return jit_step(step, mesh, *run_constants(seed, norm), runtime=runtime)
 
 
 def run_constants(seed: int | None, norm: NormStats) -> tuple:
@@ -94,10 +97,10 @@ class BoundStep:
         return self.jitted.lower(state, batch, *self.bound)
 
 
-def jit_step(step, mesh, *bound) -> BoundStep:
+def jit_step(step, mesh, *bound, runtime: RuntimeConfig | None = None) -> BoundStep:
     """jit `step(state, batch, *bound)` on the mesh: state replicated and donated, batch on the
-    data axis, the bound arguments replicated."""
+    data axis, the bound arguments replicated; traced with `runtime`'s kernel forms."""
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    jitted = jax.jit(step, in_shardings=(repl, data) + (repl,) * len(bound),
+    jitted = jax.jit(kernels.traced(step, runtime), in_shardings=(repl, data) + (repl,) * len(bound),
                      out_shardings=(repl, repl), donate_argnums=0)
     return BoundStep(jitted, sharding.put_replicated(bound, mesh))

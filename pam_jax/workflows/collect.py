@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from pam_jax import tasks as tasks_lib
-from pam_jax.eval.closed_loop import Agent, Runs
+from pam_jax.policy import Agent, Runs
 from pam_jax.sim.episodes import write_preference_round
 
 EARLY = {"warmup_steps": 3, "steps_per_episode": 4, "stride": 1}
@@ -39,3 +39,28 @@ def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num
                                   label_noise=label_noise, num_points=num_points, warmup_steps=warmup_steps,
                                   steps_per_episode=steps_per_episode, stride=stride, max_steps=max_steps,
                                   if_exists="skip", progress=progress)
+
+
+def collect_unlabelled(task: str, sl_run, out, *, states: int = 0, clouds=None, num_candidates: int = 8,
+                       seed: int = 0, progress: bool = True, **horizon) -> dict:
+    """A trained SL policy's K candidates (DDIM eta=1), written with no labels for people to rank
+    in `pam-jax annotate`: at the recorded states of its rollouts in the simulated ``task``
+    (``states``, ``horizon`` as in :func:`collect`), or, with ``clouds`` (a folder of .npy/.npz
+    clouds), one sample per recorded cloud (see :mod:`pam_jax.workflows.unlabelled`)."""
+    from pam_jax.workflows import unlabelled
+
+    if clouds is not None:      # check the files before loading a policy
+        for f in unlabelled.cloud_files(clouds):
+            unlabelled.load_cloud(f)
+    agent = Agent("sl_random", Runs(sl=str(sl_run)), data_task=tasks_lib.data_task_name(task),
+                  num_candidates=num_candidates, eta=1.0)
+    rng = np.random.default_rng(seed)
+    calls = iter(range(10**9))
+
+    def candidates_fn(cloud):
+        return agent.candidates(cloud, rng, jax.random.key(next(calls)))
+
+    if clouds is not None:
+        return unlabelled.write_unlabelled_clouds(task, clouds, out, candidates_fn=candidates_fn, progress=progress)
+    return unlabelled.write_unlabelled_rollouts(task, out, states=states, candidates_fn=candidates_fn, seed=seed,
+                                                progress=progress, **horizon)

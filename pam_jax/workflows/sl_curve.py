@@ -25,13 +25,13 @@ import numpy as np
 
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
-from pam_jax.workflows.study import EXPERT_START, TUNE_START, check_disjoint
 from pam_jax.data.build import build as build_dataset
 from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.sim.experts import expert_actions
+from pam_jax.workflows.study import EXPERT_START, TUNE_START, check_disjoint
 
 
 def _load(path: pathlib.Path):

@@ -455,18 +455,28 @@ def test_cli_arguments_and_errors(tmp_path):
     annotate.add_arguments(parser)
     a = parser.parse_args(["--data", str(tmp_path)])
     assert (a.host, a.port, a.task, a.annotator) == ("127.0.0.1", 8765, None, None)
-    with pytest.raises(SystemExit, match=r"^pam-jax: error: --data .*no such directory"):
+    with pytest.raises(ValueError, match=r"^--data .*no such directory"):
         annotate.run(parser.parse_args(["--data", str(tmp_path / "missing")]))
-    with pytest.raises(SystemExit, match=r"^pam-jax: error: --data .*no samples"):
+    with pytest.raises(ValueError, match=r"^--data .*no samples"):
         annotate.run(parser.parse_args(["--data", str(tmp_path)]))
     write_rollouts(tmp_path / "r", 1)
-    with pytest.raises(SystemExit, match=r"^pam-jax: error: --annotator"):
+    with pytest.raises(ValueError, match=r"^--annotator"):
         annotate.run(parser.parse_args(["--data", str(tmp_path / "r"), "--annotator", "a\tb"]))
-    with pytest.raises(SystemExit, match=r"^pam-jax: error: --port"):
+    with pytest.raises(ValueError, match=r"^--port"):
         annotate.run(parser.parse_args(["--data", str(tmp_path / "r"), "--port", "70000"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", str(tmp_path), "--task", "cloth"])
     assert server_lib.allowed_hosts_for("127.0.0.1")[:2] == ["127.0.0.1", "localhost"]
+
+
+def test_annotate_errors_exit_2_with_one_line(tmp_path, capsys):
+    from pam_jax import cli
+    from pam_jax.annotate.__main__ import main as annotate_main
+
+    for run in (lambda a: cli.main(["annotate", *a]), annotate_main):
+        assert run(["--data", str(tmp_path / "missing")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("pam-jax: error: --data ") and "no such directory" in err[0], err
 
 
 # ------------------------------------------------------------------ round trip through the builder

@@ -106,8 +106,6 @@ def test_count_matches_the_kernels_an_h200_traced():
 
 
 def test_targeting_makes_the_accelerator_choices_on_cpu(monkeypatch):
-    for var in (geometry.FPS_ENV, geometry.KNN_ENV, layers.PAD_ENV):
-        monkeypatch.delenv(var, raising=False)
     here = (geometry.default_fps_method(), geometry.default_knn_method(), layers.pad_multiples())
     assert here == ("rows", "top_k", (1, 1))
     with geometry.targeting("gpu"):

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pam_jax.models import geometry
+from pam_jax.config import RuntimeConfig
+from pam_jax.models import geometry, kernels
 
 
 @pytest.mark.parametrize("method", geometry.FPS_METHODS)
@@ -26,10 +27,10 @@ def test_fps_matches_brute_force(method):
     assert idx.tolist() == chosen
 
 
-def test_fps_forms_agree_under_vmap_with_ties_and_the_env_override(monkeypatch):
+def test_fps_forms_agree_under_vmap_with_ties_and_the_runtime_choice():
     """The Pallas kernel batched by vmap (a grid axis), on clouds with duplicate points (ties go
     to the lowest index) and a size that is not a power of two, against the scan forms;
-    $PAM_JAX_FPS picks the default form and a wrong value is one line."""
+    runtime.fps picks the default form and a wrong value is one line."""
     r = np.random.default_rng(5)
     pts = r.uniform(-1, 1, size=(3, 37, 3)).astype(np.float32)
     pts[:, 20:25] = pts[:, 3:4]                                    # duplicates
@@ -37,11 +38,11 @@ def test_fps_forms_agree_under_vmap_with_ties_and_the_env_override(monkeypatch):
            for m in geometry.FPS_METHODS}
     for m in geometry.FPS_METHODS:
         np.testing.assert_array_equal(got[m], got["argmax"])
-    monkeypatch.setenv(geometry.FPS_ENV, "pallas")
-    assert geometry.default_fps_method() == "pallas"
-    monkeypatch.setenv(geometry.FPS_ENV, "fast")
-    with pytest.raises(ValueError, match=r"\$PAM_JAX_FPS='fast': expected one of"):
-        geometry.default_fps_method()
+    with kernels.using(RuntimeConfig(fps="pallas")):
+        assert geometry.default_fps_method() == "pallas"
+    with pytest.raises(ValueError, match=r"runtime.fps must be one of 'auto', 'rows', 'argmax', 'pallas', got 'fast'"):
+        with kernels.using(RuntimeConfig(fps="fast")):
+            pass
 
 
 def test_knn_matches_brute_force():

@@ -1,4 +1,4 @@
-"""The accelerator paths of models/ (geometry, layers, fused), checked on CPU: the Pallas kNN gives lax.top_k's indices
+"""The accelerator paths of models/ (geometry, layers), checked on CPU: the Pallas kNN gives lax.top_k's indices
 (interpreted here), both Pallas kernels lower to Triton for CUDA (no GPU needed to lower), and the
 denoiser's padded, fused attention layout and the elementwise small attention compute the same
 function as the plain layers."""
@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 from helpers.tiny import perturbed_policy
 
-from pam_jax.models import geometry, layers
+from pam_jax.config import RuntimeConfig
+from pam_jax.models import geometry, kernels, layers
 
 
 def _cloud(n, b=2, seed=0):
@@ -45,12 +46,11 @@ def test_knn_rejects_bad_requests(monkeypatch):
         geometry.knn(pts[:2], pts, 11)
     with pytest.raises(ValueError, match="unknown method"):
         geometry.knn(pts[:2], pts, 2, "approx")
-    monkeypatch.setenv(geometry.KNN_ENV, "pallas")
-    assert geometry.default_knn_method() == "pallas"
-    monkeypatch.setenv(geometry.KNN_ENV, "faiss")
-    with pytest.raises(ValueError, match=geometry.KNN_ENV):
-        geometry.default_knn_method()
-    monkeypatch.delenv(geometry.KNN_ENV)
+    with kernels.using(RuntimeConfig(knn="pallas")):
+        assert geometry.default_knn_method() == "pallas"
+    with pytest.raises(ValueError, match="runtime.knn must be one of"):
+        with kernels.using(RuntimeConfig(knn="faiss")):
+            pass
     assert geometry.default_knn_method() == "top_k"     # the CPU default
 
 
@@ -69,9 +69,9 @@ def test_pallas_kernels_lower_to_triton_for_cuda(monkeypatch):
 def test_portable_graphs_hold_no_pallas_kernel(monkeypatch):
     """`pam-jax export` serialises under geometry.portable(): on a GPU host (faked here) the
     defaults would be the Pallas kernels, which have no CPU lowering and no serialisation
-    guarantee; within it the plain forms are traced, even over $PAM_JAX_FPS=pallas."""
+    guarantee; within it the plain forms are traced, even over runtime.fps="pallas"."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setenv(geometry.FPS_ENV, "pallas")
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(fps="pallas")])   # as inside kernels.using
     assert (geometry.default_fps_method(), geometry.default_knn_method()) == ("pallas", "pallas")
     def graph():   # a new function each time: jax caches traces per function, and the switch acts when tracing
         return jax.jit(lambda p: geometry.knn(p[geometry.farthest_point_sample(p, 8)], p, 4))
@@ -100,6 +100,10 @@ def test_small_attention_equals_attention(tokens):
     padded = layers.small_attention(pad(q), pad(k), pad(v), dim=12)
     np.testing.assert_allclose(padded[..., :12], want, rtol=1e-5, atol=1e-6)
     assert not np.asarray(padded[..., 12:]).any()
+    # runtime.small_attention: how many tokens the elementwise form takes (0: always the matmuls)
+    dots = lambda rt: str(jax.make_jaxpr(kernels.traced(layers.small_attention, rt))(q, k, v)).count("dot_general")  # noqa: E731
+    assert dots(RuntimeConfig()) == (0 if tokens <= layers.SMALL_ATTENTION else 2)
+    assert dots(RuntimeConfig(small_attention=0)) == 2
 
 
 def _denoiser_out(g, params, pts, x, t, hoist: bool):
@@ -122,10 +126,10 @@ def test_padded_fused_layout_is_the_same_function(monkeypatch):
     pts = _cloud(64)
     x = jax.random.normal(jax.random.key(1), (2, 4, 2, 3))
     t = jnp.array([[3, 7, 0, 19], [1, 2, 3, 4]], jnp.int32)
-    monkeypatch.setenv(layers.PAD_ENV, "off")
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(pad="off")])   # as inside kernels.using
     plain = _denoiser_out(g, params, pts, x, t, hoist=True)
     per_call = _denoiser_out(g, params, pts, x, t, hoist=False)
-    monkeypatch.setenv(layers.PAD_ENV, "on")
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(pad="on")])
     model = nnx.merge(g, params)
     assert model.denoiser.padding() == (64, 32)
     w = model.denoiser.prepare().layers[0]
@@ -140,9 +144,9 @@ def test_padded_fused_layout_is_the_same_function(monkeypatch):
     padded = _denoiser_out(g, params, pts, x, t, hoist=True)
     np.testing.assert_allclose(per_call, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-5)
-    monkeypatch.setenv(layers.PAD_ENV, "sometimes")
-    with pytest.raises(ValueError, match=layers.PAD_ENV):
-        layers.pad_multiples()
+    with pytest.raises(ValueError, match="runtime.pad must be one of 'auto', 'on', 'off'"):
+        with kernels.using(RuntimeConfig(pad="sometimes")):
+            pass
 
 
 def test_padding_leaves_training_gradients_unchanged(monkeypatch):
@@ -154,9 +158,7 @@ def test_padding_leaves_training_gradients_unchanged(monkeypatch):
     def loss(p):
         return jnp.mean(nnx.merge(g, p)(pts, x, jnp.int32(5)) ** 2)
 
-    monkeypatch.setenv(layers.PAD_ENV, "off")
-    plain = jax.jit(jax.grad(loss))(params)      # jax.grad makes a new function: a fresh trace
-    monkeypatch.setenv(layers.PAD_ENV, "on")
-    padded = jax.jit(jax.grad(loss))(params)
+    plain = jax.jit(kernels.traced(jax.grad(loss), RuntimeConfig(pad="off")))(params)
+    padded = jax.jit(kernels.traced(jax.grad(loss), RuntimeConfig(pad="on")))(params)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(padded)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)

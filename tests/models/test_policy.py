@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 from helpers.tiny import TINY_MODEL
 
-from pam_jax.models import layers
+from pam_jax.config import RuntimeConfig
+from pam_jax.models import kernels, layers
 from pam_jax.models.layers import apply_rotary, attention, rotary_angles, rotary_columns
 from pam_jax.models.policy import DiffusionPolicy, init_policy
 
@@ -84,7 +85,7 @@ def test_denoiser_layer_is_the_textbook_layer(model, pad, monkeypatch):
     written out from its modules: AdaLN, three head projections, apply_rotary on the queries and
     the self-attention's keys, softmax attention to the context and among a candidate's points,
     gated residuals. With "on" the hidden state is zero-padded too, and its padding stays zero."""
-    monkeypatch.setenv(layers.PAD_ENV, pad)
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(pad=pad)])   # traced as inside kernels.using
     den = model.denoiser
     pts, x, t = _inputs()
     h = jax.random.normal(jax.random.key(3), x.shape[:-1] + (TINY_MODEL.width,))

@@ -42,7 +42,7 @@ def served(runs):
 
 @pytest.fixture(scope="module")
 def server(served):
-    srv = PolicyServer(served, port=0, sizes=(1, 8), window_ms=50.0)
+    srv = PolicyServer(served, port=0, sizes=(1, 8), window_ms=50.0, max_world_points=4096)
     thread = srv.start_in_thread()
     yield srv
     srv.stop()
@@ -167,7 +167,8 @@ def _select(points, **extra):
 
 def test_malformed_requests_get_error_replies_and_a_later_request_succeeds(server, served):
     good = clouds(1, seed=2)[0]
-    limit = request_limit(NP)
+    limit = server.limit
+    assert limit == request_limit(4096)
     cases = [
         ("hello", "expected a binary msgpack message, got text"),
         (b"\xc1", "malformed msgpack message"),
@@ -202,7 +203,7 @@ def test_malformed_requests_get_error_replies_and_a_later_request_succeeds(serve
 def test_a_frame_beyond_the_hard_limit_closes_only_its_connection(server):
     with connect(f"ws://127.0.0.1:{server.port}", proxy=None, compression=None) as ws:
         ws.recv(timeout=30)
-        ws.send(b"x" * (HARD_LIMIT_FACTOR * request_limit(NP) + 1))
+        ws.send(b"x" * (HARD_LIMIT_FACTOR * server.limit + 1))
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=30)
         assert e.value.rcvd.code == 1009   # message too big

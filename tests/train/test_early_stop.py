@@ -3,8 +3,8 @@ a resume that replays the logged passes, and the config check."""
 import json
 
 import pytest
+from helpers.tiny import tiny_config
 
-from _tiny import tiny_config
 from pam_jax.config import override
 from pam_jax.train.loop import EarlyStop, train
 

@@ -2,6 +2,7 @@
 folder taken. (The race between two real `pam-jax train` processes is in tests/train/test_interrupts.py.)"""
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -92,3 +93,27 @@ def test_trainer_on_a_taken_folder_stops_before_writing(tmp_path):
         with pytest.raises(FileExistsError, match="in use by process"):
             train(tiny_config(run), progress_bar=False, log=lambda *a: None)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]   # no config, metrics or checkpoints
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_a_reused_pid_does_not_keep_a_dead_owners_lock(tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fields = pathlib.Path(f"/proc/{live.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19])                        # field 22: start time, clock ticks after boot
+        lock = tmp_path / LOCK_NAME
+        # the same PID, started at another moment: the owner died and its PID went to `live`
+        lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "x",
+                                    "pid_start": started - 1}))
+        said = []
+        with RunLock(tmp_path, log=said.append):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert len(said) == 1 and f"process {live.pid}" in said[0] and "is not running" in said[0]
+        # the owner itself (same PID, same start time) still holds the folder
+        lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "x",
+                                    "pid_start": started}))
+        with pytest.raises(RunLocked, match=f"in use by process {live.pid} on this host"):
+            RunLock(tmp_path).acquire()
+    finally:
+        live.kill()
+        live.wait()

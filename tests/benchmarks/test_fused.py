@@ -1,21 +1,27 @@
-"""The fused Pallas denoiser (pam_jax.models.fused), checked on CPU with the kernels interpreted:
-it computes the plain denoiser's function (DDIM-style one timestep for all candidates, and
-Monte-Carlo-style one per candidate; padded rows and widths; float32 and bfloat16), the selector
-picks the same actions with it, it lowers to Triton kernels for CUDA, and its switch is read."""
+"""The experimental forms (benchmarks/experimental/fused.py), checked on CPU with the kernels
+interpreted: the fused Pallas denoiser computes the plain denoiser's function (DDIM-style one
+timestep for all candidates, and Monte-Carlo-style one per candidate; padded rows and widths;
+float32 and bfloat16), the selector picks the same actions with it and with both networks
+stacked, it lowers to Triton kernels for CUDA, and the runtime config selects it."""
 import dataclasses
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers.tiny import TINY_MODEL
+from helpers.tiny import TINY_MODEL, perturbed_policy, random_clouds
 
-from pam_jax.config import DiffusionConfig
-from pam_jax.models import fused, geometry, layers
+from pam_jax.config import DiffusionConfig, RuntimeConfig
+from pam_jax.models import geometry, kernels, layers
 from pam_jax.models.policy import init_policy
 from pam_jax.normalize import NormStats
-from pam_jax.select import STACK_ENV, SelectConfig, make_selector
+from pam_jax.select import EXPERIMENTAL, SelectConfig, make_selector
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))   # the checkout: benchmarks/ is not installed
+from benchmarks.experimental import fused  # noqa: E402
 
 # two layers, heads of 24 (rotated: 4 frequencies x 3 axes x 2), hidden 96 -> padded 128
 MODEL = dataclasses.replace(TINY_MODEL, layers=2)
@@ -32,10 +38,20 @@ def _pts(b=2, n=64, seed=0):
     return jnp.asarray(np.random.default_rng(seed).uniform(-0.5, 0.5, (b, n, 3)).astype(np.float32))
 
 
+def _forms(monkeypatch, **fields):
+    """Trace what follows with these runtime fields, as inside kernels.using."""
+    monkeypatch.setattr(kernels, "_ACTIVE", [RuntimeConfig(**fields)])
+
+
+def _net(g, params, fused_on: bool):
+    model = nnx.merge(g, params)
+    return fused.FusedPolicy(model) if fused_on else model
+
+
 def _denoise(g, params, pts, x, t, fused_on: bool, table, dtype=jnp.float32):
     def run(params):
-        model = nnx.merge(g, jax.tree.map(lambda a: a.astype(dtype), params))
-        ctx = model.encode(pts, num_timesteps=table, fused=fused_on)
+        model = _net(g, jax.tree.map(lambda a: a.astype(dtype), params), fused_on)
+        ctx = model.encode(pts, num_timesteps=table)
         assert isinstance(ctx.weights, fused.FusedWeights) == fused_on
         return model.denoise(x, t, ctx)
 
@@ -49,7 +65,7 @@ def test_fused_denoiser_is_the_plain_function(per_candidate_t, table, mode, monk
     rounding, one timestep for every candidate or one each, with or without the table; also with
     each kernel doing the previous sub-layer's residual, the input projection, the rotary tables
     and the output layer computed in the kernels ("chain")."""
-    monkeypatch.setenv(fused.FUSED_ENV, mode)
+    _forms(monkeypatch, fused=mode)
     g, params = _noisy(0)
     pts = _pts()
     x = jax.random.normal(jax.random.key(1), (2, 5, 2, 3))
@@ -64,7 +80,7 @@ def test_fused_denoiser_in_bfloat16_and_many_rows(monkeypatch):
     """bfloat16 compute against the plain bfloat16 path, with 40 candidates (several row blocks
     of 32), in the chain form (whose layer kernels are those of "on"): the same function up to
     bfloat16 rounding."""
-    monkeypatch.setenv(fused.FUSED_ENV, "chain")
+    _forms(monkeypatch, fused="chain")
     g, params = _noisy(2)
     pts = _pts(b=1)
     x = jax.random.normal(jax.random.key(2), (1, 40, 2, 3))
@@ -100,13 +116,9 @@ def test_selector_picks_the_same_with_the_fused_denoiser(monkeypatch):
     diff = DiffusionConfig(num_train_timesteps=20, num_inference_steps=10, eta=1.0)
     scfg = SelectConfig(num_candidates=8, num_inference_steps=10, reward_samples=6)
     norm = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    monkeypatch.setenv(fused.FUSED_ENV, "off")
-    monkeypatch.setenv(STACK_ENV, "off")
     want = make_selector(g, diff, norm, scfg)(ref, pol, pts, jax.random.key(7))
-    for form, stack in (("on", "off"), ("chain", "on")):
-        monkeypatch.setenv(fused.FUSED_ENV, form)
-        monkeypatch.setenv(STACK_ENV, stack)
-        sel = make_selector(g, diff, norm, scfg)
+    for form, stack in (("on", False), ("chain", True)):
+        sel = make_selector(g, diff, norm, dataclasses.replace(scfg, runtime=RuntimeConfig(fused=form, stack_models=stack)))
         assert "pallas_call" in str(jax.make_jaxpr(sel)(ref, pol, pts, jax.random.key(7)))
         got = sel(ref, pol, pts, jax.random.key(7))
         np.testing.assert_array_equal(got.index, want.index, err_msg=form)
@@ -132,15 +144,15 @@ def test_fused_ddim_loop_is_the_plain_sampler(eta, clip, table, n, dtype, monkey
     about 0.3 against the plain bfloat16 sampler, in both chain forms alike)."""
     from pam_jax import diffusion
 
-    monkeypatch.setenv(fused.FUSED_ENV, "chain")
+    _forms(monkeypatch, fused="chain")
     g, params = _noisy(6)
     pts = _pts(seed=8)
     sched = diffusion.schedule_from_config(DiffusionConfig(num_train_timesteps=20))
     x_T = jax.random.normal(jax.random.key(1), (2, n, 2, 3))
 
     def run(params, fused_on, loop):
-        model = nnx.merge(g, jax.tree.map(lambda a: a.astype(dtype), params))
-        ctx = model.encode(pts, num_timesteps=table, fused=fused_on)
+        model = _net(g, jax.tree.map(lambda a: a.astype(dtype), params), fused_on)
+        ctx = model.encode(pts, num_timesteps=table)
         kw = dict(num_inference_steps=5, eta=eta, clip_sample=clip)
         if loop:
             return fused.sample(model.denoiser, ctx, sched, x_T, jax.random.key(2), **kw)
@@ -160,52 +172,92 @@ def test_fused_denoiser_lowers_to_triton_for_cuda(monkeypatch, mode):
     layer, one more for the output layer in the chain form (plus the FPS and kNN kernels), no
     Mosaic."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setenv(fused.FUSED_ENV, mode)
+    _forms(monkeypatch, fused=mode)
     g, params = _noisy(0)
     unsafe = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
     pts = jax.ShapeDtypeStruct((1, 64, 3), jnp.float32)
     x = jax.ShapeDtypeStruct((1, 8, 2, 3), jnp.float32)
 
     def run(params, pts, x, t):
-        model = nnx.merge(g, params)
-        return model.denoise(x, t, model.encode(pts, num_timesteps=20, fused=True))
+        model = fused.FusedPolicy(nnx.merge(g, params))
+        return model.denoise(x, t, model.encode(pts, num_timesteps=20))
 
     for t in (jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((1, 8), jnp.int32)):
         text = jax.export.export(jax.jit(run), platforms=["cuda"], disabled_checks=unsafe)(params, pts, x, t).mlir_module()
-        kernels = 3 * MODEL.layers + (mode == "chain")   # chain: the output layer is one more
-        assert text.count("xla.gpu.triton") == 2 + kernels and "mosaic" not in text.lower()
+        launches = 3 * MODEL.layers + (mode == "chain")   # chain: the output layer is one more
+        assert text.count("xla.gpu.triton") == 2 + launches and "mosaic" not in text.lower()
 
 
 def test_fused_switch(monkeypatch):
-    monkeypatch.delenv(fused.FUSED_ENV, raising=False)
-    assert not fused.enabled()                    # off until a GPU run measures it
+    assert not fused.enabled()                    # off by default, until a GPU run measures it
     for on in ("on", "chain"):
-        monkeypatch.setenv(fused.FUSED_ENV, on)
+        _forms(monkeypatch, fused=on)
         assert fused.enabled() and fused.mode() == on
         with geometry.portable():                 # exported graphs hold no Triton kernel
             assert not fused.enabled()
-    monkeypatch.setenv(fused.FUSED_ENV, "yes")
-    with pytest.raises(ValueError, match=fused.FUSED_ENV):
-        fused.enabled()
+    with pytest.raises(ValueError, match="runtime.fused must be one of 'off', 'on', 'chain', got 'yes'"):
+        kernels.traced(lambda: None, RuntimeConfig(fused="yes"))
+    _forms(monkeypatch)
     assert (fused._row_block(5), fused._row_block(800)) == (16, fused.MAX_ROWS)
-    monkeypatch.setenv(fused.ROWS_ENV, "64")
+    _forms(monkeypatch, fused_rows=64)
     assert fused._row_block(5) == 64
-    monkeypatch.setenv(fused.ROWS_ENV, "24")
-    with pytest.raises(ValueError, match=fused.ROWS_ENV):
-        fused._row_block(8)
-    monkeypatch.setenv(fused.WARPS_ENV, "three")
-    with pytest.raises(ValueError, match=fused.WARPS_ENV):
-        fused._power_of_two_env(fused.WARPS_ENV, 4, 1)
+    for bad in (RuntimeConfig(fused_rows=24), RuntimeConfig(fused_rows=8), RuntimeConfig(fused_warps=3)):
+        with pytest.raises(ValueError, match="must be a power of two"):
+            kernels.traced(lambda: None, bad)
     assert fused.supports(256) and not fused.supports(100) and not fused.supports(8)
-    from pam_jax.bench import compute as bench  # benchmarks record the switches and XLA flags they ran under
+    from pam_jax.bench import compute as bench  # benchmarks record the kernel forms and XLA flags they ran under
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
-    assert bench.machine()["switches"][fused.FUSED_ENV] == "yes"
+    assert bench.machine(RuntimeConfig(fused="chain"))["runtime"]["fused"] == "chain"
     assert bench.machine()["xla_flags"] == "--xla_gpu_enable_triton_gemm=false"
 
 
+def test_experimental_forms_need_their_module_and_no_mesh():
+    """make_selector routes a runtime asking for an experimental form to the registered builder;
+    without it (the package alone) the request fails with one line, as it does under a mesh."""
+    from pam_jax.train.sharding import make_mesh
+
+    g, ref = perturbed_policy(0)
+    scfg = SelectConfig(num_candidates=4, num_inference_steps=5, reward_samples=6,
+                        runtime=RuntimeConfig(stack_models=True))
+    norm = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    diff = DiffusionConfig(num_train_timesteps=20, num_inference_steps=5)
+    with pytest.raises(ValueError, match="do not run under a mesh"):
+        make_selector(g, diff, norm, scfg, mesh=make_mesh(8))
+    saved = list(EXPERIMENTAL)
+    EXPERIMENTAL.clear()
+    try:
+        with pytest.raises(ValueError, match="experimental forms, not part of the package"):
+            make_selector(g, diff, norm, scfg)
+    finally:
+        EXPERIMENTAL.extend(saved)
+
+
+def test_both_networks_stacked_score_as_apart():
+    """runtime.stack_models (encoders and Monte-Carlo scoring of the reference and the policy
+    as one batched pass): the same candidates, indices and scores within float rounding."""
+    g, ref = perturbed_policy(0)
+    _, pol = perturbed_policy(1)
+    pts, key = random_clouds(b=3), jax.random.key(2)
+    diff = DiffusionConfig(num_train_timesteps=20, num_inference_steps=5, eta=1.0)
+    norm = NormStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    scfg = SelectConfig(num_candidates=4, num_inference_steps=5, eta=1.0, reward_samples=6)
+    want = make_selector(g, diff, norm, scfg)(ref, pol, pts, key)
+    sel = make_selector(g, diff, norm, dataclasses.replace(scfg, runtime=RuntimeConfig(stack_models=True)))
+    prepared = sel.prepare(ref, pol)
+    assert prepared.signature[-1] == "stacked" and jax.tree.leaves(prepared.score)[0].shape[0] == 2
+    got = sel.decide(prepared, pts, key)
+    np.testing.assert_array_equal(got.index, want.index)
+    np.testing.assert_allclose(got.candidates, want.candidates, rtol=1e-3, atol=5e-4)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-2, atol=2e-2)   # beta = 100 x float rounding
+    first = make_selector(g, diff, norm, dataclasses.replace(scfg, mode="first",
+                                                             runtime=RuntimeConfig(stack_models=True)))
+    assert first.prepare(ref, None).signature[-1] == "apart"   # one network: nothing to stack
+
+
 def test_fused_context_falls_back_when_tokens_are_not_a_power_of_two():
-    """24 point tokens cannot be one Triton block: encode(fused=True) gives the plain Context."""
+    """24 point tokens cannot be one Triton block: the fused network's encode gives the plain Context."""
     for tokens, want in ((24, False), (16, True)):
         g, params = init_policy(dataclasses.replace(TINY_MODEL, num_tokens=tokens), 0)
-        ctx = jax.eval_shape(lambda p: nnx.merge(g, p).encode(_pts(), fused=True), params)
+        ctx = jax.eval_shape(kernels.traced(lambda p: fused.FusedPolicy(nnx.merge(g, p)).encode(_pts()),
+                                            RuntimeConfig(fused="on")), params)
         assert isinstance(ctx.weights, fused.FusedWeights) == want

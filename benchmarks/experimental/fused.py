@@ -1,8 +1,14 @@
-"""The denoiser's forward pass for sampling on a GPU with one Pallas (Triton) kernel per sub-layer.
+"""Forms of the selector never timed on a GPU, kept outside the package: the fused Pallas
+denoiser (runtime.fused "on" or "chain", its knobs runtime.fused_rows / fused_warps) and the two
+networks stacked (runtime.stack_models). Importing this module registers its selector builder
+with :data:`pam_jax.select.EXPERIMENTAL`; `make_selector` then routes a SelectConfig whose
+runtime asks for one of these forms here. The model knows nothing of them: :class:`FusedPolicy`
+wraps a DiffusionPolicy, replacing its `prepare` and `denoise`.
 
-Why: in the DDIM loop each step is a few small matmuls (16 action tokens at K = 8), and XLA runs
-about 44 kernels per step for them compiled for an H200 (57 traced on one for an older layout;
-BUILD_NOTES), each doing almost nothing.
+The fused denoiser: the forward pass for sampling on a GPU with one Pallas (Triton) kernel per
+sub-layer. Why: in the DDIM loop each step is a few small matmuls (16 action tokens at K = 8),
+and XLA runs about 44 kernels per step for them compiled for an H200 (57 traced on one for an
+older layout; BUILD_NOTES), each doing almost nothing.
 Here each sub-layer is one kernel that does all of its work per (cloud, block of rows, head):
 
   cross  AdaLN (LayerNorm + shift/scale) -> this head's query with 3D rotary -> attention to the
@@ -13,7 +19,7 @@ Here each sub-layer is one kernel that does all of its work per (cloud, block of
 
 Each kernel writes its shares side by side; one XLA fusion sums them and adds the gated residual.
 So a layer is six kernels (three Pallas, three XLA) instead of about 28. With "chain"
-($PAM_JAX_FUSED=chain) each kernel does the previous sub-layer's residual itself (sums its
+(runtime.fused="chain") each kernel does the previous sub-layer's residual itself (sums its
 shares, adds the gated residual and writes the new hidden state, identically in every program
 of a block): three kernels per layer. The chain form also folds in the work around the layers:
 the first kernel computes the hidden state from the noisy actions (input projection and point
@@ -35,21 +41,29 @@ pair's columns swapped (`FusedLayer.cross_qs` etc.) and sin' carries the pair's 
 kernels need no reshapes or concatenations.
 
 Only for sampling (no gradients: pallas_call has no autodiff rule); training keeps the XLA path.
-Off by default until a GPU run measures it ($PAM_JAX_FUSED=on or chain turns it on; the selector
-reads it when it traces). On CPU the kernels run interpreted, which exists for the tests.
+Off by default until a GPU run measures it. On CPU the kernels run interpreted, which exists for
+the tests. XLA cannot partition a Pallas call: these forms do not run under a mesh.
+
+Stacked networks: in implicit selection, the reference and the DPO policy are encoded and scored
+as one batched computation over a stacked copy of both (made by prepare), instead of one after
+the other: half the kernel launches for those parts on a GPU (on CPU it saves nothing).
 """
 from __future__ import annotations
 
 import functools
 import math
-import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from pam_jax.models import geometry
+from pam_jax import diffusion
+from pam_jax import select as select_lib
+from pam_jax.config import DiffusionConfig
+from pam_jax.models import geometry, kernels
+from pam_jax.models.denoiser import Context
 from pam_jax.models.layers import (
     few_inputs,
     layer_norm,
@@ -61,22 +75,21 @@ from pam_jax.models.layers import (
     rotary_table,
     round_up,
 )
+from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
+from pam_jax.normalize import NormStats
 
-FUSED_ENV = "PAM_JAX_FUSED"          # "off" (default), "on" or "chain" (see module docstring)
-MODES = ("off", "on", "chain")
-ROWS_ENV = "PAM_JAX_FUSED_ROWS"      # rows per program (a power of two >= 16), for benchmarks
-WARPS_ENV = "PAM_JAX_FUSED_WARPS"    # Triton warps per program, for benchmarks
+MODES = ("off", "on", "chain")       # runtime.fused (see module docstring)
 FFN_BLOCK = 128                      # hidden units per program of the feed-forward kernel
 EPS_WIDTH = 16                       # the output projection's 3 columns, padded for a Triton matmul
 MAX_ROWS = 32                        # default row block for many candidates (logits: rows x tokens)
 
 
 def mode() -> str:
-    """$PAM_JAX_FUSED: "off", "on" or "chain"; "off" inside geometry.portable() (exported graphs
-    hold no Triton kernel)."""
-    chosen = os.environ.get(FUSED_ENV, "off")
+    """runtime.fused of the graph being traced (:func:`pam_jax.models.kernels.active`): "off",
+    "on" or "chain"; "off" inside geometry.portable() (exported graphs hold no Triton kernel)."""
+    chosen = kernels.active().fused
     if chosen not in MODES:
-        raise ValueError(f"${FUSED_ENV}={chosen!r}: expected one of {', '.join(MODES)}")
+        raise ValueError(f"runtime.fused={chosen!r}: expected one of {', '.join(MODES)}")
     return "off" if geometry.portable_active() else chosen
 
 
@@ -197,23 +210,15 @@ def unpad_conditioning(cond: jax.Array, width: int) -> jax.Array:
     return c.reshape(*cond.shape[:-1], -1)
 
 
-def _power_of_two_env(name: str, default: int, least: int) -> int:
-    chosen = os.environ.get(name)
-    if not chosen:
-        return default
-    if not chosen.isdigit() or int(chosen) < least or _pow2(int(chosen)) != int(chosen):
-        raise ValueError(f"${name}={chosen!r}: expected a power of two >= {least}")
-    return int(chosen)
-
-
 def _row_block(rows: int) -> int:
-    """Rows per program: enough for `rows` candidates, at least 16 (Triton's smallest matmul),
-    at most MAX_ROWS (each program holds rows x tokens attention logits)."""
-    return _power_of_two_env(ROWS_ENV, min(MAX_ROWS, max(16, _pow2(rows))), 16)
+    """Rows per program: runtime.fused_rows, else enough for `rows` candidates, at least 16
+    (Triton's smallest matmul), at most MAX_ROWS (each program holds rows x tokens attention
+    logits)."""
+    return kernels.active().fused_rows or min(MAX_ROWS, max(16, _pow2(rows)))
 
 
 def _backend() -> dict:
-    return geometry._pallas_backend(_power_of_two_env(WARPS_ENV, 4, 1))
+    return geometry._pallas_backend(kernels.active().fused_warps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,3 +616,155 @@ def sample(den, ctx, schedule, x_T: jax.Array, key, *, num_inference_steps: int,
 
     xs = jax.lax.fori_loop(0, steps, body, _action_slabs(x_T, r), unroll=unroll)
     return jnp.moveaxis(xs[:, :3], (0, 1), (2, 3))[:, :n]
+
+
+# ---------------------------------------------------------------------------------------------
+# the network as the experimental selector runs it, and that selector
+
+class FusedPolicy:
+    """A DiffusionPolicy whose `prepare` makes the fused Context (when runtime.fused is on and
+    the token count is a power of two) and whose `denoise` runs the fused kernels on such a
+    Context; everything else is the wrapped policy's."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["policy"], name)
+
+    def prepare(self, *, num_timesteps: int | None = None, timesteps=None) -> Context:
+        policy = self.policy
+        if not enabled() or not supports(policy.encoder.num_tokens):
+            return policy.prepare(num_timesteps=num_timesteps, timesteps=timesteps)
+        den = policy.denoiser
+        width = den.out_ln.mod.in_features
+        cond = None if num_timesteps is None else den.conditioning_table(num_timesteps, timesteps)
+        return Context((), None if cond is None else pad_conditioning(cond, width), prepare(den),
+                       den.context_weights(dims(width, den.heads)[1]), policy.encoder.weights())
+
+    def encode(self, points, groups=None, *, num_timesteps: int | None = None, timesteps=None,
+               prepared: Context | None = None) -> Context:
+        if prepared is None:
+            prepared = self.prepare(num_timesteps=num_timesteps, timesteps=timesteps)
+        return self.policy.encode(points, groups, prepared=prepared)
+
+    def denoise(self, x, t, ctx: Context):
+        den = self.policy.denoiser
+        if not isinstance(ctx.weights, FusedWeights):
+            return den(x, t, ctx)
+        if mode() == "chain":
+            return epsilon(den, x, t, ctx)
+        h, cond = features(den, x, t, ctx)
+        y, _ = den.out_ln.modulate(h, den._split(cond)[1])
+        return den.out(y[..., :den.out_ln.width])
+
+
+def stacked_implicit_scores(graphdef, params, ctx, schedule, x0, key, *, samples: int, t_max: int,
+                            beta: float, noise: str = "shared_t"):
+    """:func:`pam_jax.select.implicit_scores` with both networks in one pass: `params` and `ctx`
+    hold the reference's and the policy's, stacked on a leading axis (reference first), and each
+    denoiser call runs both as one batched computation (half the kernel launches)."""
+
+    def errors(p, c, xs, t, eps):
+        return noise_errors(FusedPolicy(nnx.merge(graphdef, p)), c, schedule, xs, t, eps)
+
+    def difference(xs, t, eps):
+        e = jax.vmap(errors, in_axes=(0, 0, None, None, None))(params, ctx, xs, t, eps)
+        return e[1] - e[0]
+
+    return select_lib._monte_carlo(difference, x0, key, samples=samples, t_max=t_max, beta=beta, noise=noise)
+
+
+def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg, *, score_graphdef=None,
+                  scorer: Callable | None = None, mesh=None, shard: str = "obs") -> select_lib.Selector:
+    """:func:`pam_jax.select.make_selector` with scfg.runtime's experimental forms (fused
+    denoiser, stacked networks); the same arguments and results (validated there)."""
+    if mesh is not None:
+        raise ValueError("runtime.fused / runtime.stack_models: the experimental forms do not run under a mesh "
+                         "(XLA cannot partition a Pallas call)")
+    rt = scfg.runtime
+    schedule = diffusion.schedule_from_config(diff)
+    cast = lambda p: cast_params(p, scfg.compute_dtype)  # noqa: E731
+    t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, diff.num_train_timesteps)
+    T = diff.num_train_timesteps
+    mc_steps = np.arange(t_max)
+    ref_steps = diffusion.ddim_timesteps(T, scfg.num_inference_steps)
+    if scfg.mode == "implicit":
+        ref_steps = np.union1d(ref_steps, mc_steps)
+    center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
+    n = scfg.num_candidates
+    stacked = scfg.mode == "implicit" and rt.stack_models
+    signature = (scfg.mode, scfg.num_inference_steps, t_max, scfg.compute_dtype, f"fused {rt.fused}",
+                 "stacked" if stacked else "apart")
+    net = lambda p: FusedPolicy(nnx.merge(graphdef, p))  # noqa: E731
+
+    def prepare(ref_params, score_params) -> select_lib.Prepared:
+        ref_params = cast(ref_params)
+        ref_ctx = net(ref_params).prepare(num_timesteps=T, timesteps=ref_steps)
+        score, score_ctx = score_params, None
+        if scfg.mode == "implicit":
+            score = cast(score_params)
+            score_ctx = net(score).prepare(num_timesteps=T, timesteps=mc_steps)
+            if stacked:   # both networks on a leading axis, the reference first
+                score, score_ctx = jax.tree.map(lambda *a: jnp.stack(a), (ref_params, ref_ctx), (score, score_ctx))
+        elif scfg.mode == "explicit":
+            score = cast(score_params)   # the reward model reads t = 0 only: a one-row table
+            score_ctx = nnx.merge(score_graphdef, score).policy.prepare(num_timesteps=1)
+        return select_lib.Prepared(ref_params, ref_ctx, score, score_ctx, signature)
+
+    def decide(prep, points, key) -> select_lib.Selection:
+        if not isinstance(prep, select_lib.Prepared):
+            raise TypeError(f"decide: expected the Prepared of this selector's prepare(), got {type(prep).__name__}")
+        if prep.signature != signature:
+            raise ValueError(f"decide: prepared for another selector (mode, steps, MC timesteps, dtype, forms) "
+                             f"{prep.signature}, this one is {signature}: prepare it again")
+        k_init, k_loop, k_score = jax.random.split(key, 3)
+        pts = normalize(points, center, scale)
+        ref = net(prep.ref)
+        groups = ref.group(pts)
+        if stacked:   # both encoders in one batched pass; the DDIM loop reads the reference's half
+            both = jax.vmap(lambda p, c: net(p).encode(pts, groups, prepared=c))(prep.score, prep.score_ctx)
+            ctx_ref = prep.ref_ctx._replace(kv=jax.tree.map(lambda a: a[0], both.kv))
+        else:
+            ctx_ref = ref.encode(pts, groups, prepared=prep.ref_ctx)
+        x_T = jax.random.normal(k_init, (pts.shape[0], n, 2, 3), pts.dtype)
+        loop = dict(num_inference_steps=scfg.num_inference_steps, eta=scfg.eta, clip_sample=diff.clip_sample,
+                    unroll=scfg.unroll)
+        if isinstance(ctx_ref.weights, FusedWeights) and mode() == "chain":
+            x0 = sample(ref.denoiser, ctx_ref, schedule, x_T, k_loop, **loop)   # the loop in the kernels' layout
+        else:
+            x0 = diffusion.sample(lambda x, t: ref.denoise(x, t, ctx_ref), schedule, x_T, k_loop, **loop)
+        if scfg.snap_rows:
+            x0 = normalize(select_lib.snap_to_cloud(unnormalize(x0, center, scale), points, scfg.snap_rows),
+                           center, scale)
+        mc = dict(samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
+        if stacked:
+            scores = stacked_implicit_scores(graphdef, prep.score, both, schedule, x0, k_score, **mc)
+        elif scfg.mode == "implicit":
+            policy = net(prep.score)
+            ctx_pol = policy.encode(pts, groups, prepared=prep.score_ctx)
+            scores = select_lib.implicit_scores(policy, ctx_pol, ref, ctx_ref, schedule, x0, k_score, **mc)
+        elif scfg.mode == "explicit":
+            rm = nnx.merge(score_graphdef, prep.score)
+            shared = rm.policy.encoder.grouping == ref.encoder.grouping
+            scores = rm.score(x0, rm.policy.encode(pts, groups if shared else None, prepared=prep.score_ctx))
+        elif scfg.mode == "custom":
+            scores = scorer(prep.score, points, unnormalize(x0, center, scale))
+        elif scfg.mode == "first":
+            scores = jnp.broadcast_to(-jnp.arange(n, dtype=x0.dtype), x0.shape[:2])
+        else:
+            scores = jax.random.uniform(k_score, x0.shape[:2])
+        scores = scores.astype(jnp.float32)
+        idx = jnp.argmax(scores, axis=-1)
+        chosen = jnp.take_along_axis(x0, idx[:, None, None, None], axis=1)[:, 0]
+        return select_lib.Selection(unnormalize(chosen, center, scale), idx, unnormalize(x0, center, scale), scores)
+
+    def select(ref_params, score_params, points, key):
+        return decide(prepare(ref_params, score_params), points, key)
+
+    select, prepare, decide = (kernels.traced(f, rt) for f in (select, prepare, decide))
+    return select_lib.Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide))
+
+
+if make_selector not in select_lib.EXPERIMENTAL:
+    select_lib.EXPERIMENTAL.append(make_selector)
