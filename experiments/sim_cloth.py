@@ -13,8 +13,8 @@ The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 
 The full comparison (hours on 2 CPU cores): `pam-jax study --task cloth --scale full`; its
 tables go to RUN_DIR/study.md. The studies committed under docs/results/ ran with an earlier
-protocol (preference rollouts from other start seeds, no pick snapping, the disc coverage), which the current code does not reproduce, so no figure of
-theirs is quoted here.
+protocol (preference rollouts from other start seeds, no pick snapping, the disc coverage),
+which the current code does not reproduce, so no figure of theirs is quoted here.
 """
 from pam_jax.experiments._sim import sim_config
 
