@@ -71,6 +71,12 @@ SCALES = {
                   tune_episodes=2, report_episodes=4, max_steps=3),
     "full": dict(train_seeds=3, expert_episodes=40, sl_steps=4000, states=100, pref_steps=0,
                  tune_episodes=10, report_episodes=30, max_steps=0),
+    # `pam-jax demo`: the same pipeline sized for about 10 minutes on 2 CPU cores: one training
+    # seed, the experiment's SL and DPO budgets, SL against SL + random and DeformPAM only, no
+    # estimator curve
+    "demo": dict(train_seeds=1, expert_episodes=20, sl_steps=0, states=48, pref_steps=0,
+                 tune_episodes=2, report_episodes=20, max_steps=0, methods=("sl", "sl_random", "deformpam"),
+                 estimator_samples=()),
 }
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> method
 SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
@@ -124,6 +130,8 @@ class Settings:
         if "estimator_samples" in values:
             values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
+        if any(not isinstance(m, int) or m < 1 for m in s.estimator_samples):
+            raise ValueError(f"estimator_samples: expected positive counts, got {s.estimator_samples}")
         for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes"):
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}: expected a positive count, got {getattr(s, name)}")
@@ -355,7 +363,7 @@ class Study:
 
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
-        if regret_eval is not None:
+        if regret_eval is not None and s.estimator_samples:
             offline = {**offline, "estimators": self.stage(
                 "estimators", {"seeds": self.seeds, "noise": list(REWARD_NOISE), "M": list(self.s.estimator_samples)},
                 lambda: self.estimators(pref_data))}
@@ -454,7 +462,7 @@ class Study:
     def all_recorded(self, methods, sets: dict) -> bool:
         """Whether the offline stages and every episode of every group are here, with this
         study's settings (restored result files count)."""
-        stages = ["offline"] + (["estimators"] if regret_eval is not None else [])
+        stages = ["offline"] + (["estimators"] if regret_eval is not None and self.s.estimator_samples else [])
         if not all((self.root / "stages" / f"{n}.json").exists() for n in stages):
             return False
         settings = self.episode_settings()
@@ -468,7 +476,7 @@ class Study:
         cached, and serves every set. With report_only, a (set, method, seed) group enters the
         tables only when all its episodes are cached."""
         s, root = self.s, self.root
-        task = make_task(s.task)
+        sims = []                        # one simulator per start state of the largest batch so far
         settings = self.episode_settings()
         n_cand = settings["num_candidates"]
         first = [m for m in ("sl", "deformpam") if m in methods]
@@ -493,15 +501,20 @@ class Study:
                 agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
                                                    snap_pick=s.snap_pick)
             folder.mkdir(parents=True, exist_ok=True)
-            for st in todo:
+            if todo:
+                # the group's missing episodes step together, one selector call per step (each
+                # equals its sequential course); their wall time is shared out equally
+                sims += [make_task(s.task) for _ in range(len(todo) - len(sims))]
                 t0 = time.perf_counter()
-                ep = closed_loop.run_episode(task, agents[(m, k)], st, max_steps=settings["max_steps"])
-                ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
-                if st != starts[0]:
-                    ep.pop("frames", None)               # the filmstrip needs one episode's
-                write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
-                self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
-                cached[st] = _load_episode(folder / f"{st}.json", settings)
+                eps = closed_loop.run_episodes(sims, agents[(m, k)], todo, max_steps=settings["max_steps"])
+                wall = (time.perf_counter() - t0) / len(todo)
+                for st, ep in zip(todo, eps):
+                    ep.update(train_seed=k, wall_s=wall, batch=len(todo), settings=settings)
+                    if st != starts[0]:
+                        ep.pop("frames", None)           # the filmstrip needs one episode's
+                    write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
+                    self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
+                    cached[st] = _load_episode(folder / f"{st}.json", settings)
             episodes[name][m] += [cached[st] for st in starts]
         return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
                        "methods": {m: method_entry(eps) for m, eps in episodes[name].items() if eps}}
@@ -563,6 +576,8 @@ class Study:
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
+                 *([f"--estimator-samples {' '.join(map(str, s.estimator_samples))}".rstrip()]
+                   if s.estimator_samples != Settings.estimator_samples else []),
                  *([] if s.snap_pick else ["--no-snap-pick"])]
         return "pam-jax study " + " ".join(flags)
 
