@@ -193,6 +193,11 @@ class Study:
             done["params"] = _rooted(done["params"], self.root)
             done["result"] = _unrooted(done["result"], self.root)
             if done["params"] != _without_added_defaults(done["params"], params, _CONFIG_DEFAULTS):
+                if self.report_only:     # the tables of a study made by an earlier version, as recorded
+                    self.log(f"[{name}] recorded with other settings than this version's: reported as recorded")
+                    self.times[name] = done["wall_s"]
+                    self.keep(marker, missing_only=True)
+                    return done["result"]
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]
@@ -479,12 +484,13 @@ class Study:
         sims = []                        # one simulator per start state of the largest batch so far
         settings = self.episode_settings()
         n_cand = settings["num_candidates"]
+        wanted = None if self.report_only else settings   # --report-only: the episodes as recorded
         first = [m for m in ("sl", "deformpam") if m in methods]
         order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
         agents = {}
         for name, starts, m, k, folder in self.groups(order, sets):
-            cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
+            cached = {st: _load_episode(folder / f"{st}.json", wanted) for st in starts}
             todo = [st for st in starts if cached[st] is None]
             filmstrip = name == "report" and k == 0
             for st in starts:
@@ -516,6 +522,9 @@ class Study:
                     self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
                     cached[st] = _load_episode(folder / f"{st}.json", settings)
             episodes[name][m] += [cached[st] for st in starts]
+        if self.report_only:             # the settings the episodes were run with
+            settings = next((ep["settings"] for set_eps in episodes.values() for eps in set_eps.values()
+                             for ep in eps if ep.get("settings")), settings)
         return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
                        "methods": {m: method_entry(eps) for m, eps in episodes[name].items() if eps}}
                 for name, starts in sets.items()}
@@ -668,12 +677,12 @@ def _nan_for_none(x):
     return float("nan") if x is None else x
 
 
-def _load_episode(path: pathlib.Path, settings: dict) -> dict | None:
-    """A cached episode, None when absent or run with other settings."""
+def _load_episode(path: pathlib.Path, settings: dict | None) -> dict | None:
+    """A cached episode, None when absent or run with other settings (settings None: any)."""
     if not path.exists():
         return None
     ep = json.loads(path.read_text())
-    if ep.get("settings") != settings:
+    if settings is not None and ep.get("settings") != settings:
         return None
     for f in ep.get("frames") or []:
         f["cloud"], f["candidates"] = np.asarray(f["cloud"]), np.asarray(f["candidates"])
