@@ -44,14 +44,14 @@ bench: $(STAMP)
 	$(BIN)/pam-jax bench train
 	$(BIN)/pam-jax bench sampler
 
-# The full study of each task (hours on 2 cores). Resumable: run it again to continue,
-# on this machine or another; the small results land in docs/results/study_TASK (commit them).
-# Cloth's committed study has 8 training seeds, each fine-tuned on its own preferences.
+# The full study of each task with the current code (hours on 2 cores). Resumable: run it again
+# to continue, on this machine or another; the small results land in docs/results/full_TASK
+# (commit them). The committed docs/results/study_* folders were made by an earlier version:
+# `pam-jax study ... --report-only` rebuilds their tables.
 STUDY_TASKS ?= granular rope cloth
 studies: $(STAMP)
 	for t in $(STUDY_TASKS); do \
-	  case $$t in cloth) d=study_cloth_pp; x="--train-seeds 8 --per-seed-preferences";; *) d=study_$$t; x="";; esac; \
-	  $(BIN)/pam-jax study --task $$t --scale full $$x --run-dir runs/$$d --results docs/results/$$d --no-progress || exit 1; \
+	  $(BIN)/pam-jax study --task $$t --scale full --run-dir runs/full_$$t --results docs/results/full_$$t --no-progress || exit 1; \
 	done
 
 clean:

@@ -20,8 +20,13 @@ class MetricsWriter:
     def write(self, step: int, metrics: dict) -> None:
         record = {"step": int(step), "time": round(time.time(), 3),
                   **{k: float(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        # one write(2) on an O_APPEND descriptor: a signal handler (Python's run between bytecodes)
+        # or a kill lands before or after it, so a line is never left half written
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def truncate(self, step: int) -> int:
         """Keep the lines up to `step` (and any line cut short by a kill is dropped too): a new
