@@ -238,9 +238,8 @@ def main(argv=None) -> int:
                                           snap_pick=not a.no_snap_pick, sl_step=a.step)
         finally:
             closed_loop.select_lib.task_snap = snap
-    result = {"run": a.run, "expert_episodes": a.expert_episodes, "step": a.step, "candidates": a.candidates, "snap_pick": not a.no_snap_pick,
-
-              "settings": a.settings, "train_seeds": a.train_seeds, "heldout_seeds": a.heldout_seeds}
+    result = {"run": a.run, "expert_episodes": a.expert_episodes, "step": a.step, "candidates": a.candidates,
+              "snap_pick": not a.no_snap_pick, "settings": a.settings, "train_seeds": a.train_seeds, "heldout_seeds": a.heldout_seeds}
     t0 = time.perf_counter()
     for split, seeds in (("train", a.train_seeds), ("heldout", a.heldout_seeds)):
         if not seeds:
