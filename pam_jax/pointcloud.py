@@ -482,3 +482,50 @@ def frame_world_cloud(points, *, num_points: int, rng: np.random.Generator, cali
     else:
         cloud, frame = check_cloud(task), Frame(np.zeros(3), 1.0)
     return subsample(cloud, num_points, rng, method=subsample_method), WorldFraming(cal, frame)
+
+
+# --------------------------------------------------------------------------- batches of clouds for a policy
+
+CLOUD_RANGE_FACTOR = 10.0  # how far (in normalisation scales) a cloud point may lie from the centre
+
+
+def check_batch_shape(shape, dtype, name: str = "points") -> None:
+    """The part of :func:`check_points` that the shape and dtype decide (also for traced arrays)."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    if dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected numbers, got dtype {dtype}")
+    if len(shape) == 2 and shape[-1] == 3:
+        raise ValueError(f"{name}: got one cloud of shape {shape}; the selector takes a batch of clouds "
+                         f"(B, N, 3): pass {name}[None]")
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape (B, N, 3), got {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name}: empty batch or cloud, shape {shape}")
+
+
+def check_points(points, name: str = "points") -> np.ndarray:
+    """Validate a batch of clouds (B, Np, 3) before it reaches a compiled graph -> float32."""
+    try:
+        pts = np.asarray(points)
+    except Exception as e:  # noqa: BLE001 - ragged lists etc.
+        raise ValueError(f"{name}: cannot be converted to an array ({type(e).__name__})") from None
+    check_batch_shape(pts.shape, pts.dtype, name)
+    bad = int(np.size(pts) - np.isfinite(pts).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} non-finite values (NaN/inf)")
+    return pts.astype(np.float32)
+
+
+def check_clouds(points, norm, factor: float = CLOUD_RANGE_FACTOR, name: str = "points") -> np.ndarray:
+    """:func:`check_points`, plus a plausible range: the normalisation `norm` (a NormStats) maps
+    every training action into [-1, 1], so a cloud point more than `factor` scales from its centre
+    means a cloud in another frame or unit (millimetres, the world frame), which would still give
+    actions that look plausible. -> float32 points."""
+    pts = check_points(points, name)
+    z = np.abs(norm.normalize(pts))
+    if float(z.max()) > factor:
+        b, i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
+        raise ValueError(f"{name}: cloud {b}, point {i} has {'xyz'[axis]} = {float(pts[b, i, axis]):.4g}, "
+                         f"{float(z.max()):.3g} normalisation scales from the training data's centre (at most "
+                         f"{factor:g}); give clouds in the task frame the policy was trained in, in metres")
+    return pts

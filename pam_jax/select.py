@@ -40,6 +40,7 @@ from pam_jax.models import kernels
 from pam_jax.models.denoiser import Context
 from pam_jax.models.policy import cast_params, noise_errors, normalize, unnormalize
 from pam_jax.normalize import NormStats
+from pam_jax.pointcloud import CLOUD_RANGE_FACTOR, check_batch_shape, check_clouds, check_points  # noqa: F401
 
 MODES = ("implicit", "explicit", "first", "random", "custom")
 # How the implicit reward's Monte-Carlo noise is drawn (the reference model always gets the same
@@ -224,6 +225,35 @@ class Prepared:
     signature: tuple = dataclasses.field(metadata=dict(static=True))
 
 
+def host_checked(points, norm: NormStats):
+    """A batch of clouds checked on the host (:func:`pam_jax.pointcloud.check_clouds`: shape,
+    finite, plausible range) before it enters a compiled graph. Inside a trace (the caller jits
+    a function that calls the selector) only the shape and dtype can be checked: the values are
+    the outer caller's to check. (Reading an array that is on a device is a transfer: a caller
+    that must not make one checks on the host itself and makes the selector with checked=False.)"""
+    if isinstance(points, jax.core.Tracer):
+        check_batch_shape(points.shape, points.dtype)
+        return points
+    pts = check_clouds(points, norm)
+    # an array already on the devices in float32 goes in as it is (its placement kept)
+    return points if isinstance(points, jax.Array) and points.dtype == np.float32 else pts
+
+
+class _Checked:
+    """A jitted function whose last two arguments are (clouds, key), behind :func:`host_checked`;
+    its other attributes (lower, trace, eval_shape, ...) are the jitted function's."""
+
+    def __init__(self, fn: Callable, norm: NormStats):
+        self._fn, self._norm = fn, norm
+
+    def __call__(self, *args):
+        *head, points, key = args
+        return self._fn(*head, host_checked(points, self._norm), key)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_fn"], name)
+
+
 class Selector:
     """The selector of :func:`make_selector`, three jitted entry points:
 
@@ -234,9 +264,14 @@ class Selector:
     `decide(prepare(r, s), p, k)` is `select(r, s, p, k)`. The parameter-only work (the timestep
     conditioning tables of every DDIM and Monte-Carlo timestep, the attention matrices in the
     layout the loops read, the compute-dtype copies) does not depend on the observation, so a
-    controller prepares once per parameters and then pays only for the decision."""
+    controller prepares once per parameters and then pays only for the decision.
 
-    def __init__(self, select: Callable, prepare: Callable, decide: Callable):
+    Made with ``checked=True`` (the default), `select` and `decide` check their clouds on the
+    host first (shape, finite, plausible range; :func:`host_checked`) and fail with one line."""
+
+    def __init__(self, select: Callable, prepare: Callable, decide: Callable, norm: NormStats | None = None):
+        if norm is not None:
+            select, decide = _Checked(select, norm), _Checked(decide, norm)
         self._select, self.prepare, self.decide = select, prepare, decide
 
     def __call__(self, ref_params, score_params, points, key) -> Selection:
@@ -248,14 +283,15 @@ class Selector:
 
 def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: SelectConfig, *,
                   score_graphdef=None, scorer: Callable | None = None, mesh=None,
-                  shard: str = "obs") -> Selector:
+                  shard: str = "obs", checked: bool = True) -> Selector:
     """-> the Selector: jitted select(ref_params, score_params, points (B, Np, 3), key) ->
     Selection, and its two halves (`prepare`, `decide`).
 
     `score_params`: the DPO policy (implicit), the reward model (explicit, with `score_graphdef`),
     or None (first / random). Mode "custom" traces `scorer(score_params, points, candidates)
     -> (B, N)` (raw frame) into the same graph. `mesh` with `shard` = "obs" | "candidates"
-    spreads the work.
+    spreads the work. `checked=False` skips the host checks of the clouds (for a caller that
+    checks them itself).
     """
     if scfg.mode not in MODES:
         raise ValueError(f"unknown selection mode {scfg.mode!r}: expected one of {MODES}")
@@ -359,49 +395,14 @@ def make_selector(graphdef, diff: DiffusionConfig, norm: NormStats, scfg: Select
 
     # traced with the runtime config's kernel forms
     select, prepare, decide = (kernels.traced(f, scfg.runtime) for f in (select, prepare, decide))
+    check = norm if checked else None
     if mesh is None:
-        return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide))
+        return Selector(jax.jit(select), jax.jit(prepare), jax.jit(decide), check)
     repl = NamedSharding(mesh, P())
     obs = NamedSharding(mesh, P("data")) if shard == "obs" else repl
     return Selector(jax.jit(select, in_shardings=(repl, repl, obs, repl)),
                     jax.jit(prepare, in_shardings=(repl, repl), out_shardings=repl),
-                    jax.jit(decide, in_shardings=(repl, obs, repl)))
-
-
-def check_points(points) -> np.ndarray:
-    """Validate a batch of clouds (B, Np, 3) before it reaches the compiled graph."""
-    pts = np.asarray(points)
-    if pts.dtype.kind not in "fiu":
-        raise ValueError(f"points: expected numbers, got dtype {pts.dtype}")
-    if pts.ndim == 2 and pts.shape[-1] == 3:
-        raise ValueError(f"points: got one cloud of shape {pts.shape}; the selector takes a batch of clouds "
-                         "(B, N, 3): pass points[None]")
-    if pts.ndim != 3 or pts.shape[-1] != 3:
-        raise ValueError(f"points: expected shape (B, N, 3), got {pts.shape}")
-    if pts.shape[0] == 0 or pts.shape[1] == 0:
-        raise ValueError(f"points: empty batch or cloud, shape {pts.shape}")
-    bad = int(np.size(pts) - np.isfinite(pts).sum())
-    if bad:
-        raise ValueError(f"points: {bad} non-finite values (NaN/inf)")
-    return pts.astype(np.float32)
-
-
-CLOUD_RANGE_FACTOR = 10.0  # how far (in normalisation scales) a cloud point may lie from the centre
-
-
-def check_clouds(points, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> np.ndarray:
-    """:func:`check_points`, plus a plausible range: the normalisation maps every training action
-    into [-1, 1], so a cloud point more than `factor` scales from its centre means a cloud in
-    another frame or unit (millimetres, the world frame), which would still give actions that
-    look plausible. -> float32 points."""
-    pts = check_points(points)
-    z = np.abs(norm.normalize(pts))
-    if float(z.max()) > factor:
-        b, i, axis = np.unravel_index(int(np.argmax(z)), z.shape)
-        raise ValueError(f"points: cloud {b}, point {i} has {'xyz'[axis]} = {float(pts[b, i, axis]):.4g}, "
-                         f"{float(z.max()):.3g} normalisation scales from the training data's centre (at most "
-                         f"{factor:g}); give clouds in the task frame the policy was trained in, in metres")
-    return pts
+                    jax.jit(decide, in_shardings=(repl, obs, repl)), check)
 
 
 def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RANGE_FACTOR) -> Callable:
@@ -411,6 +412,8 @@ def checked_selector(select: Callable, norm: NormStats, factor: float = CLOUD_RA
 
     def checked(*args):
         *head, points, key = args
+        if isinstance(points, jax.core.Tracer):
+            return select(*head, host_checked(points, norm), key)
         return select(*head, check_clouds(points, norm, factor), key)
 
     return checked

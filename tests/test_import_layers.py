@@ -25,7 +25,8 @@ LAYERS = [
     (2, "data and configs", ["pam_jax.data", "pam_jax.data_builders", "pam_jax.experiments",
                              "pam_jax.toy.data", "pam_jax.toy.preference_data"]),
     (3, "training, selection, simulation", ["pam_jax.train", "pam_jax.select", "pam_jax.sim"]),
-    (4, "evaluation, serving, benchmarks", ["pam_jax.eval", "pam_jax.serving", "pam_jax.toy", "pam_jax.bench"]),
+    (4, "evaluation, serving, benchmarks", ["pam_jax.eval", "pam_jax.serving", "pam_jax.toy", "pam_jax.bench",
+                                                   "pam_jax.policy"]),
     (5, "workflows, annotator, command line", ["pam_jax.workflows", "pam_jax.annotate", "pam_jax.cli"]),
 ]
 

@@ -165,7 +165,7 @@ def test_deterministic_for_a_fixed_key(models):
 
 def test_selection_is_one_compiled_computation(models):
     g, ref, pol = models
-    sel = make_selector(g, DIFF, NORM, _cfg())
+    sel = make_selector(g, DIFF, NORM, _cfg(), checked=False)   # the host check reads the clouds: a transfer
     args = jax.device_put((ref, pol, _points(), jax.random.key(0)))
     hlo = sel.lower(*args).compile().as_text()
     assert "callback" not in hlo.lower()

@@ -25,11 +25,15 @@ def cmd_eval(args) -> int:
         from pam_jax.eval import report
         from pam_jax.toy import preference_eval as toy_preference
 
-        r = toy_preference.evaluate_selection(meta["parent"]["run_dir"], run, scenes=args.scenes,
+        # the SL run it was trained from (kept in the run); --sl, if given, must be that run
+        r = toy_preference.evaluate_selection(args.sl, run, scenes=args.scenes, sl_step=args.sl_step,
                                               num_candidates=cfg.preference.num_candidates,
                                               reward_samples=cfg.preference.reward_samples, seed=args.seed)
         print(json.dumps(r) if args.json else report.ras_report(r, args.scenes))
         return 0
+    if args.sl or args.sl_step is not None:
+        raise ValueError(f"pam-jax eval --run {run}: a {cfg.train.stage!r} run is evaluated alone; --sl and --sl-step "
+                         "apply to a DPO run (its reference) or to --task / --pairs")
     if cfg.data.source != "toy_bimodal":
         raise ValueError(f"pam-jax eval --run evaluates toy runs; for data.source={cfg.data.source!r} "
                          "use a simulated task: pam-jax eval --task TASK --sl RUN [--dpo RUN]")
@@ -48,7 +52,8 @@ def _eval_sim(args) -> int:
 
     if not args.sl:
         raise ValueError("pam-jax eval --task needs --sl RUN (the supervised run)")
-    runs = evaluate.Runs(sl=args.sl, dpo=args.dpo or "", reward=args.reward or "", reward_sl=args.reward_sl or "")
+    runs = evaluate.Runs(sl=args.sl, dpo=args.dpo or "", reward=args.reward or "", reward_sl=args.reward_sl or "",
+                         sl_step=args.sl_step)
     result = evaluate.evaluate(args.task, runs, methods=tuple(args.methods), seeds=range(args.seed, args.seed + args.episodes),
                                num_candidates=args.candidates, reward_samples=args.reward_samples,
                                reward_noise=args.reward_noise, max_steps=args.max_steps or None,
@@ -76,7 +81,8 @@ def _eval_pairs(args) -> int:
     for name, mode, run in (("implicit", "implicit", args.dpo), ("explicit", "explicit", args.reward),
                             ("explicit_sl", "explicit", args.reward_sl)):
         if run:
-            scorers[name] = built = reward_eval.make_scorer(mode, args.sl, run, args.reward_samples, args.reward_noise)
+            scorers[name] = built = reward_eval.make_scorer(mode, args.sl, run, args.reward_samples, args.reward_noise,
+                                                            sl_step=args.sl_step)
             out[name] = acc = reward_eval.pair_accuracy(args.sl, run, args.pairs, mode=mode, seed=args.seed,
                                                         scorer=built)
             if not args.json:
@@ -108,7 +114,10 @@ def add_parser(sub, sim_tasks) -> None:
                        "SL with reward-guided selection) or a simulated task in closed loop (--task --sl [--dpo]).")
     e.add_argument("--run", help="toy task: the run folder (holds checkpoints/)")
     e.add_argument("--task", choices=sim_tasks, help="simulated task: closed-loop evaluation")
-    e.add_argument("--sl", help="simulated task: the supervised run")
+    e.add_argument("--sl", help="the supervised run (simulated task, pairs; with --run DPO: checked to be the "
+                                "run it was trained from)")
+    e.add_argument("--sl-step", type=int, default=None,
+                   help="use this SL checkpoint instead of the one the preference runs were trained against")
     e.add_argument("--dpo", help="simulated task: the DPO run (deformpam, dpo methods)")
     e.add_argument("--reward", help="simulated task: the paper's explicit reward run (sl_explicit method)")
     e.add_argument("--reward-sl", help="simulated task: the SL-initialised explicit reward run (sl_explicit_sl method)")

@@ -10,7 +10,10 @@ from pam_jax.serving.protocol import BATCHING, MODES
 
 
 def _add_runs(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--sl", required=required, help="the supervised run (samples the candidates)")
+    p.add_argument("--sl", required=required, help="the supervised run (samples the candidates); with --dpo or "
+                                                   "--reward, the checkpoint that run was trained against is used")
+    p.add_argument("--sl-step", type=int, default=None,
+                   help="use this SL checkpoint instead of the one the preference run was trained against")
     p.add_argument("--dpo", help="the DPO run (implicit reward: scores the candidates)")
     p.add_argument("--reward", help="an explicit reward run (--mode explicit)")
     p.add_argument("--mode", choices=MODES, default="implicit",
@@ -72,7 +75,7 @@ def _served(args):
     from pam_jax.serving.graph import load_served
 
     return load_served(args.sl, args.dpo, args.reward, mode=args.mode, num_candidates=args.candidates,
-                       reward_samples=args.reward_samples, batching=args.batching)
+                       reward_samples=args.reward_samples, batching=args.batching, sl_step=getattr(args, "sl_step", None))
 
 
 def _calibration(path):

@@ -10,110 +10,23 @@ Methods (same seeded start states for all):
   deformpam    SL candidates + implicit-reward RAS (needs a DPO run)
   oracle       SL candidates, the simulator's best (executes each from a saved state): an upper bound
 
-An agent sees the simulator's world-frame cloud, puts it into the task frame the policy was
-trained in (the data pipeline's preprocessing: bounding-box centring, xy factor, voxels), subsamples
-it, runs one compiled selection, and maps the chosen action back to the world frame.
+An agent (pam_jax.policy.Agent) sees the simulator's world-frame cloud, puts it into the task frame
+the policy was trained in (the data pipeline's preprocessing: bounding-box centring, xy factor,
+voxels), subsamples it, runs one compiled selection, and maps the chosen action back to the world
+frame. Every method uses the SL checkpoint the preference runs were trained against.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import numpy as np
 
-from pam_jax import pointcloud as pc
-from pam_jax import select as select_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
-from pam_jax.select import SelectConfig, checked_selector, make_selector, select_with_host_scorer
+from pam_jax.policy import METHODS, NEEDS, Agent, Runs, bound_sl  # noqa: F401  (the acting policy; re-exported)
 from pam_jax.sim import make_task
-from pam_jax.sim.oracle import candidate_gains
-from pam_jax.train.restore import load_policy
-
-METHODS = ("sl", "sl_random", "sl_explicit", "sl_explicit_sl", "dpo", "deformpam", "oracle")
-_NEEDS = {"deformpam": ("dpo", "DPO"), "dpo": ("dpo", "DPO"), "sl_explicit": ("reward", "reward"),
-          "sl_explicit_sl": ("reward_sl", "reward_sl")}   # method -> (Runs field, what it is)
-
-
-@dataclasses.dataclass(frozen=True)
-class Runs:
-    sl: str
-    dpo: str = ""
-    reward: str = ""      # the paper's explicit reward model (stage `reward`)
-    reward_sl: str = ""   # the SL-initialised explicit reward model (stage `reward_sl`)
-
-
-class Agent:
-    """World-frame cloud -> world-frame action by one method. `reward_samples` (M) and
-    `reward_noise` (select.REWARD_NOISE) of the implicit reward default (None) to the DPO run's
-    preference config. `snap_pick`: the task's pick-snapping rule (``TaskSpec.snap``, on by
-    default where the published configs have it on) applied to what is executed; the
-    candidates are scored as sampled."""
-
-    def __init__(self, method: str, runs: Runs, *, data_task: str, num_candidates: int = 8,
-                 reward_samples: int | None = None, num_inference_steps: int | None = None,
-                 eta: float | None = None, reward_noise: str | None = None, snap_pick: bool = True,
-                 sl_step: int | None = None):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
-        if method in _NEEDS and not getattr(runs, _NEEDS[method][0]):
-            raise ValueError(f"method {method!r} needs a {_NEEDS[method][1]} run")
-        self.method, self.spec = method, tasks_lib.get_task(data_task)
-        sl = load_policy(runs.sl, step=sl_step)   # `sl_step`: a kept checkpoint (None = the newest)
-        cfg = sl.cfg
-        self.num_points = cfg.data.num_points or self.spec.num_points
-        mode = {"sl": "first", "sl_random": "random", "sl_explicit": "explicit", "sl_explicit_sl": "explicit",
-                "dpo": "first", "deformpam": "implicit", "oracle": "first"}[method]
-        scorer = None
-        self.ref = sl.params
-        if method == "dpo":
-            self.ref = load_policy(runs.dpo).params
-        elif method == "deformpam":
-            scorer = load_policy(runs.dpo)
-        elif mode == "explicit":
-            scorer = load_policy(getattr(runs, _NEEDS[method][0]))
-        n = 1 if method in ("sl", "dpo") else num_candidates
-        scfg = SelectConfig.from_config(cfg, scorer.cfg if scorer else None, mode=mode, num_candidates=n, eta=eta,
-                                        num_inference_steps=num_inference_steps, reward_samples=reward_samples,
-                                        reward_noise=reward_noise, **select_lib.task_snap(data_task, snap_pick))
-        selector = make_selector(sl.graphdef, cfg.diffusion, sl.norm, scfg,
-                                 score_graphdef=scorer.graphdef if mode == "explicit" else None)
-        # the parameter-only work once per agent; each step runs the decision only, its clouds
-        # checked (shape, finite, range) before the graph: select(points, key) -> Selection
-        self.score = scorer.params if scorer else None
-        self.select = functools.partial(checked_selector(selector.decide, sl.norm), selector.prepare(self.ref, self.score))
-
-    def prepare(self, cloud, rng: np.random.Generator):
-        """World-frame cloud -> (the policy's input (Np, 3) in the task frame, the Frame)."""
-        cloud, _, frame = pc.preprocess(cloud, (), xy_scale=self.spec.xy_scale, voxel_size=self.spec.voxel_size)
-        return pc.subsample(cloud, self.num_points, rng), frame
-
-    def candidates(self, cloud, rng: np.random.Generator, key) -> tuple[np.ndarray, np.ndarray]:
-        """All N candidates for a world-frame cloud, world frame (for collection): (as sampled
-        (N, 2, 3), as they would be executed, snapped (N, 2, 3))."""
-        pts, frame = self.prepare(cloud, rng)
-        sel = self.select(pts[None], key)
-        return frame.invert(np.asarray(sel.candidates)[0]), frame.invert(np.asarray(sel.executed)[0])
-
-    def act(self, task, rng: np.random.Generator, key):
-        """-> (action as executed (2, 3), candidates as sampled (N, 2, 3), chosen index), world
-        frame. The oracle tries every candidate as it would be executed (snapped)."""
-        pts, frame = self.prepare(task.observe(rng), rng)
-        if self.method == "oracle":
-            state = task.save_state()
-
-            def scorer(_, cands):
-                gains, _ = candidate_gains(task, state, frame.invert(cands[0]))
-                return np.nan_to_num(gains, nan=-np.inf)[None]
-
-            sel = select_with_host_scorer(self.select, pts[None], key, scorer)
-        else:
-            sel = self.select(pts[None], key)
-        cands = frame.invert(np.asarray(sel.candidates)[0])
-        idx = int(np.asarray(sel.index)[0])
-        return frame.invert(np.asarray(sel.action)[0]), cands, idx
 
 
 def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
@@ -147,7 +60,8 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
     for name, v in (("reward_samples", reward_samples), ("max_steps", max_steps)):
         if v is not None:
             check_count(name, v)
-    check_eval_runs(task_name, runs, methods, METHODS, _NEEDS)   # before any episode
+    check_eval_runs(task_name, runs, methods, METHODS, NEEDS)   # before any episode
+    bound_sl(runs)   # the SL checkpoint the preference runs were trained against, or one line why not
     task = make_task(task_name)
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
     for method in methods:

@@ -18,18 +18,23 @@ from pam_jax.data.pipeline import eval_batches
 from pam_jax.data.sources import split_sizes
 from pam_jax.models import kernels
 from pam_jax.models.policy import normalize
-from pam_jax.select import SelectConfig, check_clouds, implicit_scores
-from pam_jax.train.restore import load_policy
+from pam_jax.policy import load
+from pam_jax.select import implicit_scores
 
 
-def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise: str | None = None):
-    """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame.
+def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise: str | None = None, *,
+                sl_step: int | None = None):
+    """-> (score(points, candidates, key) -> (B, N) numpy, the SL config); inputs in the task frame,
+    the clouds checked. The SL checkpoint is the one the scoring run was trained against.
     The implicit reward uses the scoring (DPO) run's settings (beta, timesteps; M = `samples`
     and the Monte-Carlo noise `noise` (select.REWARD_NOISE), or their stored values)."""
-    sl, scorer = load_policy(sl_run), load_policy(score_run)
-    cfg, graphdef, ref_params, norm = sl.cfg, sl.graphdef, sl.params, sl.norm
-    score_graphdef, score_params = scorer.graphdef, scorer.params
-    scfg = SelectConfig.from_config(cfg, scorer.cfg, reward_samples=samples, reward_noise=noise)
+    if mode not in ("implicit", "explicit"):
+        raise ValueError(f"mode must be 'implicit' or 'explicit', got {mode!r}")
+    policy = load(sl_run, mode=mode, reward_samples=samples, reward_noise=noise, sl_step=sl_step,
+                  **{"dpo" if mode == "implicit" else "reward": score_run})
+    cfg, graphdef, ref_params, norm = policy.sl.cfg, policy.sl.graphdef, policy.ref_params, policy.norm
+    score_graphdef, score_params = policy.scorer.graphdef, policy.score_params
+    scfg = policy.selection
     schedule = diffusion.schedule_from_config(cfg.diffusion)
     t_max = diffusion.timestep_limit(scfg.reward_timestep_frac, cfg.diffusion.num_train_timesteps)
     center, scale = np.asarray(norm.center, np.float32), np.asarray(norm.scale, np.float32)
@@ -44,7 +49,7 @@ def make_scorer(mode: str, sl_run, score_run, samples: int | None = None, noise:
                                samples=scfg.reward_samples, t_max=t_max, beta=scfg.beta, noise=scfg.reward_noise)
 
     score = jax.jit(kernels.traced(score, scfg.runtime))
-    return lambda pts, cands, key: np.asarray(score(ref_params, score_params, check_clouds(pts, norm), cands, key)), cfg
+    return lambda pts, cands, key: np.asarray(score(ref_params, score_params, policy.check(pts), cands, key)), cfg
 
 
 def annotator_mask(candidates) -> np.ndarray:

@@ -29,9 +29,10 @@ from pam_jax.models.build import build_model
 from pam_jax.models.policy import num_params
 from pam_jax.normalize import NormStats
 from pam_jax.train import sharding
-from pam_jax.train.checkpoint import Checkpointer, abstract_like
+from pam_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from pam_jax.train.interrupts import DeferredSignals, Interrupted, signal_name
 from pam_jax.train.logging import plot_curve, progress
+from pam_jax.train.restore import REFERENCE, save_reference
 from pam_jax.train.runlock import RunLock
 from pam_jax.train.stages import build_stage
 from pam_jax.train.state import TrainState, learning_rate, make_optimizer
@@ -134,6 +135,17 @@ def checkpoint_meta(cfg: config_lib.Config, norm: NormStats, data_state: dict, *
             "norm": norm.to_dict(), "data_state": data_state, **extra}
 
 
+def check_parent(saved: dict | None, now: dict, where) -> None:
+    """On resume: the SL checkpoint the run was started from is the one it is trained against now."""
+    if not saved:
+        return
+    same = saved.get("step") == now["step"] and saved.get("fingerprint", now["fingerprint"]) == now["fingerprint"]
+    if not same:
+        raise CheckpointError(f"{where} was trained against SL step {saved.get('step')} of {saved.get('run_dir')}; "
+                              f"preference.init_from now gives step {now['step']} of {now['run_dir']}: set "
+                              f"preference.init_step={saved.get('step')}")
+
+
 def train(cfg: config_lib.Config, *, data=None, progress_bar: bool = True, log=print) -> TrainResult:
     """Train `cfg`'s stage in its run folder (resuming from the newest checkpoint there). The
     config is validated first; then the folder is locked (one writer per run folder) before
@@ -188,10 +200,11 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
     restored = ckpt.restore_newest_intact(
         abstract_like(state, repl), log=log, chief=is_chief,
         expect={"stage": cfg.train.stage, "model": config_lib.to_dict(cfg.model),
-                "diffusion": config_lib.to_dict(cfg.diffusion),
-                **({"parent": stage.meta()["parent"]} if stage.parent else {})})
+                "diffusion": config_lib.to_dict(cfg.diffusion)})
     if restored is not None:
         state, meta = restored
+        if stage.parent:
+            check_parent(meta.get("parent"), stage.record, ckpt.directory)
         norm = NormStats.from_dict(meta["norm"])
         data.set_state(meta.get("data_state", {}))
         interval = IntervalMeans(meta.get("log_interval"))
@@ -203,6 +216,9 @@ def _train(cfg: config_lib.Config, *, data, progress_bar: bool, log, signals: De
                 f"so the result differs from a run started with train.steps={cfg.train.steps}")
     else:
         norm = stage.parent.norm if stage.parent else data.norm_stats()
+    if stage.parent and not (run_dir / REFERENCE / "checkpoints").is_dir():
+        # the SL parameters this run is trained against, kept in the run (every process takes part)
+        save_reference(run_dir, stage.parent, stage.record, sharding.put_replicated(stage.parent.params, mesh))
     if is_chief:
         if note := config_lib.warmup_note(cfg):
             log(note)

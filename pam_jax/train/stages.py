@@ -21,8 +21,9 @@ from pam_jax.models import kernels
 from pam_jax.models.policy import Policy, init_policy
 from pam_jax.models.reward import HEADS, INITS, init_reward_model
 from pam_jax.train import sharding
+from pam_jax.train.checkpoint import CheckpointError
 from pam_jax.train.preference_steps import PAIR_NOISE, dpo_loss, make_dpo_step, make_reward_step, reward_loss
-from pam_jax.train.restore import load_policy
+from pam_jax.train.restore import REFERENCE, Reference, fingerprint, load_policy, load_reference, parent_record, reference_record, steps_of
 from pam_jax.train.steps import make_supervised_step, supervised_loss
 
 STAGES = config_lib.TRAIN_STAGES
@@ -36,20 +37,34 @@ class Stage:
     parent: Policy | None   # the supervised run a preference stage starts from
     make_step: Callable  # (tx, norm, mesh) -> step(state, batch) -> (state, metrics)
     make_eval: Callable  # (norm, mesh) -> evaluate(params, batch, key) -> metrics (no update)
+    record: dict | None = None   # what the run records of its parent (restore.parent_record)
 
     def meta(self) -> dict:
-        if self.parent is None:
-            return {}
-        return {"parent": {"run_dir": str(pathlib.Path(self.parent.run_dir).absolute()),
-                           "step": self.parent.step}}
+        return {} if self.parent is None else {"parent": self.record}
 
 
-def load_parent(cfg: config_lib.Config) -> Policy:
+def load_parent(cfg: config_lib.Config) -> tuple[Policy, dict]:
+    """The SL checkpoint a preference stage trains against, and its record. A run that has
+    started keeps a copy of it (restore.REFERENCE), read on resume: the SL run may have been
+    trained on or pruned since; `preference.init_from` must still name that run."""
     p = cfg.preference
     if not p.init_from:
         raise ValueError(f"train.stage={cfg.train.stage!r} needs preference.init_from=<supervised run folder>")
-    step = None if p.init_step < 0 else p.init_step
-    parent = load_policy(p.init_from, step=step)
+    copy = pathlib.Path(cfg.train.run_dir) / REFERENCE
+    if (copy / "checkpoints").is_dir():
+        parent = load_policy(copy)
+        record = reference_record(copy, key="copy_of")
+        if fingerprint(parent.params) != record.get("fingerprint"):
+            raise CheckpointError(f"{copy}: the kept SL parameters do not match their recorded fingerprint")
+        if p.init_step >= 0 and p.init_step != record["step"]:
+            raise ValueError(f"preference.init_step={p.init_step}, but {cfg.train.run_dir} was started from SL "
+                             f"step {record['step']} of {record['run_dir']}")
+        if record["step"] in steps_of(p.init_from):   # the SL run still holds it: the same parameters
+            load_reference(Reference(p.init_from, record["step"], record["fingerprint"]), "preference.init_from")
+    else:
+        step = None if p.init_step < 0 else p.init_step
+        parent = load_policy(p.init_from, step=step)
+        record = parent_record(parent, cfg.train.run_dir)
     pcfg = parent.cfg
     if pcfg.train.stage != "supervised":
         raise ValueError(f"preference.init_from={p.init_from} is a {pcfg.train.stage!r} run; "
@@ -58,7 +73,7 @@ def load_parent(cfg: config_lib.Config) -> Policy:
     if pcfg.model != cfg.model or pcfg.diffusion != cfg.diffusion:
         raise ValueError(f"the model/diffusion config of {p.init_from} differs from this experiment's; "
                          "copy them from the supervised experiment")
-    return parent
+    return parent, record
 
 
 def build_stage(cfg: config_lib.Config) -> Stage:
@@ -87,7 +102,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                              f"got {cfg.preference.train_timestep_frac}")
         if cfg.preference.pair_noise not in PAIR_NOISE:
             raise ValueError(f"unknown preference.pair_noise {cfg.preference.pair_noise!r}: expected one of {PAIR_NOISE}")
-        parent = load_parent(cfg)
+        parent, record = load_parent(cfg)
         params = jax.tree.map(lambda x: x.copy(), parent.params)
 
         def make_step(tx, norm, mesh):
@@ -107,7 +122,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             jitted = jax.jit(kernels.traced(evaluate, cfg.runtime))
             return lambda p, batch, key: jitted(p, batch, key, ref)
 
-        return Stage(name, parent.graphdef, params, parent, make_step, make_eval)
+        return Stage(name, parent.graphdef, params, parent, make_step, make_eval, record)
 
     if name == "reward":
         p = cfg.preference
@@ -115,7 +130,7 @@ def build_stage(cfg: config_lib.Config) -> Stage:
             raise ValueError(f"unknown preference.reward_init {p.reward_init!r}: expected one of {INITS}")
         if p.reward_head not in HEADS:
             raise ValueError(f"unknown preference.reward_head {p.reward_head!r}: expected one of {HEADS}")
-        parent = load_parent(cfg)
+        parent, record = load_parent(cfg)
         graphdef, params = init_reward_model(cfg.model, cfg.train.seed,
                                              parent.params if p.reward_init == "sl" else None, head=p.reward_head)
 
@@ -128,6 +143,6 @@ def build_stage(cfg: config_lib.Config) -> Stage:
                 return {"loss": loss, **aux}
             return jax.jit(kernels.traced(evaluate, cfg.runtime))
 
-        return Stage(name, graphdef, params, parent, make_step, make_eval)
+        return Stage(name, graphdef, params, parent, make_step, make_eval, record)
 
     raise ValueError(f"unknown train.stage {name!r}: expected one of {STAGES}")

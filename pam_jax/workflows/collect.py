@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from pam_jax import tasks as tasks_lib
-from pam_jax.eval.closed_loop import Agent, Runs
+from pam_jax.policy import Agent, Runs
 from pam_jax.sim.episodes import write_preference_round
 
 EARLY = {"warmup_steps": 3, "steps_per_episode": 4, "stride": 1}

@@ -11,14 +11,18 @@ from pam_jax.models.build import build_model
 from pam_jax.normalize import NormStats
 from pam_jax.train.checkpoint import Checkpointer
 from pam_jax.train.loop import checkpoint_meta
+from pam_jax.train.restore import load_policy, parent_record, save_reference
 
 NORM = NormStats((0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
 STAGE_SETS = {"supervised": (), "dpo": ("train.stage=dpo", "data.source=toy_preference"),
               "reward": ("train.stage=reward", "data.source=toy_preference")}
 
 
-def policy_run(path: pathlib.Path, stage: str = "supervised", seed: int = 0, *sets) -> str:
-    """A run folder of `stage` whose weights are a random init moved by 0.1 * N(0, 1) (seeded)."""
+def policy_run(path: pathlib.Path, stage: str = "supervised", seed: int = 0, *sets, step: int = 6,
+               parent: tuple | None = None, keep_copy: bool = False) -> str:
+    """A run folder of `stage` whose weights are a random init moved by 0.1 * N(0, 1) (seeded),
+    saved as checkpoint `step` (call again for more steps). `parent` = (SL run folder, step): a
+    preference run records it as training does (and with `keep_copy` keeps its parameters)."""
     cfg = override(tiny_config(path), [*STAGE_SETS[stage], "preference.num_candidates=4",
                                        "preference.reward_samples=4", *sets])
     _, params = build_model(cfg)
@@ -26,7 +30,13 @@ def policy_run(path: pathlib.Path, stage: str = "supervised", seed: int = 0, *se
     rng = np.random.default_rng(seed)
     params = jax.tree.unflatten(tree, [np.asarray(x) + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
                                        for x in leaves])
+    extra = {}
+    if parent is not None:
+        sl = load_policy(parent[0], step=parent[1])
+        extra["parent"] = parent_record(sl, path)
+        if keep_copy:
+            save_reference(path, sl, extra["parent"])
     ckpt = Checkpointer(pathlib.Path(path) / "checkpoints")
-    ckpt.save(6, {"ema_params": params}, checkpoint_meta(cfg, NORM, {}))
+    ckpt.save(step, {"ema_params": params}, checkpoint_meta(cfg, NORM, {}, **extra))
     ckpt.close()
     return str(path)

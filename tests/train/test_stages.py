@@ -1,6 +1,7 @@
 """Preference stages on the toy task: DPO and the explicit reward head start from a supervised
 checkpoint, record it, resume, and refuse a wrong parent."""
 import json
+import os
 import pathlib
 
 import jax
@@ -13,7 +14,7 @@ from pam_jax.select import SelectConfig, make_selector
 from pam_jax.toy import preference_data as tp
 from pam_jax.train.checkpoint import CheckpointError
 from pam_jax.train.loop import train
-from pam_jax.train.restore import load_policy
+from pam_jax.train.restore import REFERENCE, fingerprint, load_policy
 
 
 def _run(cfg):
@@ -41,7 +42,15 @@ def test_dpo_stage_starts_from_the_parent_and_records_it(sl_run, tmp_path):
     for a, b in zip(jax.tree.leaves(res.state.params), jax.tree.leaves(sl_params)):
         np.testing.assert_allclose(a, b, atol=1e-6)   # lr=0: still the parent's weights
     meta = json.loads(next((pathlib.Path(cfg.train.run_dir) / "checkpoints" / "4" / "meta").glob("*")).read_text())
-    assert meta["parent"] == {"run_dir": str(pathlib.Path(sl_run).absolute()), "step": 6}
+    # the parent: absolute, relative to the DPO run folder (portable), its step and a fingerprint of
+    # its parameters; and the DPO run keeps a copy of exactly those parameters
+    sl_abs = pathlib.Path(sl_run).absolute()
+    assert meta["parent"] == {"run_dir": str(sl_abs), "path": os.path.relpath(sl_abs, tmp_path / "dpo"), "step": 6,
+                              "fingerprint": fingerprint(sl_params)}
+    kept = load_policy(tmp_path / "dpo" / REFERENCE)
+    assert kept.step == 6 and kept.norm == load_policy(sl_run).norm
+    for a, b in zip(jax.tree.leaves(kept.params), jax.tree.leaves(sl_params)):
+        np.testing.assert_array_equal(a, b)
     rows = [json.loads(l) for l in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert all(-1.0 <= r["loss"] <= 0.0 for r in rows)   # -sigmoid lies in [-1, 0]
     # equal weights: e_theta == e_ref for every pair, so Delta = 0 and the loss is -sigmoid(0)
