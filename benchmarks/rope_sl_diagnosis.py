@@ -52,6 +52,7 @@ import time
 import jax
 import numpy as np
 
+from pam_jax import policy as policy_lib
 from pam_jax import select as select_lib
 from pam_jax.data.scan import split_episodes
 from pam_jax.eval import closed_loop
@@ -231,13 +232,13 @@ def main(argv=None) -> int:
         k, eta, *nb = s.split(":")
         snap = select_lib.task_snap
         if nb:   # the snapping neighbourhood size for this setting only
-            closed_loop.select_lib.task_snap = lambda *x, **y: {**snap(*x, **y), "snap_neighbours": int(nb[0])}
+            policy_lib.task_snap = lambda *x, **y: {**snap(*x, **y), "snap_neighbours": int(nb[0])}
         try:
             agents[s] = closed_loop.Agent("sl_random", closed_loop.Runs(sl=a.run), data_task="rope",
                                           num_candidates=a.candidates, num_inference_steps=int(k), eta=float(eta),
                                           snap_pick=not a.no_snap_pick, sl_step=a.step)
         finally:
-            closed_loop.select_lib.task_snap = snap
+            policy_lib.task_snap = snap
     result = {"run": a.run, "expert_episodes": a.expert_episodes, "step": a.step, "candidates": a.candidates,
               "snap_pick": not a.no_snap_pick, "settings": a.settings, "train_seeds": a.train_seeds, "heldout_seeds": a.heldout_seeds}
     t0 = time.perf_counter()
