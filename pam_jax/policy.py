@@ -109,6 +109,23 @@ class Policy:
         """Clouds (B, Np, 3) in the task frame and one key -> Selection (task frame): one decision."""
         return self.selector.decide(self.prepared, self.check(clouds), key)
 
+    @functools.cached_property
+    def _decide_rows(self):
+        selector = self.selector
+
+        def rows(prep, points, keys):
+            def one(row):
+                return jax.tree.map(lambda a: a[0], selector.decide(prep, row[0][None], row[1]))
+            return jax.lax.map(one, (points, keys))
+        return jax.jit(rows)
+
+    def decide_rows(self, clouds, keys) -> Selection:
+        """Clouds (B, Np, 3) in the task frame and one key per cloud (B,) -> Selection: row b is
+        what :meth:`decide_task_frame` gives cloud b alone with key b, bit for bit (the one-cloud
+        decision mapped over the rows inside one compiled call; a vmapped, batched decision
+        differs in the last bits on CPU, which can change a chosen candidate)."""
+        return self._decide_rows(self.prepared, self.check(clouds), keys)
+
     # -- world frame
 
     def to_task_frame(self, world_cloud, rng: np.random.Generator, calibration=None) -> tuple[np.ndarray, Any]:
@@ -275,6 +292,10 @@ class Agent:
         """Task-frame clouds (B, Np, 3) -> Selection: one checked decision."""
         return self.policy.decide_task_frame(points, key)
 
+    def select_rows(self, points, keys) -> Selection:
+        """Task-frame clouds (B, Np, 3), one key each -> Selection: row b equals select(points[b:b+1], keys[b])."""
+        return self.policy.decide_rows(points, keys)
+
     def candidates(self, cloud, rng: np.random.Generator, key) -> tuple[np.ndarray, np.ndarray]:
         """All N candidates for a world-frame cloud, world frame (for collection): (as sampled
         (N, 2, 3), as they would be executed, snapped (N, 2, 3))."""
@@ -301,3 +322,32 @@ class Agent:
         cands = frame.to_world(np.asarray(sel.candidates)[0])
         idx = int(np.asarray(sel.index)[0])
         return frame.to_world(np.asarray(sel.action)[0]), cands, idx
+
+    def act_many(self, tasks, rngs, keys, width: int | None = None) -> list:
+        """:meth:`act` for several episodes in one selector call: tasks[i] observed with rngs[i]
+        and decided with keys[i] -> [(action, candidates, index)], each what :meth:`act` returns
+        for that task, rng and key. `width`: the batch is padded to this many rows (repeats of the
+        first cloud, their results dropped), so that a shrinking set of running episodes reuses
+        one compiled program."""
+        if not tasks:
+            return []
+        prepared = [self.prepare(t.observe(r), r) for t, r in zip(tasks, rngs)]
+        n = len(prepared)
+        width = max(width or n, n)
+        pts = np.stack([p for p, _ in prepared] + [prepared[0][0]] * (width - n))
+        sel = self.select_rows(pts, jax.numpy.stack(list(keys) + [keys[0]] * (width - n)))
+        cands = np.asarray(sel.candidates)[:n]
+        executed = np.asarray(sel.executed)[:n] if sel.executed is not None else cands
+        if self.method == "oracle":     # the simulator's best of the executed candidates, per task
+            from pam_jax.sim.oracle import candidate_gains
+
+            idx, actions = [], []
+            for i, (t, (_, frame)) in enumerate(zip(tasks, prepared)):
+                gains, _ = candidate_gains(t, t.save_state(), frame.to_world(executed[i]))
+                j = int(np.argmax(np.asarray(np.nan_to_num(gains, nan=-np.inf), np.float32)))
+                idx.append(j)
+                actions.append(executed[i, j])
+        else:
+            idx = [int(j) for j in np.asarray(sel.index)[:n]]
+            actions = list(np.asarray(sel.action)[:n])
+        return [(frame.to_world(a), frame.to_world(c), j) for (_, frame), a, c, j in zip(prepared, actions, cands, idx)]

@@ -107,6 +107,9 @@ def main(argv=None) -> int:
         return getattr(e, "exit_code", 130)
     except Exception as e:  # noqa: BLE001 - the user's errors: one line, code 2
         if not isinstance(e, _user_errors()):
+            from pam_jax.train import watchdog
+
+            watchdog.fail(e)    # a multi-process run: one line and exit, not a wait for dead peers
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"{interrupts.LINE_PREFIX}pam-jax: error: {msg}", file=sys.stderr)

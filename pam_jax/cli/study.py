@@ -16,7 +16,8 @@ def cmd_study(args) -> int:
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
              "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick,
-             "report_seed": args.report_seed}
+             "report_seed": args.report_seed,
+             "estimator_samples": None if args.estimator_samples is None else tuple(args.estimator_samples)}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
               results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
     return 0
@@ -31,8 +32,9 @@ def add_parser(sub, sim_tasks) -> None:
                                     "stage resumes: rerunning the command skips what is done. Size flags "
                                     "override the --scale preset.")
     st.add_argument("--task", required=True, choices=sim_tasks)
-    st.add_argument("--scale", choices=["small", "full"], default="small",
-                    help="small: a smoke test in minutes; full: the studies' size (3 seeds, 30 report states)")
+    st.add_argument("--scale", choices=["small", "demo", "full"], default="small",
+                    help="small: a smoke test in minutes; demo: what `pam-jax demo` runs (about 10 minutes on 2 "
+                         "cores); full: the studies' size (3 seeds, 30 report states)")
     st.add_argument("--run-dir", default=None, help="default runs/study_TASK")
     st.add_argument("--fresh", action="store_true", help="delete the run folder first")
     st.add_argument("--train-seeds", type=int, help="SL (and DPO) training seeds")
@@ -50,6 +52,8 @@ def add_parser(sub, sim_tasks) -> None:
     st.add_argument("--max-steps", type=int, help="cap on every episode's steps (0 = the task's limit)")
     st.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
                     help="%(choices)s (default: every method)")
+    st.add_argument("--estimator-samples", nargs="*", type=int, metavar="M",
+                    help="the Monte-Carlo sample counts of the estimators stage (default 10 30 100; none: no such stage)")
     st.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for every training stage")
     st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",

@@ -49,6 +49,45 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
 
 
+def run_episodes(tasks, agent: Agent, seeds, *, max_steps: int | None = None) -> list[dict]:
+    """:func:`run_episode` for every start seed at once: tasks[i] (one simulator per start state)
+    plays seeds[i], and every step of the episodes still running is one selector call
+    (:meth:`Agent.act_many`). Each episode equals its sequential :func:`run_episode`: its own
+    observation rng, key per step and step limit."""
+    seeds = list(seeds)
+    if len(tasks) < len(seeds):
+        raise ValueError(f"run_episodes: {len(seeds)} start seeds need as many tasks, got {len(tasks)}")
+    tasks = list(tasks)[:len(seeds)]
+    eps = []
+    for task, seed in zip(tasks, seeds):
+        task.reset(seed)
+        eps.append({"rng": np.random.default_rng([seed, 99]), "limit": min(task.step_limit, max_steps or task.step_limit),
+                    "scores": [float(task.score())], "frames": [], "success_step": 0 if task.success() else None,
+                    "done": False})
+    step = 0
+    while True:
+        for task, e in zip(tasks, eps):
+            e["done"] = e["done"] or step >= e["limit"] or task.success()
+        live = [i for i, e in enumerate(eps) if not e["done"]]
+        if not live:
+            break
+        acts = agent.act_many([tasks[i] for i in live], [eps[i]["rng"] for i in live],
+                              [jax.random.key(seeds[i] * 1000 + step) for i in live], width=len(seeds))
+        for i, (action, cands, idx) in zip(live, acts):
+            task, e = tasks[i], eps[i]
+            if step < 3:
+                e["frames"].append({"cloud": task.observe(np.random.default_rng(0))[::4], "candidates": cands,
+                                    "chosen": idx})
+            info = task.step(action)
+            e["scores"].append(float(info.score_after))
+            if info.success and e["success_step"] is None:
+                e["success_step"] = step + 1
+        step += 1
+    return [{"seed": seed, "scores": e["scores"], "final": e["scores"][-1], "success": e["success_step"] is not None,
+             "steps_to_success": e["success_step"], "metrics": task.metric(), "frames": e["frames"]}
+            for task, seed, e in zip(tasks, seeds, eps)]
+
+
 def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=range(10),
              num_candidates: int = 8, reward_samples: int | None = None, max_steps: int | None = None,
              progress: bool = True, reward_noise: str | None = None, snap_pick: bool = True) -> dict:
@@ -62,12 +101,11 @@ def evaluate(task_name: str, runs: Runs, *, methods=("sl", "deformpam"), seeds=r
             check_count(name, v)
     check_eval_runs(task_name, runs, methods, METHODS, NEEDS)   # before any episode
     bound_sl(runs)   # the SL checkpoint the preference runs were trained against, or one line why not
-    task = make_task(task_name)
+    sims = [make_task(task_name) for _ in seeds]       # one simulator per start state: stepped together
     out = {"task": task_name, "runs": dataclasses.asdict(runs), "methods": {}}
-    for method in methods:
+    for method in tqdm(methods, desc=f"{task_name}: {len(seeds)} episodes per method", disable=not progress):
         agent = Agent(method, runs, data_task=tasks_lib.data_task_name(task_name), num_candidates=num_candidates,
                       reward_samples=reward_samples, reward_noise=reward_noise, snap_pick=snap_pick)
-        eps = [run_episode(task, agent, s, max_steps=max_steps)
-               for s in tqdm(seeds, desc=f"{task_name}: {method}", disable=not progress)]
+        eps = run_episodes(sims, agent, seeds, max_steps=max_steps)
         out["methods"][method] = {"summary": summarize(eps), "episodes": eps}
     return out

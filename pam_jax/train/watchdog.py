@@ -20,6 +20,7 @@ STALE_S = 15.0
 PERIOD_S = 1.0
 EXIT_CODE = 1
 _stop = threading.Event()
+_watching: dict = {}    # the running watch's settings (empty when none runs)
 
 
 def _key(kind: str, pid: int) -> str:
@@ -36,6 +37,7 @@ def start(prefix: str = "", *, stale_s: float = STALE_S) -> bool:
     client, me, n = state.client, state.process_id, state.num_processes
     line = f"{prefix} " if prefix else ""
     _stop.clear()
+    _watching.update(line=line, stale_s=stale_s)
     threading.Thread(target=_watch, args=(client, me, n, line, stale_s), name="pam_jax-watchdog",
                      daemon=True).start()
     atexit.register(stop, client, me)   # registered after jax's own shutdown hook, so it runs first
@@ -50,6 +52,20 @@ def stop(client=None, me: int | None = None) -> None:
             client.key_value_set(_key("done", me), "1", allow_overwrite=True)
         except Exception:  # noqa: BLE001 - the coordinator may be gone already
             pass
+
+
+def fail(error: BaseException) -> None:
+    """An unexpected error in a watched run ends this process with one line and exit code 1
+    instead of a traceback followed by a shutdown that waits for its peers. A collective most often
+    fails because a peer died: the watch is given the time to notice and name it first. Returns
+    only when no watch runs."""
+    if not _watching or _stop.is_set():
+        return
+    time.sleep(_watching["stale_s"] + 2 * PERIOD_S)    # the watch thread exits meanwhile if a peer is gone
+    text = str(error).strip().splitlines()
+    print(f"{_watching['line']}pam-jax: error: {type(error).__name__}: {text[0] if text else ''}; ending this "
+          "process (the newest checkpoint is kept)", file=sys.stderr, flush=True)
+    os._exit(EXIT_CODE)
 
 
 def _die(line: str, why: str) -> None:

@@ -71,6 +71,12 @@ SCALES = {
                   tune_episodes=2, report_episodes=4, max_steps=3),
     "full": dict(train_seeds=3, expert_episodes=40, sl_steps=4000, states=100, pref_steps=0,
                  tune_episodes=10, report_episodes=30, max_steps=0),
+    # `pam-jax demo`: the same pipeline sized for about 10 minutes on 2 CPU cores: one training
+    # seed, the experiment's SL and DPO budgets, SL against SL + random and DeformPAM only, no
+    # estimator curve
+    "demo": dict(train_seeds=1, expert_episodes=20, sl_steps=0, states=48, pref_steps=0,
+                 tune_episodes=2, report_episodes=20, max_steps=0, methods=("sl", "sl_random", "deformpam"),
+                 estimator_samples=()),
 }
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> method
 SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
@@ -124,6 +130,8 @@ class Settings:
         if "estimator_samples" in values:
             values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
+        if any(not isinstance(m, int) or m < 1 for m in s.estimator_samples):
+            raise ValueError(f"estimator_samples: expected positive counts, got {s.estimator_samples}")
         for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes"):
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}: expected a positive count, got {getattr(s, name)}")
@@ -185,6 +193,11 @@ class Study:
             done["params"] = _rooted(done["params"], self.root)
             done["result"] = _unrooted(done["result"], self.root)
             if done["params"] != _without_added_defaults(done["params"], params, _CONFIG_DEFAULTS):
+                if self.report_only:     # the tables of a study made by an earlier version, as recorded
+                    self.log(f"[{name}] recorded with other settings than this version's: reported as recorded")
+                    self.times[name] = done["wall_s"]
+                    self.keep(marker, missing_only=True)
+                    return done["result"]
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]
@@ -355,7 +368,7 @@ class Study:
 
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
-        if regret_eval is not None:
+        if regret_eval is not None and s.estimator_samples:
             offline = {**offline, "estimators": self.stage(
                 "estimators", {"seeds": self.seeds, "noise": list(REWARD_NOISE), "M": list(self.s.estimator_samples)},
                 lambda: self.estimators(pref_data))}
@@ -454,7 +467,7 @@ class Study:
     def all_recorded(self, methods, sets: dict) -> bool:
         """Whether the offline stages and every episode of every group are here, with this
         study's settings (restored result files count)."""
-        stages = ["offline"] + (["estimators"] if regret_eval is not None else [])
+        stages = ["offline"] + (["estimators"] if regret_eval is not None and self.s.estimator_samples else [])
         if not all((self.root / "stages" / f"{n}.json").exists() for n in stages):
             return False
         settings = self.episode_settings()
@@ -468,15 +481,16 @@ class Study:
         cached, and serves every set. With report_only, a (set, method, seed) group enters the
         tables only when all its episodes are cached."""
         s, root = self.s, self.root
-        task = make_task(s.task)
+        sims = []                        # one simulator per start state of the largest batch so far
         settings = self.episode_settings()
         n_cand = settings["num_candidates"]
+        wanted = None if self.report_only else settings   # --report-only: the episodes as recorded
         first = [m for m in ("sl", "deformpam") if m in methods]
         order = first + [m for m in methods if m not in first]
         episodes = {name: {m: [] for m in methods} for name in sets}
         agents = {}
         for name, starts, m, k, folder in self.groups(order, sets):
-            cached = {st: _load_episode(folder / f"{st}.json", settings) for st in starts}
+            cached = {st: _load_episode(folder / f"{st}.json", wanted) for st in starts}
             todo = [st for st in starts if cached[st] is None]
             filmstrip = name == "report" and k == 0
             for st in starts:
@@ -493,16 +507,24 @@ class Study:
                 agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
                                                    snap_pick=s.snap_pick)
             folder.mkdir(parents=True, exist_ok=True)
-            for st in todo:
+            if todo:
+                # the group's missing episodes step together, one selector call per step (each
+                # equals its sequential course); their wall time is shared out equally
+                sims += [make_task(s.task) for _ in range(len(todo) - len(sims))]
                 t0 = time.perf_counter()
-                ep = closed_loop.run_episode(task, agents[(m, k)], st, max_steps=settings["max_steps"])
-                ep.update(train_seed=k, wall_s=time.perf_counter() - t0, settings=settings)
-                if st != starts[0]:
-                    ep.pop("frames", None)               # the filmstrip needs one episode's
-                write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
-                self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
-                cached[st] = _load_episode(folder / f"{st}.json", settings)
+                eps = closed_loop.run_episodes(sims, agents[(m, k)], todo, max_steps=settings["max_steps"])
+                wall = (time.perf_counter() - t0) / len(todo)
+                for st, ep in zip(todo, eps):
+                    ep.update(train_seed=k, wall_s=wall, batch=len(todo), settings=settings)
+                    if st != starts[0]:
+                        ep.pop("frames", None)           # the filmstrip needs one episode's
+                    write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
+                    self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
+                    cached[st] = _load_episode(folder / f"{st}.json", settings)
             episodes[name][m] += [cached[st] for st in starts]
+        if self.report_only:             # the settings the episodes were run with
+            settings = next((ep["settings"] for set_eps in episodes.values() for eps in set_eps.values()
+                             for ep in eps if ep.get("settings")), settings)
         return {name: {"task": s.task, "set": name, "start_seeds": starts, "settings": settings,
                        "methods": {m: method_entry(eps) for m, eps in episodes[name].items() if eps}}
                 for name, starts in sets.items()}
@@ -563,6 +585,8 @@ class Study:
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
+                 *([f"--estimator-samples {' '.join(map(str, s.estimator_samples))}".rstrip()]
+                   if s.estimator_samples != Settings.estimator_samples else []),
                  *([] if s.snap_pick else ["--no-snap-pick"])]
         return "pam-jax study " + " ".join(flags)
 
@@ -653,12 +677,12 @@ def _nan_for_none(x):
     return float("nan") if x is None else x
 
 
-def _load_episode(path: pathlib.Path, settings: dict) -> dict | None:
-    """A cached episode, None when absent or run with other settings."""
+def _load_episode(path: pathlib.Path, settings: dict | None) -> dict | None:
+    """A cached episode, None when absent or run with other settings (settings None: any)."""
     if not path.exists():
         return None
     ep = json.loads(path.read_text())
-    if ep.get("settings") != settings:
+    if settings is not None and ep.get("settings") != settings:
         return None
     for f in ep.get("frames") or []:
         f["cloud"], f["candidates"] = np.asarray(f["cloud"]), np.asarray(f["candidates"])

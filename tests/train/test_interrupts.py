@@ -30,7 +30,7 @@ TINY = ["model.width=32", "model.num_tokens=8", "model.knn=8", "model.encoder_la
         "model.heads=2", "data.num_points=64", "data.batch_size=4", "train.noise_replicas=2",
         "train.num_devices=1", f"train.steps={TOTAL}", "train.log_every=100000", "train.checkpoint_every=100000"]
 # (steps past the resumed start when the signal goes out (0: inside the first step), the signal)
-MOMENTS = ((0, signal.SIGINT), (3, signal.SIGTERM), (30, signal.SIGINT))
+MOMENTS = ((1, signal.SIGINT), (3, signal.SIGTERM), (30, signal.SIGINT))
 BAR = re.compile(rb"\|\s*(\d+)/(\d+) \[")
 RACER = """import pathlib, sys, time
 from pam_jax.cli import app as cli

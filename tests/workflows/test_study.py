@@ -19,7 +19,7 @@ SIZES = dict(train_seeds=2, expert_episodes=2, sl_steps=2, states=3, steps_per_e
 @pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     lines = []
-    real_train, real_episode = study.train, study.closed_loop.run_episode
+    real_train, real_episodes = study.train, study.closed_loop.run_episodes
     kept = tmp_path / "kept"                    # the committed copy of the small result files
     root = tmp_path / "run"
     summary = study.run("rope", root=root, progress=False, log=lines.append, results=kept, **SIZES)
@@ -48,7 +48,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a resumed study trained again")
     monkeypatch.setattr(study, "train", no_training)
-    monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
+    monkeypatch.setattr(study.closed_loop, "run_episodes", no_training)
     lines.clear()
     again = study.run("rope", root=root, progress=False, log=lines.append, **SIZES)
     assert sum("skipped" in ln for ln in lines) == 8                          # every stage above
@@ -62,8 +62,8 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     # methods that use the DPO model run episodes; the DPO-independent stages are reused
     trained, ran = [], []
     monkeypatch.setattr(study, "train", lambda cfg, **k: trained.append(cfg) or real_train(cfg, **k))
-    monkeypatch.setattr(study.closed_loop, "run_episode",
-                        lambda task, agent, *a, **k: ran.append(agent.method) or real_episode(task, agent, *a, **k))
+    monkeypatch.setattr(study.closed_loop, "run_episodes", lambda tasks, agent, seeds, **k:
+                        ran.extend([agent.method] * len(seeds)) or real_episodes(tasks, agent, seeds, **k))
     variant = study.run("rope", root=tmp_path / "variant", progress=False, log=lines.append, reuse=root,
                         dpo_overrides=("optim.lr=0.002",), **SIZES)
     assert [c.train.run_dir for c in trained] == [str(tmp_path / "variant" / f"dpo_s{k}") for k in (0, 1)]
@@ -74,7 +74,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="holds no study"):
         study.reuse_study(tmp_path / "nothing", tmp_path / "x")
     monkeypatch.setattr(study, "train", no_training)
-    monkeypatch.setattr(study.closed_loop, "run_episode", no_training)
+    monkeypatch.setattr(study.closed_loop, "run_episodes", no_training)
 
     # another machine: only the kept files; --report-only rebuilds the same tables, computing nothing
     assert (kept / "stages" / "dpo_s1.json").exists() and (kept / "study.md").exists()

@@ -43,13 +43,14 @@ def test_episodes_run_on_exactly_the_report_seeds(tmp_path, monkeypatch):
         def __init__(self, method, runs, **kw):
             self.method = method
 
-    def fake_episode(task, agent, seed, *, max_steps=None):
-        ran.append((agent.method, seed))
-        return {"seed": seed, "scores": [0.1, 0.2], "final": 0.2, "success": False, "steps_to_success": None,
-                "metrics": {"iou": 0.2}, "frames": []}
+    def fake_episodes(tasks, agent, seeds, *, max_steps=None):
+        assert len(tasks) >= len(seeds)                  # one simulator per start state
+        ran.extend((agent.method, seed) for seed in seeds)
+        return [{"seed": seed, "scores": [0.1, 0.2], "final": 0.2, "success": False, "steps_to_success": None,
+                 "metrics": {"iou": 0.2}, "frames": []} for seed in seeds]
 
     monkeypatch.setattr(study.closed_loop, "Agent", FakeAgent)
-    monkeypatch.setattr(study.closed_loop, "run_episode", fake_episode)
+    monkeypatch.setattr(study.closed_loop, "run_episodes", fake_episodes)
     monkeypatch.setattr(study, "make_task", lambda name: None)
     st = _study(tmp_path, report_seed=3000, report_episodes=3, tune_episodes=2, train_seeds=1)
     out = st.evaluate(["sl"], [], st.start_sets())
