@@ -183,10 +183,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         description="Print split sizes, skipped samples, per-field shapes, action types and "
                     "normalisation statistics; render a PNG of a few samples seen from above "
                     "(cloud, action points, annotated alternatives, candidates).")
-    i.add_argument("--data-dir", default=None,
-                   help="TFDS data dir (with --task), or a built dataset folder")
-    i.add_argument("--task", choices=tasks, default=None, help="task of the dataset to open")
-    i.add_argument("--kind", choices=list(tasks_lib.KINDS), default="supervised")
+    _built_dataset_args(i, tasks, "open")
     i.add_argument("--split", default="train", help="split to summarise and draw (default train)")
     i.add_argument("--num", type=int, default=4, help="samples to draw (0: no PNG)")
     i.add_argument("--png", default=None, help="output PNG (default ./deformpam_<task>_<kind>_<split>.png)")
@@ -215,10 +212,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         description="Write each split of a built dataset to OUT/<split>.parquet, one row per "
                     "record, arrays as nested lists (Hugging Face datasets, pandas and polars read "
                     "it). Needs pyarrow: pip install 'pam_jax[parquet]'.")
-    e.add_argument("--data-dir", default=None,
-                   help="TFDS data dir (with --task), or a built dataset folder")
-    e.add_argument("--task", choices=tasks, default=None, help="task of the dataset to export")
-    e.add_argument("--kind", choices=list(tasks_lib.KINDS), default="supervised")
+    _built_dataset_args(e, tasks, "export")
     e.add_argument("--out", required=True, help="folder for the Parquet files")
     e.add_argument("--split", action="append", default=None,
                    help="a split to export (repeatable; default: every split)")
@@ -226,3 +220,11 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("-v", "--verbose", action="store_true", help="more log output")
     e.set_defaults(func=cmd_export_parquet)
     return p
+
+
+def _built_dataset_args(parser, tasks, verb: str) -> None:
+    """--data-dir, --task, --kind: the options that name a built dataset."""
+    parser.add_argument("--data-dir", default=None,
+                        help="TFDS data dir (with --task), or a built dataset folder")
+    parser.add_argument("--task", choices=tasks, default=None, help=f"task of the dataset to {verb}")
+    parser.add_argument("--kind", choices=list(tasks_lib.KINDS), default="supervised")

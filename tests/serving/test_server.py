@@ -14,30 +14,18 @@ import zipfile
 import msgpack
 import numpy as np
 import pytest
-from helpers.policy_runs import NORM, policy_run
+from helpers.policy_runs import NORM
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from pam_jax import pointcloud as pc
 from pam_jax.cli import app as cli
 from pam_jax.serving import PolicyClient, ServerError, protocol
-from pam_jax.serving.graph import load_served
 from pam_jax.serving.server import HARD_LIMIT_FACTOR, PolicyServer, batch_sizes, request_limit
 from pam_jax.tasks import get_task
 
 NP = 64   # tiny_config's data.num_points
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serving")
-    return {"sl": policy_run(d / "sl"), "dpo": policy_run(d / "dpo", "dpo", 1), "dir": d}
-
-
-@pytest.fixture(scope="module")
-def served(runs):
-    return load_served(runs["sl"], runs["dpo"])
 
 
 @pytest.fixture(scope="module")
