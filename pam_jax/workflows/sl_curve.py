@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import time
 
 import numpy as np
@@ -26,50 +25,26 @@ import numpy as np
 from pam_jax import config as config_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.data.build import build as build_dataset
-from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.sim.experts import expert_actions
+from pam_jax.workflows.mirror import Mirror
 from pam_jax.workflows.study import EXPERT_START, TUNE_START, check_disjoint
 
 
-def _load(path: pathlib.Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-class Curve:
+class Curve(Mirror):
     def __init__(self, task: str, root, results=None, *, episodes=(40, 160), steps=(1000, 2000, 4000, 8000),
                  tune_episodes: int = 10, snap_pick: bool = True, log=print):
         self.task = tasks_lib.sim_task_name(task)
         self.spec = tasks_lib.get_task(task)
-        self.root = pathlib.Path(root)
-        self.results = pathlib.Path(results) if results else None
+        super().__init__(root, results)
         self.episodes, self.steps = sorted(set(episodes)), sorted(set(steps))
         if not self.episodes or min(self.episodes) < 1 or not self.steps or min(self.steps) < 1:
             raise ValueError("episodes, steps: expected positive counts")
         self.starts = list(range(TUNE_START, TUNE_START + tune_episodes))
         check_disjoint({"expert": range(EXPERT_START, EXPERT_START + max(self.episodes)), "tune": self.starts})
         self.snap_pick, self.log = snap_pick, log
-
-    # small result files, mirrored to `results`
-    def save(self, rel: str, obj) -> None:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, obj)
-        if self.results is not None:
-            dest = self.results / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-
-    def get(self, rel: str):
-        got = _load(self.root / rel)
-        if got is None and self.results is not None:
-            got = _load(self.results / rel)
-            if got is not None:
-                (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.results / rel, self.root / rel)
-        return got
 
     def expert_baseline(self) -> None:
         task = make_task(self.task)
@@ -194,9 +169,7 @@ class Curve:
         for k, s in rows.items():
             lines.append(f"| {k} | {fmt(s['val_loss'])} | {s['n']} | {fmt(s['start'])} | {fmt(s['final'])} | {fmt(s['success'])} | "
                          f"{fmt(s.get('gap_closed'))} | {fmt(s['wall_s'])} |")
-        (self.root / "curve.md").write_text("\n".join(lines) + "\n")
-        if self.results is not None:
-            shutil.copyfile(self.root / "curve.md", self.results / "curve.md")
+        self.save_text("curve.md", "\n".join(lines) + "\n")
         return out
 
     def run(self) -> dict:
