@@ -48,6 +48,7 @@ import time
 import numpy as np
 
 from pam_jax import config as config_lib
+from pam_jax import provenance
 from pam_jax import select as select_lib
 from pam_jax import tasks as tasks_lib
 from pam_jax.data.build import build as build_dataset
@@ -120,6 +121,7 @@ class Settings:
     dpo_overrides: tuple = ()        # ... of the DPO stages only (a DeformPAM variant)
     snap_pick: bool = True           # the task's pick snapping (TaskSpec.snap) applied to what is executed
     report_seed: int = REPORT_START  # first start seed of the report set
+    preregistration: str = ""        # a committed protocol file: its blob sha goes into every record
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
@@ -180,6 +182,32 @@ class Study:
         # that the records of a task without snapping stay valid
         self.snap_setting = ({"snap": snap["snap"], "snap_rows": list(snap["snap_rows"])}
                              if snap["snap"] != "none" else {})
+        # what every record names: the code commit and the preregistration it runs under
+        code = provenance.code_commit()
+        prereg = (provenance.preregistration(settings.preregistration)
+                  if settings.preregistration and not report_only else None)
+        self.origin = {**code, "preregistration": prereg["blob"] if prereg else None}
+
+    def check_provenance(self) -> None:
+        """The run folder's ``provenance.json`` (the package stack and preregistration it was
+        started with): written on the first call; a later call on another package stack, or under
+        another preregistration, is refused (a report-only call only reads)."""
+        path = self.root / "provenance.json"
+        if self.report_only:
+            return
+        stack = provenance.package_stack()
+        if path.exists():
+            rec = json.loads(path.read_text())
+            provenance.check_stack(rec["stack"], stack, f"run folder {self.root}")
+            if rec.get("preregistration") != self.origin["preregistration"]:
+                raise ValueError(f"run folder {self.root} was started under preregistration blob "
+                                 f"{rec.get('preregistration')}, this call names {self.origin['preregistration']}; "
+                                 "use another --run-dir")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"stack": stack, "preregistration": self.origin["preregistration"],
+                                     "started": {**self.origin, "at": datetime.datetime.now().isoformat(timespec="seconds")}})
+        self.keep(path, missing_only=True)
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, params, fn, present=None):
@@ -214,6 +242,7 @@ class Study:
         wall = time.perf_counter() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, {"params": params, "result": _rooted(result, self.root), "wall_s": wall,
+                                   "commit": self.origin["commit"],
                                    "finished": datetime.datetime.now().isoformat(timespec="seconds")})
         self.keep(marker)
         self.times[name] = wall
@@ -299,6 +328,7 @@ class Study:
         s, root = self.s, self.root
         root.mkdir(parents=True, exist_ok=True)
         self.restore_results()
+        self.check_provenance()
         methods = [m for m in closed_loop.METHODS if not s.methods or m in s.methods]
         explicit = [st for st, m in EXPLICIT.items() if m in methods and self.has_stage(st)]
         methods = [m for m in methods if m not in EXPLICIT.values() or any(EXPLICIT[st] == m for st in explicit)]
@@ -515,7 +545,7 @@ class Study:
                 eps = closed_loop.run_episodes(sims, agents[(m, k)], todo, max_steps=settings["max_steps"])
                 wall = (time.perf_counter() - t0) / len(todo)
                 for st, ep in zip(todo, eps):
-                    ep.update(train_seed=k, wall_s=wall, batch=len(todo), settings=settings)
+                    ep.update(train_seed=k, wall_s=wall, batch=len(todo), settings=settings, origin=self.origin)
                     if st != starts[0]:
                         ep.pop("frames", None)           # the filmstrip needs one episode's
                     write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
@@ -535,7 +565,7 @@ class Study:
         paths = {name: report.write_report(r, root / name) for name, r in results.items()}
         summary = {
             "task": self.s.task, "settings": dataclasses.asdict(self.s), "stage_wall_s": self.times,
-            "command": self.command(), "data": data, "offline": offline,
+            "command": self.command(), "origin": self.origin, "data": data, "offline": offline,
             "closed_loop": {name: {"start_seeds": r["start_seeds"],
                                    "methods": {m: e["summary"] for m, e in r["methods"].items()},
                                    "seeds": {m: e["seeds"] for m, e in r["methods"].items()},
@@ -585,6 +615,7 @@ class Study:
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
+                 *([f"--preregistration {s.preregistration}"] if s.preregistration else []),
                  *([f"--estimator-samples {' '.join(map(str, s.estimator_samples))}".rstrip()]
                    if s.estimator_samples != Settings.estimator_samples else []),
                  *([] if s.snap_pick else ["--no-snap-pick"])]

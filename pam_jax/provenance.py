@@ -1,0 +1,93 @@
+"""Where a result came from: the code commit, a preregistration's git blob sha, the package stack.
+
+A study records these in its run folder (``provenance.json``) and in every episode it writes,
+and refuses to resume on another package stack: results of one study come from one set of
+installed packages (the locked install, ``uv.lock``).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
+
+REPO = pathlib.Path(__file__).resolve().parent.parent   # the checkout the package runs from (editable install)
+STACK_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "mujoco",
+                  "tensorflow-datasets", "grain")
+
+
+def blob_sha(path) -> str:
+    """The git blob sha1 of a file's bytes (what ``git hash-object FILE`` prints), git not needed."""
+    data = pathlib.Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _git(*args, repo=None) -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(repo or REPO), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def code_commit(repo=None) -> dict:
+    """{"commit": HEAD's sha or None (not a git checkout), "dirty": whether tracked files differ
+    from it (None when unknown)}."""
+    commit = _git("rev-parse", "HEAD", repo=repo)
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no", repo=repo)
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def package_stack(repo=None) -> dict:
+    """Python's version, the sha256 of the checkout's ``uv.lock`` (None without one) and the
+    installed versions of the packages results depend on."""
+    lock = pathlib.Path(repo or REPO) / "uv.lock"
+    versions = {}
+    for name in STACK_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(),
+            "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else None,
+            "packages": versions}
+
+
+def check_stack(recorded: dict, current: dict, where: str) -> None:
+    """A one-line ValueError when `current` is another package stack than `recorded`."""
+    diff = []
+    if recorded.get("lock_sha256") != current.get("lock_sha256"):
+        diff.append(f"uv.lock sha256 {str(recorded.get('lock_sha256'))[:12]} -> {str(current.get('lock_sha256'))[:12]}")
+    if recorded.get("python") != current.get("python"):
+        diff.append(f"python {recorded.get('python')} -> {current.get('python')}")
+    old, new = recorded.get("packages", {}), current.get("packages", {})
+    diff += [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"{where} was made with another package stack ({'; '.join(diff)}): resume it in the "
+                         "environment it was made with (make install from the same uv.lock), or use another --run-dir")
+
+
+def preregistration(path, repo=None) -> dict:
+    """{"path", "blob"} of a preregistration file that is committed unchanged at HEAD in a clean
+    checkout; a one-line ValueError otherwise (a pre-registered run must be reproducible from
+    its commit)."""
+    p, repo = pathlib.Path(path), pathlib.Path(repo or REPO)
+    if not p.is_file():
+        raise ValueError(f"preregistration {p}: no such file")
+    blob = blob_sha(p)
+    code = code_commit(repo)
+    if code["commit"] is None:
+        raise ValueError(f"preregistration {p}: {repo} is not a git checkout, so the commit it runs with is unknown")
+    try:
+        rel = p.resolve().relative_to(repo.resolve())
+    except ValueError:
+        raise ValueError(f"preregistration {p}: not inside the checkout {repo}") from None
+    if _git("rev-parse", f"HEAD:{rel.as_posix()}", repo=repo) != blob:
+        raise ValueError(f"preregistration {p}: not committed as it is now; commit it before the report run")
+    if code["dirty"]:
+        raise ValueError(f"preregistration {p}: tracked files differ from commit {code['commit'][:12]}; "
+                         "a pre-registered run needs a clean checkout")
+    return {"path": rel.as_posix(), "blob": blob}
