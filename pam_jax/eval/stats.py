@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = [
+    "hierarchical_bootstrap_ratio",
     "MeanCI",
     "PairedDiff",
     "McNemar",
@@ -298,3 +299,33 @@ def hierarchical_bootstrap_diff(a, b, n_boot: int = 10000, level: float = 0.95,
         seeds_b = seeds_a if paired_seeds else rng.integers(0, sb, size=(c, sb, 1))
         out.append(x[seeds_a, states].mean(axis=(1, 2)) - y[seeds_b, states].mean(axis=(1, 2)))
     return BootstrapCI(estimate, *_percentiles(np.concatenate(out), lv))
+
+
+def hierarchical_bootstrap_ratio(a, b, c, n_boot: int = 10000, level: float = 0.95, seed=0) -> BootstrapCI:
+    """Two-level bootstrap of ``(mean(a) - mean(b)) / (mean(c) - mean(b))``, the share of ``c``'s
+    gain over ``b`` that ``a`` reaches (e.g. DeformPAM, SL and the oracle over SL's candidates:
+    the selection efficiency). ``a``, ``b``, ``c``: (seeds, n) over the same seeds and start
+    states, row i of each from training seed i; each draw resamples the seeds once and the start
+    states once, shared by the three. A draw whose denominator is 0 gives nan and is left out."""
+    x, y, z = _matrix(a, "a"), _matrix(b, "b"), _matrix(c, "c")
+    if not x.shape == y.shape == z.shape:
+        raise ValueError(f"a, b, c: expected the same (seeds, start states), got {x.shape}, {y.shape}, {z.shape}")
+    nb = _positive_int(n_boot, "n_boot")
+    lv = _level(level)
+    rng = _generator(seed)
+    s, n = x.shape
+    den = float(z.mean() - y.mean())
+    estimate = float(x.mean() - y.mean()) / den if den != 0 else float("nan")
+    out = []
+    for k in _chunks(nb, 3 * s * n):
+        states = rng.integers(0, n, size=(k, 1, n))
+        seeds = rng.integers(0, s, size=(k, s, 1))
+        mb = y[seeds, states].mean(axis=(1, 2))
+        d = z[seeds, states].mean(axis=(1, 2)) - mb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(np.where(d != 0, (x[seeds, states].mean(axis=(1, 2)) - mb) / np.where(d != 0, d, 1.0), np.nan))
+    draws = np.concatenate(out)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return BootstrapCI(estimate, float("nan"), float("nan"))
+    return BootstrapCI(estimate, *_percentiles(draws, lv))

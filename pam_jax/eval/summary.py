@@ -31,7 +31,8 @@ import numpy as np
 
 from pam_jax.eval import stats
 
-__all__ = ["episodes_by_seed", "summarize", "paired_difference", "combine_seeds", "method_entry", "LEVEL"]
+__all__ = ["episodes_by_seed", "summarize", "paired_difference", "selection_efficiency", "on_seeds", "combine_seeds",
+           "method_entry", "LEVEL"]
 
 LEVEL = 0.95
 N_BOOT = 10000
@@ -123,6 +124,29 @@ def paired_difference(episodes: list[dict], baseline: list[dict]) -> dict | None
         mc = stats.mcnemar_exact([a_ok[k] for k in keys], [b_ok[k] for k in keys])
         out.update(mcnemar_p=mc.p_value, a_only=mc.a_only, b_only=mc.b_only, success_pairs=len(keys))
     return out
+
+
+def on_seeds(episodes: list[dict], seeds) -> list[dict]:
+    """The episodes of the given training seeds."""
+    keep = set(seeds)
+    return [e for e in episodes if _train_seed(e) in keep]
+
+
+def selection_efficiency(method: list[dict], sl: list[dict], oracle: list[dict]) -> dict | None:
+    """(method - SL) / (oracle - SL): the share of the oracle's gain over SL (the best of the
+    same candidates) that a selection method reaches, over the training seeds and start states
+    all three ran; a hierarchical bootstrap interval with seeds and start states shared (seed i
+    of each selects over SL seed i's candidates). None when they share no seed and start state."""
+    by = [episodes_by_seed(x) for x in (method, sl, oracle)]
+    seeds = sorted(set(by[0]) & set(by[1]) & set(by[2]))
+    fin = [{k: {e["seed"]: float(e["final"]) for e in b[k]} for k in seeds} for b in by]
+    starts = sorted(set.intersection(*(set(f[k]) for f in fin for k in seeds))) if seeds else []
+    if not starts:
+        return None
+    rows = [[[f[k][st] for st in starts] for k in seeds] for f in fin]
+    boot = stats.hierarchical_bootstrap_ratio(*rows, n_boot=N_BOOT, level=LEVEL, seed=0)
+    return {"estimate": boot.estimate, "lo": boot.lo, "hi": boot.hi, "seeds": len(seeds), "states": len(starts),
+            "interval": "hierarchical bootstrap, seeds paired"}
 
 
 def combine_seeds(results: dict[int, dict]) -> dict:

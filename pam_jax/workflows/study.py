@@ -10,7 +10,8 @@ settings changed is an error: start a new ``--run-dir`` or pass ``--fresh``):
                      ``preferences_s<k>`` from every seed's, ``per_seed_preferences``) -> the
                      finetune dataset;
 4. ``dpo_s<k>``      DPO (the experiment's ``dpo`` stage) from every SL seed;
-5. ``reward``, ``reward_sl``  the explicit baselines from SL seed 0 (each skipped with a message
+5. ``reward``, ``reward_sl``  the explicit baselines from SL seed 0, and ``reward_s<k>``,
+                     ``reward_sl_s<k>`` from SL seed k < ``baseline_seeds`` (each skipped with a message
                      when the experiment has no such stage or closed_loop.Runs no such run);
 6. ``offline``       held-out pair accuracy of every scorer, and the top-1 selection regret
                      (:mod:`pam_jax.eval.regret`, when present); ``estimators``: the same
@@ -55,7 +56,7 @@ from pam_jax.data.build import build as build_dataset
 from pam_jax.data.io import write_json_atomic
 from pam_jax.eval import closed_loop, report
 from pam_jax.eval import pairs as pair_eval
-from pam_jax.eval.summary import method_entry, paired_difference
+from pam_jax.eval.summary import method_entry, on_seeds, paired_difference, selection_efficiency
 from pam_jax.select import REWARD_NOISE
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
@@ -80,7 +81,7 @@ SCALES = {
                  estimator_samples=()),
 }
 EXPLICIT = {"reward": "sl_explicit", "reward_sl": "sl_explicit_sl"}   # explicit reward stage -> method
-SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed
+SEEDED = ("sl", "dpo", "deformpam")      # methods run for every training seed (the others: baseline_seeds)
 USES_DPO = ("dpo", "deformpam")          # methods that run the DPO model
 # methods trained on no preference data: SL, SL + random, the oracle
 PREFERENCE_FREE = tuple(m for m in closed_loop.METHODS if m not in USES_DPO and m not in EXPLICIT.values())
@@ -122,6 +123,7 @@ class Settings:
     snap_pick: bool = True           # the task's pick snapping (TaskSpec.snap) applied to what is executed
     report_seed: int = REPORT_START  # first start seed of the report set
     preregistration: str = ""        # a committed protocol file: its blob sha goes into every record
+    baseline_seeds: int = 1          # SL seeds 0.. that SL + random, the oracle and the explicit heads run for
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
@@ -134,6 +136,8 @@ class Settings:
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
         if any(not isinstance(m, int) or m < 1 for m in s.estimator_samples):
             raise ValueError(f"estimator_samples: expected positive counts, got {s.estimator_samples}")
+        if not 1 <= s.baseline_seeds <= s.train_seeds:
+            raise ValueError(f"baseline_seeds: expected 1..train_seeds ({s.train_seeds}), got {s.baseline_seeds}")
         for name in ("train_seeds", "expert_episodes", "states", "steps_per_episode", "tune_episodes"):
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}: expected a positive count, got {getattr(s, name)}")
@@ -256,6 +260,16 @@ class Study:
                 *([f"train.steps={steps}"] + (["train.epochs=0"] if stage != "supervised" else []) if steps else []),
                 *self.s.overrides, *(self.s.dpo_overrides if stage == "dpo" else ())]
         return config_lib.override(config_lib.load_experiment(f"{self.exp}:{stage}"), sets)
+
+    def method_seeds(self, method: str) -> list[int]:
+        """The SL seeds a method runs for: every one for SL, DPO alone and DeformPAM, the first
+        ``baseline_seeds`` for the others."""
+        return self.seeds if method in SEEDED else self.seeds[:self.s.baseline_seeds]
+
+    @staticmethod
+    def explicit_run(stage: str, k: int) -> str:
+        """The run folder (and stage name) of an explicit head trained from SL seed k."""
+        return stage if k == 0 else f"{stage}_s{k}"
 
     def has_stage(self, stage: str) -> bool:
         try:
@@ -394,7 +408,9 @@ class Study:
             self.train_stage(f"dpo_s{k}", self.config("dpo", f"dpo_s{k}", seed=k, parent=f"sl_s{k}",
                                                       data_dir=pref_data(k)["data_dir"]))
         for st in explicit:
-            self.train_stage(st, self.config(st, st, seed=0, parent="sl_s0", data_dir=pref_data(0)["data_dir"]))
+            for k in self.method_seeds(EXPLICIT[st]):
+                run = self.explicit_run(st, k)
+                self.train_stage(run, self.config(st, run, seed=k, parent=f"sl_s{k}", data_dir=pref_data(k)["data_dir"]))
 
         offline = self.stage("offline", {"seeds": self.seeds, "explicit": explicit},
                              lambda: self.offline(explicit, pref_data))
@@ -423,7 +439,8 @@ class Study:
         is compiled once for both."""
         root, out = self.root, {"pair_accuracy": {}, "regret": None}
         built = {f"implicit_s{k}": ("implicit", root / f"sl_s{k}", root / f"dpo_s{k}", k) for k in self.seeds}
-        built.update({st: ("explicit", root / "sl_s0", root / st, 0) for st in explicit})
+        built.update({self.explicit_run(st, k): ("explicit", root / f"sl_s{k}", root / self.explicit_run(st, k), k)
+                      for st in explicit for k in self.method_seeds(EXPLICIT[st])})
         scorers = {}
         for name, (mode, sl, run, k) in built.items():
             scorers[name] = pair_eval.make_scorer(mode, sl, run)
@@ -491,7 +508,7 @@ class Study:
         the evaluation runs: SL, DPO alone and DeformPAM for every training seed, the others for 0."""
         for name, starts in sets.items():
             for m in methods:
-                for k in (self.seeds if m in SEEDED else [0]):
+                for k in self.method_seeds(m):
                     yield name, starts, m, k, self.root / "eval" / name / m / f"s{k}"
 
     def all_recorded(self, methods, sets: dict) -> bool:
@@ -533,7 +550,7 @@ class Study:
                 continue
             if todo and (m, k) not in agents:
                 runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
-                                        **{st: str(root / st) for st in explicit})
+                                        **{st: str(root / self.explicit_run(st, k)) for st in explicit})
                 agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
                                                    snap_pick=s.snap_pick)
             folder.mkdir(parents=True, exist_ok=True)
@@ -571,7 +588,8 @@ class Study:
                                    "seeds": {m: e["seeds"] for m, e in r["methods"].items()},
                                    "vs_sl": ({m: paired_difference(e["episodes"], r["methods"]["sl"]["episodes"])
                                               for m, e in r["methods"].items() if m != "sl"}
-                                             if "sl" in r["methods"] else {})}
+                                             if "sl" in r["methods"] else {}),
+                                   **({"outcomes": outcomes(r["methods"])} if self.s.preregistration else {})}
                             for name, r in results.items()},
             "files": paths,
         }
@@ -602,6 +620,26 @@ class Study:
                  "deformpam": " / ".join(cell(f"implicit_s{k}") for k in self.seeds)}
         return {"offline top-1 regret": cells}
 
+    def outcome_lines(self, methods: dict) -> list[str]:
+        """The pre-registered outcomes of the report set as Markdown lines."""
+        out = outcomes(methods)
+        if not out:
+            return []
+        lines = [f"## Pre-registered outcomes (report set; protocol `{self.s.preregistration}`, blob "
+                 f"{self.origin['preregistration']}, commit {self.origin['commit']})", "",
+                 "| outcome | estimate | 95% interval | seeds x states |", "|---|---|---|---|"]
+        for kind in ("primary", "secondary"):
+            for name, d in out[kind].items():
+                if d is None:
+                    lines.append(f"| {kind}: {name} | n/a | | |")
+                elif "estimate" in d:
+                    lines.append(f"| {kind}: {name} | {d['estimate']:+.3f} | [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['interval']}) | "
+                                 f"{d['seeds']} x {d['states']} |")
+                else:
+                    lines.append(f"| {kind}: {name} | {d['mean']:+.3f} | [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['interval']}) | "
+                                 f"{'/'.join(map(str, d['seeds']))} x {d['n']} |")
+        return lines + [""]
+
     def command(self) -> str:
         """The `pam-jax study` command line that reproduces these settings."""
         s = self.s
@@ -616,6 +654,7 @@ class Study:
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
                  *([f"--preregistration {s.preregistration}"] if s.preregistration else []),
+                 *([f"--baseline-seeds {s.baseline_seeds}"] if s.baseline_seeds != 1 else []),
                  *([f"--estimator-samples {' '.join(map(str, s.estimator_samples))}".rstrip()]
                    if s.estimator_samples != Settings.estimator_samples else []),
                  *([] if s.snap_pick else ["--no-snap-pick"])]
@@ -635,6 +674,7 @@ class Study:
                  f"## Closed loop, report set ({s.report_episodes} start states from {s.report_seed})", "",
                  (report.table_markdown(results["report"], extra=self.regret_column(offline))
                   if "report" in results else "(no complete method yet)"), "",
+                 *(self.outcome_lines(results["report"]["methods"]) if s.preregistration and "report" in results else []),
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
                  report.table_markdown(results["tune"]) if "tune" in results else "(no complete method yet)", "",
                  "## Offline (held-out preference states)", "",
@@ -660,6 +700,24 @@ class Study:
 
 
 ROOT = "{root}"
+
+
+def outcomes(methods: dict) -> dict:
+    """The pre-registered outcomes of one evaluation set ({method: result entry}): primary,
+    DeformPAM - SL (seeds paired); secondary, DeformPAM - SL + random and DeformPAM - each
+    explicit head (on the seeds both ran, paired), and the selection efficiency
+    (DeformPAM - SL) / (oracle - SL)."""
+    eps = {m: e["episodes"] for m, e in methods.items()}
+    if "deformpam" not in eps or "sl" not in eps:
+        return {}
+    out = {"primary": {"deformpam - sl": paired_difference(eps["deformpam"], eps["sl"])}, "secondary": {}}
+    for m in ("sl_random", *EXPLICIT.values()):
+        if m in eps:
+            seeds = {int(e.get("train_seed") or 0) for e in eps[m]}
+            out["secondary"][f"deformpam - {m}"] = paired_difference(on_seeds(eps["deformpam"], seeds), eps[m])
+    if "oracle" in eps:
+        out["secondary"]["selection efficiency"] = selection_efficiency(eps["deformpam"], eps["sl"], eps["oracle"])
+    return out
 
 
 def _rooted(x, root: pathlib.Path):

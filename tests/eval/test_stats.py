@@ -307,3 +307,20 @@ def test_core_layer_imports_nothing_from_the_package():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in names if m.startswith("pam_jax")]
+
+
+def test_bootstrap_ratio_closed_forms():
+    rng = np.random.default_rng(3)
+    sl = rng.uniform(0.2, 0.4, (3, 12))
+    oracle = sl + rng.uniform(0.1, 0.3, (3, 12))
+    half = sl + 0.5 * (oracle - sl)          # every seed and state reaches half of the oracle's gain
+    r = stats.hierarchical_bootstrap_ratio(half, sl, oracle, n_boot=500)
+    assert r.estimate == pytest.approx(0.5) and r.lo == pytest.approx(0.5) and r.hi == pytest.approx(0.5)
+    # a hand computation: means 0.3 (method), 0.2 (SL), 0.6 (oracle) -> 0.25
+    a, b, c = [[0.2, 0.4]], [[0.1, 0.3]], [[0.5, 0.7]]
+    r = stats.hierarchical_bootstrap_ratio(a, b, c, n_boot=200)
+    assert r.estimate == pytest.approx(0.25) and r.lo <= 0.25 <= r.hi
+    with pytest.raises(ValueError, match="same"):
+        stats.hierarchical_bootstrap_ratio(sl, sl[:2], oracle)
+    flat = stats.hierarchical_bootstrap_ratio(sl, sl, sl, n_boot=50)      # no oracle gain: undefined
+    assert np.isnan(flat.estimate) and np.isnan(flat.lo)

@@ -88,3 +88,35 @@ def test_offline_regret_of_each_seed_uses_its_own_candidates(tmp_path, monkeypat
     calls.clear()
     out = st.offline([], lambda k: data[0])
     assert calls == [("/prefs_s0", ["implicit_s0", "implicit_s1", "implicit_s2"])]
+
+
+def test_baseline_seeds_name_the_sl_seeds_the_other_methods_run_for(tmp_path):
+    st = _study(tmp_path, train_seeds=3, baseline_seeds=2, report_episodes=2, tune_episodes=1)
+    ran = {}
+    for name, _, m, k, _ in st.groups(["sl", "sl_random", "oracle", "deformpam", "sl_explicit"], st.start_sets()):
+        ran.setdefault(m, set()).add(k)
+    assert ran == {"sl": {0, 1, 2}, "deformpam": {0, 1, 2}, "sl_random": {0, 1}, "oracle": {0, 1},
+                   "sl_explicit": {0, 1}}
+    assert [st.explicit_run("reward", k) for k in (0, 1)] == ["reward", "reward_s1"]   # seed 0 keeps its old name
+    assert "--baseline-seeds 2" in st.command()
+    assert "--baseline-seeds" not in _study(tmp_path).command()
+    with pytest.raises(ValueError, match="baseline_seeds"):
+        _study(tmp_path, train_seeds=2, baseline_seeds=3)
+
+
+def test_outcomes_compare_on_the_seeds_both_ran():
+    from pam_jax.eval.summary import method_entry
+
+    def entry(level, seeds, starts=(1, 2, 3)):
+        return method_entry([{"train_seed": k, "seed": s, "final": level + 0.01 * k + 0.001 * s, "success": False,
+                              "steps_to_success": None} for k in seeds for s in starts])
+    methods = {"sl": entry(0.2, [0, 1, 2]), "deformpam": entry(0.3, [0, 1, 2]), "oracle": entry(0.4, [0, 1]),
+               "sl_explicit": entry(0.25, [0, 1]), "sl_random": entry(0.2, [0])}
+    out = study.outcomes(methods)
+    prim = out["primary"]["deformpam - sl"]
+    assert prim["mean"] == pytest.approx(0.1) and prim["seeds"] == (3, 3)
+    assert out["secondary"]["deformpam - sl_explicit"]["seeds"] == (2, 2)
+    assert out["secondary"]["deformpam - sl_explicit"]["mean"] == pytest.approx(0.05)
+    assert out["secondary"]["deformpam - sl_random"]["seeds"] == (1, 1)
+    eff = out["secondary"]["selection efficiency"]          # seeds 0 and 1: 0.1 / 0.2
+    assert eff["estimate"] == pytest.approx(0.5) and eff["seeds"] == 2
