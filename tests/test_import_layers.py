@@ -20,7 +20,7 @@ ROOTS = {"pam_jax": REPO / "pam_jax", "pam_jax.experiments": REPO / "experiments
 LAYERS = [
     (0, "core maths", ["pam_jax", "pam_jax.config", "pam_jax.diffusion", "pam_jax.pointcloud",
                        "pam_jax.normalize", "pam_jax.metrics", "pam_jax.preference",
-                       "pam_jax.tasks", "pam_jax.batches"]),
+                       "pam_jax.tasks", "pam_jax.batches", "pam_jax.provenance"]),
     (1, "models", ["pam_jax.models"]),
     (2, "data and configs", ["pam_jax.data", "pam_jax.data_builders", "pam_jax.experiments",
                              "pam_jax.toy.data", "pam_jax.toy.preference_data"]),
