@@ -59,7 +59,7 @@ COUNT_MINIMUMS = {
     "demo": dict(steps=0, episodes=1, states=1, pref_steps=0, eval_episodes=1),
     "collect": dict(states=1, candidates=2, steps_per_episode=0, stride=0, warmup_steps=0, max_steps=0, seed=0),
     "study": dict(train_seeds=1, expert_episodes=1, sl_steps=0, states=1, steps_per_episode=0, pref_steps=0,
-                  tune_episodes=1, report_episodes=1, max_steps=0),
+                  tune_episodes=1, report_episodes=0, max_steps=0, report_seed=0, baseline_seeds=1),
     "bench": dict(points=1, batch=1, replicas=1, repeats=1, clients=1, requests=1, max_batch=1),
     "serve": dict(port=0, max_batch=1, candidates=1, reward_samples=1),
     "export": dict(batch=1, candidates=1, reward_samples=1),

@@ -74,3 +74,12 @@ def test_bad_config_values_stop_before_anything_is_written(tmp_path, capsys):
     assert not run.exists()
     assert cli.main(["train", "--experiment", f"{exp}:dpo"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"pam-jax: error: {exp}:3: this experiment has no variants")
+
+
+def test_study_counts_allow_a_tuning_run_without_report_episodes():
+    parse = cli.build_parser().parse_args
+    cli.check_counts(parse(["study", "--task", "rope", "--report-episodes", "0", "--report-seed", "3000"]))
+    with pytest.raises(ValueError, match="--baseline-seeds must be an integer >= 1, got 0"):
+        cli.check_counts(parse(["study", "--task", "rope", "--baseline-seeds", "0"]))
+    with pytest.raises(ValueError, match="--report-seed must be an integer >= 0"):
+        cli.check_counts(parse(["study", "--task", "rope", "--report-seed", "-1"]))
