@@ -12,8 +12,9 @@ Stages (`sim_TASK:STAGE`), the preference ones all on the same finetune data:
               at 1.0, one noise per candidate reused across its pairs, `pref_steps` steps, M = 10;
   reward      the paper's explicit baseline: a freshly initialised attention network with one
               linear output, trained like `dpo` (lr 1e-5, batch 28, no clipping, 200 epochs);
-  reward_sl   the stronger explicit baseline used before: the SL policy's weights + an MLP head,
-              trained like `dpo_fast`.
+  reward_sl   the SL-initialised explicit baseline: the SL policy's weights + an MLP head, trained
+              exactly like `dpo` (same learning rate, epochs, batch and clipping), so that the
+              implicit and the explicit reward get the same budget and the same initialisation.
 Each writes where `pam-jax demo --task TASK` (the study at its demo scale, root
 runs/demo_TASK) keeps that stage: `<root>/sl_s0`, `<root>/dpo_s0`, `<root>/<stage>` for the others,
 all from `<root>/sl_s0` and the data in `<root>/tfds`.
@@ -43,12 +44,12 @@ def sim_config(task: str, stage: str = "supervised", *, root: str = "", eta: flo
                       optim=OptimConfig(lr=sl_lr, warmup_steps=100, ema_decay=0.999),
                       train=TrainConfig(steps=sl_steps, noise_replicas=8, log_every=50, checkpoint_every=500,
                                         run_dir=f"{root}/sl_s0"))
-    paper = stage in ("dpo", "reward")
+    paper = stage in ("dpo", "reward", "reward_sl")    # trained with the paper's DPO optimisation
     pref_data = DataConfig(**{**data.__dict__, "dataset": f"deformpam/{dt}_finetune",
                               "batch_size": pref_batch if paper else 16, "max_poses": 1})
     if paper:
         optim = OptimConfig(lr=pref_lr, warmup_steps=0, grad_clip=0.0, ema_decay=0.0)
-        train = TrainConfig(stage=stage, steps=pref_steps, epochs=pref_epochs, log_every=20,
+        train = TrainConfig(stage=stage.split("_")[0], steps=pref_steps, epochs=pref_epochs, log_every=20,
                             checkpoint_every=250, run_dir=f"{root}/{stage}_s0" if stage == "dpo" else f"{root}/{stage}")
     else:
         optim = OptimConfig(lr=fast_lr, warmup_steps=20, grad_clip=1.0, ema_decay=0.0)
@@ -56,6 +57,7 @@ def sim_config(task: str, stage: str = "supervised", *, root: str = "", eta: flo
                             run_dir=f"{root}/{stage}")
     pref = PreferenceConfig(init_from=f"{root}/sl_s0", loss="deformpam", beta=beta, num_candidates=num_candidates,
                             pair_noise="per_pair" if paper else "per_candidate", reward_samples=100 if paper else 10,
-                            reward_init="fresh" if paper else "sl", reward_head="linear" if paper else "mlp")
+                            reward_init="sl" if stage in ("reward_sl", "dpo_fast") else "fresh",
+                            reward_head="mlp" if stage in ("reward_sl", "dpo_fast") else "linear")
     return Config(name=f"sim_{task}_{stage}", model=model, diffusion=diffusion, data=pref_data,
                   optim=optim, train=train, preference=pref)

@@ -15,7 +15,7 @@ def cmd_study(args) -> int:
              "report_episodes": args.report_episodes, "max_steps": args.max_steps,
              "per_seed_preferences": args.per_seed_preferences or None,
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
-             "dpo_overrides": tuple(args.dpo_set or ()), "snap_pick": args.snap_pick,
+             "dpo_overrides": tuple(args.dpo_set or ()), "pref_overrides": tuple(args.pref_set or ()), "snap_pick": args.snap_pick,
              "report_seed": args.report_seed, "preregistration": args.preregistration,
              "baseline_seeds": args.baseline_seeds,
              "estimator_samples": None if args.estimator_samples is None else tuple(args.estimator_samples)}
@@ -59,6 +59,9 @@ def add_parser(sub, sim_tasks) -> None:
                     help="config overrides for every training stage")
     st.add_argument("--dpo-set", nargs="+", action="extend", metavar="KEY=VALUE",
                     help="config overrides for the DPO stages only: a DeformPAM variant (use with --reuse)")
+    st.add_argument("--pref-set", nargs="+", action="extend", metavar="KEY=VALUE",
+                    help="config overrides for every preference stage, DPO and the explicit heads alike "
+                         "(a recipe at one budget for both)")
     st.add_argument("--snap-pick", action=argparse.BooleanOptionalAction, default=None,
                     help="the task's pick snapping applied to every executed action (rope: the mean xy of the 200 "
                          "points around the nearest cloud point, z kept; cloth: the nearest cloud point); "

@@ -48,8 +48,7 @@ RECIPES = {
     # the same without the pairs that name the annotator's own action
     "dpo_strong_noann": ("dpo", "implicit", STRONG + ("preference.annotator_pairs=false",)),
     # the explicit head at dpo_strong's budget, initialised from the SL policy as DPO is
-    "reward_sl_strong": ("reward", "explicit", ("optim.lr=1e-4", "preference.reward_init=sl",
-                                                "preference.reward_head=mlp")),
+    "reward_sl_strong": ("reward_sl", "explicit", ("optim.lr=1e-4",)),
 }
 SPLITS = ("train", "validation", "test")
 

@@ -120,6 +120,7 @@ class Settings:
     estimator_samples: tuple = (10, 30, 100)   # the M curve of the estimators stage
     overrides: tuple = ()            # config overrides of every training stage
     dpo_overrides: tuple = ()        # ... of the DPO stages only (a DeformPAM variant)
+    pref_overrides: tuple = ()       # ... of every preference stage: DPO and the explicit heads alike
     snap_pick: bool = True           # the task's pick snapping (TaskSpec.snap) applied to what is executed
     report_seed: int = REPORT_START  # first start seed of the report set
     preregistration: str = ""        # a committed protocol file: its blob sha goes into every record
@@ -130,7 +131,7 @@ class Settings:
         if scale not in SCALES:
             raise ValueError(f"--scale: expected one of {tuple(SCALES)}, got {scale!r}")
         values = {**SCALES[scale], **{k: v for k, v in given.items() if v is not None}}
-        values.update({k: tuple(values.get(k, ())) for k in ("methods", "overrides", "dpo_overrides")})
+        values.update({k: tuple(values.get(k, ())) for k in ("methods", "overrides", "dpo_overrides", "pref_overrides")})
         if "estimator_samples" in values:
             values["estimator_samples"] = tuple(values["estimator_samples"])
         s = cls(task=tasks_lib.sim_task_name(task), root=str(root), **values)
@@ -258,7 +259,8 @@ class Study:
         sets = [f"data.data_dir={data_dir}", f"train.run_dir={self.root / run}", f"train.seed={seed}",
                 f"data.seed={seed}", *([f"preference.init_from={self.root / parent}"] if parent else []),
                 *([f"train.steps={steps}"] + (["train.epochs=0"] if stage != "supervised" else []) if steps else []),
-                *self.s.overrides, *(self.s.dpo_overrides if stage == "dpo" else ())]
+                *self.s.overrides, *(self.s.pref_overrides if stage != "supervised" else ()),
+                *(self.s.dpo_overrides if stage == "dpo" else ())]
         return config_lib.override(config_lib.load_experiment(f"{self.exp}:{stage}"), sets)
 
     def method_seeds(self, method: str) -> list[int]:
@@ -652,6 +654,7 @@ class Study:
                  *([f"--methods {' '.join(s.methods)}"] if s.methods else []),
                  *([f"--set {' '.join(s.overrides)}"] if s.overrides else []),
                  *([f"--dpo-set {' '.join(s.dpo_overrides)}"] if s.dpo_overrides else []),
+                 *([f"--pref-set {' '.join(s.pref_overrides)}"] if s.pref_overrides else []),
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
                  *([f"--preregistration {s.preregistration}"] if s.preregistration else []),
                  *([f"--baseline-seeds {s.baseline_seeds}"] if s.baseline_seeds != 1 else []),

@@ -197,7 +197,7 @@ def test_experiment_stages_paper_settings_and_the_previous_ones():
     assert settings("sim_rope:dpo")[:8] == ("dpo", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100)
     assert settings("sim_rope:dpo_fast")[:8] == ("dpo", 1e-4, 20, 1.0, 16, 0.0, "per_candidate", 10)
     assert settings("sim_rope:reward") == ("reward", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100, "fresh", "linear")
-    assert settings("sim_rope:reward_sl")[:6] == ("reward", 1e-4, 20, 1.0, 16, 0.0)
+    assert settings("sim_rope:reward_sl")[:6] == ("reward", 1e-5, 0, 0.0, 28, 200.0)   # dpo's budget
     assert settings("sim_rope:reward_sl")[8:] == ("sl", "mlp")
     assert settings("deformpam_rope:dpo")[:8] == ("dpo", 1e-5, 0, 0.0, 28, 200.0, "per_pair", 100)
     assert settings("deformpam_rope:dpo_fast")[:8] == ("dpo", 1e-5, 100, 1.0, 16, 0.0, "per_candidate", 10)

@@ -120,3 +120,13 @@ def test_outcomes_compare_on_the_seeds_both_ran():
     assert out["secondary"]["deformpam - sl_random"]["seeds"] == (1, 1)
     eff = out["secondary"]["selection efficiency"]          # seeds 0 and 1: 0.1 / 0.2
     assert eff["estimate"] == pytest.approx(0.5) and eff["seeds"] == 2
+
+
+def test_preference_overrides_reach_dpo_and_both_explicit_heads_but_not_sl(tmp_path):
+    st = _study(tmp_path, pref_overrides=("optim.lr=1e-4",), dpo_overrides=("preference.beta=50",))
+    lr = {stage: st.config(stage, stage, seed=0, data_dir=tmp_path).optim.lr
+          for stage in ("supervised", "dpo", "reward", "reward_sl")}
+    assert lr == {"supervised": 3e-4, "dpo": 1e-4, "reward": 1e-4, "reward_sl": 1e-4}
+    assert st.config("reward_sl", "r", seed=0, data_dir=tmp_path).preference.beta == 100.0
+    assert st.config("dpo", "d", seed=0, data_dir=tmp_path).preference.beta == 50.0
+    assert "--pref-set optim.lr=1e-4" in st.command()
