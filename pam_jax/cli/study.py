@@ -17,7 +17,7 @@ def cmd_study(args) -> int:
              "methods": tuple(args.methods) if args.methods else None, "overrides": tuple(args.set or ()),
              "dpo_overrides": tuple(args.dpo_set or ()), "pref_overrides": tuple(args.pref_set or ()), "snap_pick": args.snap_pick,
              "report_seed": args.report_seed, "preregistration": args.preregistration,
-             "baseline_seeds": args.baseline_seeds,
+             "baseline_seeds": args.baseline_seeds, "oracle_every_seed": args.oracle_every_seed or None,
              "estimator_samples": None if args.estimator_samples is None else tuple(args.estimator_samples)}
     study.run(args.task, root=args.run_dir, scale=args.scale, fresh=args.fresh, progress=not args.no_progress,
               results=args.results, report_only=args.report_only, reuse=args.reuse, **sizes)
@@ -71,6 +71,8 @@ def add_parser(sub, sim_tasks) -> None:
     st.add_argument("--baseline-seeds", type=int,
                     help="SL seeds 0.. that SL + random, the oracle and the explicit heads run for (default 1; "
                          "SL, DPO alone and DeformPAM run for every training seed)")
+    st.add_argument("--oracle-every-seed", action="store_true",
+                    help="run the oracle best-of-N over every SL seed's candidates (else as --baseline-seeds)")
     st.add_argument("--preregistration", metavar="FILE",
                     help="the committed protocol this study runs under (clean checkout required): its git blob sha "
                          "and the code commit go into every stage and episode record")

@@ -125,6 +125,7 @@ class Settings:
     report_seed: int = REPORT_START  # first start seed of the report set
     preregistration: str = ""        # a committed protocol file: its blob sha goes into every record
     baseline_seeds: int = 1          # SL seeds 0.. that SL + random, the oracle and the explicit heads run for
+    oracle_every_seed: bool = False  # the oracle for every SL seed (selection efficiency over all seeds)
 
     @classmethod
     def from_scale(cls, task: str, root, scale: str = "small", **given) -> "Settings":
@@ -264,9 +265,11 @@ class Study:
         return config_lib.override(config_lib.load_experiment(f"{self.exp}:{stage}"), sets)
 
     def method_seeds(self, method: str) -> list[int]:
-        """The SL seeds a method runs for: every one for SL, DPO alone and DeformPAM, the first
-        ``baseline_seeds`` for the others."""
-        return self.seeds if method in SEEDED else self.seeds[:self.s.baseline_seeds]
+        """The SL seeds a method runs for: every one for SL, DPO alone and DeformPAM (and the
+        oracle with ``oracle_every_seed``), the first ``baseline_seeds`` for the others."""
+        if method in SEEDED or (method == "oracle" and self.s.oracle_every_seed):
+            return self.seeds
+        return self.seeds[:self.s.baseline_seeds]
 
     @staticmethod
     def explicit_run(stage: str, k: int) -> str:
@@ -658,6 +661,7 @@ class Study:
                  *([f"--report-seed {s.report_seed}"] if s.report_seed != REPORT_START else []),
                  *([f"--preregistration {s.preregistration}"] if s.preregistration else []),
                  *([f"--baseline-seeds {s.baseline_seeds}"] if s.baseline_seeds != 1 else []),
+                 *(["--oracle-every-seed"] if s.oracle_every_seed else []),
                  *([f"--estimator-samples {' '.join(map(str, s.estimator_samples))}".rstrip()]
                    if s.estimator_samples != Settings.estimator_samples else []),
                  *([] if s.snap_pick else ["--no-snap-pick"])]

@@ -99,6 +99,9 @@ def test_baseline_seeds_name_the_sl_seeds_the_other_methods_run_for(tmp_path):
                    "sl_explicit": {0, 1}}
     assert [st.explicit_run("reward", k) for k in (0, 1)] == ["reward", "reward_s1"]   # seed 0 keeps its old name
     assert "--baseline-seeds 2" in st.command()
+    st = _study(tmp_path, train_seeds=3, baseline_seeds=2, oracle_every_seed=True)
+    assert st.method_seeds("oracle") == [0, 1, 2] and st.method_seeds("sl_random") == [0, 1]
+    assert "--oracle-every-seed" in st.command()
     assert "--baseline-seeds" not in _study(tmp_path).command()
     with pytest.raises(ValueError, match="baseline_seeds"):
         _study(tmp_path, train_seeds=2, baseline_seeds=3)
