@@ -812,6 +812,25 @@ def _preference_free(rel: pathlib.Path) -> bool:
                                      and rel.parts[2] in PREFERENCE_FREE)
 
 
+def reuse_level(base, settings: Settings) -> str:
+    """What a study with `settings` may copy from the study in `base` (:func:`reuse_study`'s
+    ``keep``): only the supervised part when the pick snapping differs (other episodes), the
+    preference-free part when the preference data or the recipe of every preference stage
+    differs (per-seed or shared, the number of states, `pref_overrides`), else everything that
+    does not depend on the DPO stages."""
+    prefs = sorted((pathlib.Path(base) / "stages").glob("preferences*.json"))
+    params = json.loads(prefs[0].read_text())["params"] if prefs else {}
+    base_snap = "snap" in params
+    own_snap = select_lib.task_snap(settings.task, settings.snap_pick)["snap"] != "none"
+    base_per_seed = any(p.name != "preferences.json" for p in prefs)
+    if own_snap != base_snap:
+        return "supervised"
+    if (bool(settings.per_seed_preferences) != base_per_seed or params.get("states") != settings.states
+            or settings.pref_overrides):
+        return "preferences"
+    return "dpo"
+
+
 def reuse_study(base, root, log=print, *, keep: str = "dpo") -> int:
     """Copy into `root` what a study in `base` computed that the changed stages do not touch,
     so that a variant is trained and evaluated against the same SL. ``keep``: ``"dpo"`` (a DPO
@@ -857,13 +876,6 @@ def run(task: str, *, root=None, scale: str = "small", fresh: bool = False, prog
     if fresh and root.exists():
         shutil.rmtree(root)
     if reuse is not None:
-        base_stages = pathlib.Path(reuse) / "stages"
-        prefs = sorted(base_stages.glob("preferences*.json"))
-        base_snap = bool(prefs) and "snap" in json.loads(prefs[0].read_text())["params"]
-        own_snap = select_lib.task_snap(settings.task, settings.snap_pick)["snap"] != "none"
-        base_per_seed = any(p.name != "preferences.json" for p in prefs)
-        keep = ("supervised" if own_snap != base_snap else
-                "preferences" if bool(settings.per_seed_preferences) != base_per_seed else "dpo")
-        reuse_study(reuse, root, log=log, keep=keep)
+        reuse_study(reuse, root, log=log, keep=reuse_level(reuse, settings))
     log(f"study of {settings.task} ({scale} scale) in {root}")
     return Study(settings, progress=progress, log=log, results=results, report_only=report_only).run()

@@ -157,3 +157,17 @@ def test_reuse_copies_what_does_not_depend_on_the_dpo_stages_or_only_the_supervi
         study.reuse_study(base, tmp_path / "d", keep="all")
     with pytest.raises(ValueError, match="this run folder"):
         study.reuse_study(base, base)
+
+
+def test_reuse_level_follows_what_the_variant_changes(tmp_path):
+    base = tmp_path / "base"
+    (base / "stages").mkdir(parents=True)
+    (base / "stages" / "preferences.json").write_text(json.dumps({"params": {"states": 100, "snap": "mean200"}}))
+
+    def level(**kw):
+        return study.reuse_level(base, study.Settings.from_scale("rope", tmp_path / "v", "full", **kw))
+    assert level() == "dpo"                                   # a DPO variant: everything else is reused
+    assert level(states=300) == "preferences"                 # other preference data: SL and its episodes only
+    assert level(per_seed_preferences=True) == "preferences"
+    assert level(pref_overrides=("optim.lr=1e-4",)) == "preferences"   # the explicit heads change too
+    assert level(snap_pick=False) == "supervised"             # other episodes
