@@ -148,16 +148,22 @@ def dpo_batch(batch: dict, *, annotator_pairs: bool = True) -> dict:
     (`actions[:, 0]`) is appended as candidate K, i.e. points 2K and 2K+1, which is how the
     expert-vs-candidate comparisons name it. Pairs naming padded or invalid points become code 3,
     and so do the pairs naming the annotator's action when `annotator_pairs` is False (only the
-    comparisons among the sampled candidates are trained on).
+    comparisons among the sampled candidates are trained on), whether the pairs name the
+    appended copy or a copy stored among the candidate points.
     """
     cp = np.asarray(batch["candidate_points"], np.float32)
     b, kp, _ = cp.shape
     if kp % 2:
         raise ValueError(f"candidate_points: expected an even number of points (pairs), got {kp}")
     k = kp // 2
-    cands = np.concatenate([cp.reshape(b, k, 2, 3), np.asarray(batch["actions"])[:, :1]], axis=1)
+    annotator = np.asarray(batch["actions"], np.float32)[:, :1]
+    cands = np.concatenate([cp.reshape(b, k, 2, 3), annotator], axis=1)
     valid_pts = np.asarray(batch.get("candidate_valid", np.ones((b, kp), bool)), bool)
-    valid_cand = np.concatenate([valid_pts.reshape(b, k, 2).all(-1), np.full((b, 1), bool(annotator_pairs))], axis=1)
+    valid_cand = np.concatenate([valid_pts.reshape(b, k, 2).all(-1), np.ones((b, 1), bool)], axis=1)
+    if not annotator_pairs:
+        # the annotator's action wherever it is: the appended copy, and a stored copy (simulated
+        # samples keep the expert as their last candidate, which the pairs then name)
+        valid_cand &= ~np.all(np.abs(cands - annotator) <= 1e-6, axis=(-1, -2))
     pairs, codes = [], []
     for i in range(b):
         pr, cd = pairs_from_rankings(batch["pair_indices"][i], batch["rankings"][i], k + 1)

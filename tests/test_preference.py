@@ -142,6 +142,15 @@ def test_dpo_batch_appends_the_annotator_action():
     np.testing.assert_array_equal(pf.dpo_batch(batch)["rankings"][0], [1, 0, 0])
     np.testing.assert_array_equal(pf.dpo_batch(batch, annotator_pairs=False)["rankings"][0], [1, 3, 3])
 
+    # a simulated sample also stores the annotator's action as its last candidate (index 2), and
+    # the pairs name that copy: it is left out too, the sampled candidates' pair kept
+    stored = {**batch, "candidate_points": np.concatenate([cp, actions[:, 0]], axis=1),
+              "candidate_valid": np.ones((1, 6), bool)}
+    out = pf.dpo_batch(stored)
+    assert out["candidates"].shape == (1, 4, 2, 3)
+    np.testing.assert_array_equal(out["rankings"][0], [1, 0, 0])
+    np.testing.assert_array_equal(pf.dpo_batch(stored, annotator_pairs=False)["rankings"][0], [1, 3, 3])
+
 
 def test_dpo_noise_fresh_for_each_action_of_each_pair_or_one_per_candidate():
     """A 'policy' that predicts zero noise has error mean(eps^2): equal errors mean equal noise."""
