@@ -24,7 +24,7 @@ def test_rope_demo_runs_the_study_end_to_end(tmp_path, capsys):
     assert summary["settings"]["train_seeds"] == 1 and tuple(summary["settings"]["estimator_samples"]) == ()
     rep = summary["closed_loop"]["report"]
     assert set(rep["methods"]) == {"sl", "sl_explicit", "deformpam"}
-    assert rep["start_seeds"] == [2000, 2001] and summary["closed_loop"]["tune"]["start_seeds"] == [1000]
+    assert rep["start_seeds"] == [4000, 4001] and summary["closed_loop"]["tune"]["start_seeds"] == [1000]
     # the study's stages, each with its wall time, printed in the table; no estimators stage
     for name in ("expert", "sl_s0", "preferences", "dpo_s0", "reward", "offline"):
         assert summary["stage_wall_s"][name] >= 0.0, name
@@ -75,7 +75,7 @@ def test_the_demo_scale_keeps_its_seed_sets_disjoint(tmp_path):
     s = study.Settings.from_scale("granular", tmp_path, "demo")
     st = study.Study(s, log=lambda *a: None)
     sets = st.start_sets()
-    assert sets["report"] == list(range(2000, 2000 + s.report_episodes))          # the study's report set
+    assert sets["report"] == list(range(4000, 4000 + s.report_episodes))          # its own, pre-registered set
     assert sets["tune"] == list(range(1000, 1000 + s.tune_episodes))
     study.check_disjoint({"preference (at most)": range(study.PREFERENCE_START, study.TUNE_START), **st.seed_sets()})
     # a report set moved onto the tuning seeds is refused, as in every study
