@@ -158,14 +158,21 @@ class RewardCurve(Mirror):
         self.root.mkdir(parents=True, exist_ok=True)
         heldout = self.dataset(self._build(self._collect("heldout", self.heldout, TUNE_START), "heldout"))
         src = self._collect("prefs", max(self.states), PREFERENCE_START)
-        rows = []
         for n in self.states:
             data = self._build(src, f"n{n}", first=n)
             for recipe in self.recipes:
-                rows.append(self.row(n, recipe, data, heldout))
-                self.save_text("curve.md", self.table(rows))
+                self.row(n, recipe, data, heldout)
+                self.save_text("curve.md", self.table(self.all_rows()))
+        rows = self.all_rows()
         self.save("curve.json", {"task": self.task, "sl": str(self.sl), "rows": rows})
         return rows
+
+    def all_rows(self) -> list[dict]:
+        """Every row computed in this run folder so far (earlier calls' recipes and sizes too),
+        by number of states, then in :data:`RECIPES` order."""
+        order = {r: i for i, r in enumerate(RECIPES)}
+        rows = [json.loads(p.read_text()) for p in (self.root / "rows").glob("*.json")]
+        return sorted(rows, key=lambda r: (r["states"], order.get(r["recipe"], len(order))))
 
 
 def main(argv=None) -> int:
