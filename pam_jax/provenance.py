@@ -31,13 +31,21 @@ def _git(*args, repo=None) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def code_commit(repo=None) -> dict:
+def code_commit(repo=None, ignore=()) -> dict:
     """{"commit": HEAD's sha or None (not a git checkout), "dirty": whether tracked files differ
-    from it (None when unknown)}."""
+    from it (None when unknown)}, leaving out the folders in `ignore` (a study's own results
+    folder, which it rewrites as it goes)."""
     commit = _git("rev-parse", "HEAD", repo=repo)
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git("status", "--porcelain", "--untracked-files=no", repo=repo)
+    root = pathlib.Path(repo or REPO).resolve()
+    skip = []
+    for d in ignore:
+        try:
+            skip.append(f":(exclude){pathlib.Path(d).resolve().relative_to(root).as_posix()}")
+        except ValueError:
+            pass                        # outside the checkout: nothing to leave out
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *skip, repo=repo)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
@@ -70,15 +78,15 @@ def check_stack(recorded: dict, current: dict, where: str) -> None:
                          "environment it was made with (make install from the same uv.lock), or use another --run-dir")
 
 
-def preregistration(path, repo=None) -> dict:
+def preregistration(path, repo=None, ignore=()) -> dict:
     """{"path", "blob"} of a preregistration file that is committed unchanged at HEAD in a clean
     checkout; a one-line ValueError otherwise (a pre-registered run must be reproducible from
-    its commit)."""
+    its commit). `ignore`: folders whose changes do not count (the study's own results)."""
     p, repo = pathlib.Path(path), pathlib.Path(repo or REPO)
     if not p.is_file():
         raise ValueError(f"preregistration {p}: no such file")
     blob = blob_sha(p)
-    code = code_commit(repo)
+    code = code_commit(repo, ignore)
     if code["commit"] is None:
         raise ValueError(f"preregistration {p}: {repo} is not a git checkout, so the commit it runs with is unknown")
     try:

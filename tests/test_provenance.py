@@ -62,6 +62,15 @@ def test_preregistration_must_be_committed_unchanged_in_a_clean_checkout(repo):
     with pytest.raises(ValueError, match="clean checkout"):
         provenance.preregistration(f, repo=repo)
     _git(repo, "checkout", "-q", "code.py")
+    # a study's own results folder, committed and then rewritten, does not count as a change
+    (repo / "results").mkdir()
+    (repo / "results" / "study.md").write_text("partial\n")
+    _git(repo, "add", "results")
+    _git(repo, "commit", "-qm", "partial results")
+    (repo / "results" / "study.md").write_text("more\n")
+    assert provenance.preregistration(f, repo=repo, ignore=[repo / "results"])["blob"] == got["blob"]
+    with pytest.raises(ValueError, match="clean checkout"):
+        provenance.preregistration(f, repo=repo)
     f.write_text(f.read_text() + "changed after the commit\n")
     with pytest.raises(ValueError, match="not committed as it is now"):
         provenance.preregistration(f, repo=repo)

@@ -190,8 +190,9 @@ class Study:
         self.snap_setting = ({"snap": snap["snap"], "snap_rows": list(snap["snap_rows"])}
                              if snap["snap"] != "none" else {})
         # what every record names: the code commit and the preregistration it runs under
-        code = provenance.code_commit()
-        prereg = (provenance.preregistration(settings.preregistration)
+        own = [d for d in (self.results, self.root) if d is not None]     # what the study itself rewrites
+        code = provenance.code_commit(ignore=own)
+        prereg = (provenance.preregistration(settings.preregistration, ignore=own)
                   if settings.preregistration and not report_only else None)
         self.origin = {**code, "preregistration": prereg["blob"] if prereg else None}
 
