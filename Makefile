@@ -48,10 +48,18 @@ bench: $(STAMP)
 # to continue, on this machine or another; the small results land in docs/results/full_TASK
 # (commit them). The committed docs/results/study_* folders were made by an earlier version:
 # `pam-jax study ... --report-only` rebuilds their tables.
-STUDY_TASKS ?= granular rope cloth
+STUDY_TASKS ?= granular cloth rope
+# the pre-registered studies of docs/preregistration.md: arm A (100 preference states per seed),
+# then arm B (300) reusing arm A's SL runs, per task
+PREREG = --scale full --train-seeds 5 --baseline-seeds 3 --oracle-every-seed --per-seed-preferences \
+	--expert-episodes 40 --sl-steps 4000 --tune-episodes 1 --report-episodes 30 --report-seed 3000 \
+	--estimator-samples --preregistration docs/preregistration.md --no-progress
 studies: $(STAMP)
 	for t in $(STUDY_TASKS); do \
-	  $(BIN)/pam-jax study --task $$t --scale full --run-dir runs/full_$$t --results docs/results/full_$$t --no-progress || exit 1; \
+	  $(BIN)/pam-jax study --task $$t --run-dir runs/prereg_$$t --results docs/results/prereg_$$t \
+	    --states 100 $(PREREG) || exit 1; \
+	  $(BIN)/pam-jax study --task $$t --run-dir runs/prereg_$${t}_b --results docs/results/prereg_$${t}_b \
+	    --reuse runs/prereg_$$t --states 300 $(PREREG) || exit 1; \
 	done
 
 clean:
