@@ -52,14 +52,15 @@ STUDY_TASKS ?= granular cloth rope
 # the pre-registered studies of docs/preregistration.md: arm A (100 preference states per seed),
 # then arm B (300) reusing arm A's SL runs, per task
 PREREG = --scale full --train-seeds 5 --baseline-seeds 3 --oracle-every-seed --per-seed-preferences \
-	--expert-episodes 40 --sl-steps 4000 --tune-episodes 1 --report-episodes 30 --report-seed 3000 \
+	--expert-episodes 40 --tune-episodes 1 --report-episodes 30 --report-seed 3000 \
 	--estimator-samples --preregistration docs/preregistration.md --no-progress
 studies: $(STAMP)
 	for t in $(STUDY_TASKS); do \
+	  steps=4000; [ $$t = granular ] && steps=8000; \
 	  $(BIN)/pam-jax study --task $$t --run-dir runs/prereg_$$t --results docs/results/prereg_$$t \
-	    --states 100 $(PREREG) || exit 1; \
+	    --sl-steps $$steps --states 100 $(PREREG) || exit 1; \
 	  $(BIN)/pam-jax study --task $$t --run-dir runs/prereg_$${t}_b --results docs/results/prereg_$${t}_b \
-	    --reuse runs/prereg_$$t --states 300 $(PREREG) || exit 1; \
+	    --reuse runs/prereg_$$t --sl-steps $$steps --states 300 $(PREREG) || exit 1; \
 	done
 
 clean:
