@@ -603,7 +603,7 @@ class Study:
         if self.missing:
             summary["incomplete"] = self.missing
         write_json_atomic(root / "study.json", report.strict_json(summary))
-        md = self.markdown(results, offline, data)
+        md = self.markdown(results, offline, data, summary["closed_loop"].get("report", {}).get("outcomes"))
         (root / "study.md").write_text(md + "\n")
         for path in [root / "study.json", root / "study.md", *(root / name / "eval.md" for name in results)]:
             self.keep(path)            # the per-set eval.json repeats the kept episodes: rebuilt, not kept
@@ -627,9 +627,8 @@ class Study:
                  "deformpam": " / ".join(cell(f"implicit_s{k}") for k in self.seeds)}
         return {"offline top-1 regret": cells}
 
-    def outcome_lines(self, methods: dict) -> list[str]:
-        """The pre-registered outcomes of the report set as Markdown lines."""
-        out = outcomes(methods)
+    def outcome_lines(self, out: dict | None) -> list[str]:
+        """The pre-registered outcomes of the report set (:func:`outcomes`) as Markdown lines."""
         if not out:
             return []
         lines = [f"## Pre-registered outcomes (report set; protocol `{self.s.preregistration}`, blob "
@@ -669,7 +668,7 @@ class Study:
                  *([] if s.snap_pick else ["--no-snap-pick"])]
         return "pam-jax study " + " ".join(flags)
 
-    def markdown(self, results, offline, data) -> str:
+    def markdown(self, results, offline, data, report_outcomes: dict | None = None) -> str:
         s = self.s
         lines = [f"# Study: {s.task}", "", f"    {self.command()}", "",
                  f"{s.train_seeds} training seeds; SL {s.sl_steps or 'default'} steps on {data['expert']['samples']} "
@@ -683,7 +682,7 @@ class Study:
                  f"## Closed loop, report set ({s.report_episodes} start states from {s.report_seed})", "",
                  (report.table_markdown(results["report"], extra=self.regret_column(offline))
                   if "report" in results else "(no complete method yet)"), "",
-                 *(self.outcome_lines(results["report"]["methods"]) if s.preregistration and "report" in results else []),
+                 *self.outcome_lines(report_outcomes),
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
                  report.table_markdown(results["tune"]) if "tune" in results else "(no complete method yet)", "",
                  "## Offline (held-out preference states)", "",
