@@ -54,7 +54,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
@@ -171,12 +170,19 @@ def _disc() -> np.ndarray:
 
 
 def _mask(pix: np.ndarray) -> np.ndarray:
-    m = np.zeros((_MASK_SIZE, _MASK_SIZE), dtype=bool)
+    """The pixels within :data:`_DISC_RADIUS_PX` of a point of ``pix`` (N, 2) on the
+    :data:`_MASK_SIZE` grid: the points' pixels dilated by the disc, pixels past the border
+    dropped (what ``scipy.ndimage.binary_dilation`` with the disc gives, as shifted ORs)."""
+    r, n = _DISC_RADIUS_PX, _MASK_SIZE
+    m = np.zeros((n + 2 * r, n + 2 * r), dtype=bool)
     # Round away float noise first, so that a shifted or quarter-turned copy of a set lands
     # on exactly the same pixels as the original.
-    ij = np.clip(np.rint(np.round(pix, 6)).astype(np.int64), 0, _MASK_SIZE - 1)
-    m[ij[:, 0], ij[:, 1]] = True
-    return ndimage.binary_dilation(m, structure=_disc())
+    ij = np.clip(np.rint(np.round(pix, 6)).astype(np.int64), 0, n - 1)
+    m[ij[:, 0] + r, ij[:, 1] + r] = True
+    out = np.zeros((n, n), dtype=bool)
+    for di, dj in np.argwhere(_disc()):
+        out |= m[di:di + n, dj:dj + n]
+    return out
 
 
 # --------------------------------------------------------------------------- metrics

@@ -133,6 +133,24 @@ def test_different_shapes_score_below_one():
     assert metrics.iou_2d(sq, circle) > metrics.iou_2d(sq, line)
 
 
+def test_footprint_mask_is_the_disc_dilation_of_the_pixels():
+    """The IoU's mask of a point set: its pixels dilated by the radius-2 disc (13 pixels), the
+    border dropped; checked by hand at a corner and against scipy's binary dilation."""
+    from scipy import ndimage
+
+    one = metrics._mask(np.array([[50.2, 49.7]]))
+    assert one.sum() == 13 and one[50, 48] and one[52, 50] and one[51, 51] and not one[52, 51]
+    corner = metrics._mask(np.array([[0.0, 0.0]]))
+    assert corner.sum() == 6          # the disc's quarter with its two half-axes: 1 + 2 + 2 + 1
+    rng = np.random.default_rng(3)
+    for n in (1, 40, 2000):
+        pix = rng.uniform(-2.0, 101.0, (n, 2))
+        seed = np.zeros((100, 100), bool)
+        ij = np.clip(np.rint(pix).astype(int), 0, 99)
+        seed[ij[:, 0], ij[:, 1]] = True
+        np.testing.assert_array_equal(metrics._mask(pix), ndimage.binary_dilation(seed, structure=metrics._disc()))
+
+
 def test_disjoint_masks_and_symmetry():
     a = _l_shape()
     b = _square_outline()

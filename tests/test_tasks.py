@@ -53,7 +53,7 @@ class SlideTask:
         self.centre = self.centre + (action[1, :2] - action[0, :2])
         self.steps_taken += 1
         return StepInfo(executed=True, reason="", action=action, score_before=before,
-                        score_after=self.score(), metrics=self.metric(), success=self.success(),
+                        score_after=self.score(), success=self.success(),
                         steps_taken=self.steps_taken, done=self.success() or self.steps_taken >= self.step_limit)
 
 

@@ -50,8 +50,7 @@ class StepInfo:
     reason: str                 # '' or why it was clipped / refused (one line)
     action: np.ndarray          # (2, 3) the executed (clipped) action; the input when refused
     score_before: float
-    score_after: float
-    metrics: dict               # Task.metric() after the step
+    score_after: float          # the secondary metrics are Task.metric(), computed on demand
     success: bool
     steps_taken: int            # calls of step() since reset, this one included
     done: bool                  # success or step limit reached
@@ -107,6 +106,7 @@ class Task:
         self._arm0 = self.model.dof_armature.copy()
         self._seed = 0
         self.steps_taken = 0
+        self._scored: tuple[bytes, float] | None = None   # (qpos bytes, score): see score()
         self._setup()
         self._is_reset = False
 
@@ -134,8 +134,8 @@ class Task:
     def metric(self) -> dict:
         raise NotImplementedError
 
-    def score(self) -> float:
-        """The primary scalar (higher is better) used for ranking and success."""
+    def _score(self) -> float:
+        """The primary scalar of the current object state (see :meth:`score`)."""
         raise NotImplementedError
 
     def _extra_state(self) -> Any:
@@ -155,6 +155,15 @@ class Task:
         self._randomize(np.random.default_rng([self._seed, _name_code(self.name)]))
         mujoco.mj_forward(self.model, self.data)
         self._is_reset = True
+
+    def score(self) -> float:
+        """The primary scalar (higher is better) used for ranking and success. Computed once per
+        object state: it depends on the joint positions only, so a repeated call in the same
+        state (a step's score before, the success test, the next step's score) reuses it."""
+        key = self.data.qpos.tobytes()
+        if self._scored is None or self._scored[0] != key:
+            self._scored = (key, float(self._score()))
+        return self._scored[1]
 
     def observe(self, rng: np.random.Generator | None = None, num_points: int | None = None) -> np.ndarray:
         """``(num_points, 3)`` float32 cloud sampled from the object's visible surface plus
@@ -202,7 +211,7 @@ class Task:
         success = after >= self.success_threshold
         return StepInfo(
             executed=check.ok, reason=check.reason, action=check.action,
-            score_before=float(before), score_after=float(after), metrics=self.metric(),
+            score_before=float(before), score_after=float(after),
             success=bool(success), steps_taken=self.steps_taken,
             done=bool(success or self.steps_taken >= self.step_limit), sim_steps=int(n))
 

@@ -291,7 +291,7 @@ class ClothTask(Task):
     def _dense(self, p: np.ndarray) -> np.ndarray:
         return self._upsample_weights @ p
 
-    def score(self) -> float:
+    def _score(self) -> float:
         return metrics.normalized_coverage(self._dense(self.vertices()), self.particle_radius,
                                            self.reference_area)
 

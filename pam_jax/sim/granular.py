@@ -206,7 +206,7 @@ class GranularTask(Task):
     def footprint(self) -> np.ndarray:
         return (self.centres()[:, None, :] + self._ring[None]).reshape(-1, 2)
 
-    def score(self) -> float:
+    def _score(self) -> float:
         return metrics.iou_2d(self.footprint(), self.target)
 
     def metric(self) -> dict:

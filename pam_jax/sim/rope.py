@@ -142,12 +142,12 @@ class RopeTask(Task):
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
         return np.concatenate([c + o * normal for o in (-self.radius, 0.0, self.radius)])
 
-    def score(self) -> float:
+    def _score(self) -> float:
         return metrics.iou_2d(self.footprint(), self.target)
 
     def metric(self) -> dict:
         c = self.centreline()[:, :2]
-        return {"iou": metrics.iou_2d(self.footprint(), self.target),
+        return {"iou": self.score(),
                 "chamfer": metrics.chamfer(c, self.target_centreline),
                 "emd": metrics.emd(c, self.target_centreline)}
 

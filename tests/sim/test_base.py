@@ -119,13 +119,33 @@ def test_save_restore_reproduces_a_step_exactly(tasks, name):
     a = t.default_action() if name != "granular" else np.array([[-0.15, 0.0, 0.0], [0.1, 0.05, 0.0]])
     s = t.save_state()
     i1 = t.step(a)
-    q1, o1 = t.data.qpos.copy(), t.observe()
+    q1, o1, m1 = t.data.qpos.copy(), t.observe(), t.metric()
     t.restore_state(s)
     assert t.steps_taken == 0
     i2 = t.step(a)
     np.testing.assert_array_equal(t.data.qpos, q1)
     np.testing.assert_array_equal(t.observe(), o1)
-    assert i1.score_after == i2.score_after and i1.metrics == i2.metrics
+    assert i1.score_after == i2.score_after and m1 == t.metric()
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_score_is_computed_once_per_state_and_never_stale(tasks, name, monkeypatch):
+    t = tasks[name]
+    calls = []
+    fresh = type(t)._score
+    monkeypatch.setattr(t, "_score", lambda: calls.append(1) or fresh(t))
+    t.reset(6)
+    s0 = t.save_state()
+    first = t.score()
+    assert t.score() == first and t.success() == (first >= t.success_threshold) and len(calls) == 1
+    a = t.default_action() if name != "granular" else np.array([[-0.15, 0.0, 0.0], [0.1, 0.05, 0.0]])
+    info = t.step(a)                       # before: the cached value; after: a new state, computed once
+    assert info.executed and info.score_before == first and len(calls) == 2
+    assert info.score_after == fresh(t) and t.score() == info.score_after and len(calls) == 2
+    t.restore_state(s0)                    # back to the start: the value of that state, not the last one
+    assert t.score() == first == fresh(t)
+    t.reset(7)
+    assert t.score() == fresh(t)
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
