@@ -38,6 +38,15 @@ the SL loss imitates (it draws one annotated pose uniformly per sample): gain of
     .venv/bin/python benchmarks/rope_sl_diagnosis.py --alternatives --train-seeds 0 1 2 \
         --heldout-seeds 1000 1001 1002 --out docs/results/rope_sl_diagnosis --tag alternatives
 
+``--locality`` (no SL run): could the expert's place be read off the cloud near its pick? Per
+alternative, the distance of its place from the radial projection of its pick onto the circle
+the expert fits (centred on the rope's centroid, circumference = the rope's length), and from
+its pick. If the place followed from the pick's own position, the first would be the expert's
+noise (~0.5 cm); the expert instead places each vertex at its slot by its index along the rope.
+
+    .venv/bin/python benchmarks/rope_sl_diagnosis.py --locality --train-seeds --heldout-seeds 1000 1001 ... \
+        --out docs/results/rope_sl_diagnosis --tag locality
+
 With ``--execute``, candidate 0 (what the ``sl`` method executes) is run from the saved
 state, snapped and as sampled, beside the expert's executed action: gain, no-op (|gain| <
 0.005) and refusal fractions.
@@ -153,6 +162,35 @@ def alternatives(task, seeds, log=print):
                          for k in range(max(len(r["gains"]) for r in rows))]}
 
 
+def radial_offset(vertices_xy: np.ndarray, length: float, action: np.ndarray) -> tuple[float, float]:
+    """(cm) the distance of the action's place from the radial projection of its pick onto the
+    circle of circumference `length` centred on the vertices' centroid, and from its pick."""
+    c = np.asarray(vertices_xy, np.float64).mean(axis=0)
+    pick, place = np.asarray(action, np.float64)[0, :2], np.asarray(action, np.float64)[1, :2]
+    u = (pick - c) / max(np.linalg.norm(pick - c), 1e-12)
+    radial = c + length / (2 * np.pi) * u
+    return 100 * float(np.linalg.norm(place - radial)), 100 * float(np.linalg.norm(place - pick))
+
+
+def locality(task, seeds, log=print):
+    """:func:`radial_offset` of the expert alternatives along the expert's trajectories: all of
+    them (what SL imitates: one drawn uniformly per sample) and the first (the executed one)."""
+    rows, first = [], []
+    for seed, step, _, _, alts in _states(task, seeds):
+        v = task.vertices()[:, :2]
+        rows += [radial_offset(v, task.length, a) for a in alts]
+        first.append(rows[-len(alts)])
+
+    def stats(r):
+        radial, travel = np.array(r).T
+        return {"n": len(r), "radial_cm_median": float(np.median(radial)),
+                "radial_cm_q75": float(np.percentile(radial, 75)), "pick_place_cm_median": float(np.median(travel))}
+
+    out = {"circle_radius_cm": 100 * task.length / (2 * np.pi), "all": stats(rows), "first": stats(first)}
+    log(json.dumps(out))
+    return out
+
+
 def summarise(rows):
     out = {"states": len(rows),
            "expert": {"target_err_cm": float(np.mean([r["expert"]["target_err_cm"] for r in rows])),
@@ -204,6 +242,8 @@ def main(argv=None) -> int:
     ap.add_argument("--execute", action="store_true", help="execute candidate 0 and the expert's action")
     ap.add_argument("--alternatives", action="store_true",
                     help="only the gains of every expert alternative (the SL training target); no SL run")
+    ap.add_argument("--locality", action="store_true",
+                    help="only how far the expert's places lie from their picks' radial projections; no SL run")
     ap.add_argument("--no-snap-pick", action="store_true")
     ap.add_argument("--expert-episodes", type=int, default=40, help="episodes of the SL data set (split check)")
     ap.add_argument("--out", required=True)
@@ -218,6 +258,12 @@ def main(argv=None) -> int:
     task = make_task("rope")
     out_dir = pathlib.Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if a.locality:
+        result = {"train_seeds": a.train_seeds, "heldout_seeds": a.heldout_seeds,
+                  **{split: locality(task, seeds) for split, seeds in (("train", a.train_seeds),
+                                                                        ("heldout", a.heldout_seeds)) if seeds}}
+        (out_dir / f"{a.tag}.json").write_text(json.dumps(result, indent=1))
+        return 0
     if a.alternatives:
         result = {"train_seeds": a.train_seeds, "heldout_seeds": a.heldout_seeds, "expert_episodes": a.expert_episodes}
         for split, seeds in (("train", a.train_seeds), ("heldout", a.heldout_seeds)):
