@@ -109,7 +109,7 @@ def test_every_episode_names_the_commit_and_the_preregistration(repo, tmp_path, 
     assert all(json.loads(p.read_text())["origin"] == want for p in eps)
     st.stage("probe", {"a": 1}, lambda: {"x": 1})          # a stage record names both too
     rec = json.loads((tmp_path / "run" / "stages" / "probe.json").read_text())
-    assert (rec["commit"], rec["preregistration"]) == (want["commit"], want["preregistration"])
+    assert {k: rec[k] for k in want} == want
     assert "--preregistration" in st.command()
     # the same run folder under another protocol is refused
     prereg.write_text("# Another protocol\n")

@@ -250,7 +250,7 @@ class Study:
         wall = time.perf_counter() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, {"params": params, "result": _rooted(result, self.root), "wall_s": wall,
-                                   "commit": self.origin["commit"], "preregistration": self.origin["preregistration"],
+                                   **self.origin,   # commit, dirty, preregistration
                                    "finished": datetime.datetime.now().isoformat(timespec="seconds")})
         self.keep(marker)
         self.times[name] = wall
