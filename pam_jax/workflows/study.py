@@ -556,8 +556,10 @@ class Study:
                 self.missing.append(f"{name}/{m}/s{k} ({len(starts) - len(todo)}/{len(starts)})")
                 continue
             if todo and (m, k) not in agents:
+                # the explicit heads exist for the first baseline_seeds SL seeds only
                 runs = closed_loop.Runs(sl=str(root / f"sl_s{k}"), dpo=str(root / f"dpo_s{k}"),
-                                        **{st: str(root / self.explicit_run(st, k)) for st in explicit})
+                                        **{st: str(root / self.explicit_run(st, k)) for st in explicit
+                                           if k in self.method_seeds(EXPLICIT[st])})
                 agents[(m, k)] = closed_loop.Agent(m, runs, data_task=self.data_task, num_candidates=n_cand,
                                                    snap_pick=s.snap_pick)
             folder.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,29 @@ def test_episodes_run_on_exactly_the_report_seeds(tmp_path, monkeypatch):
         ["3000", "3001", "3002"]
 
 
+def test_a_seed_without_explicit_heads_is_not_given_their_runs(tmp_path, monkeypatch):
+    # the explicit heads are trained for SL seeds 0..baseline_seeds-1 only: a later seed's
+    # agents must not name a head run that was never trained (loading it fails)
+    given = {}
+
+    class FakeAgent:
+        def __init__(self, method, runs, **kw):
+            given[(method, runs.sl.rsplit("_s", 1)[1])] = (runs.reward, runs.reward_sl, runs.dpo)
+
+    monkeypatch.setattr(study.closed_loop, "Agent", FakeAgent)
+    monkeypatch.setattr(study.closed_loop, "run_episodes", lambda tasks, agent, seeds, *, max_steps=None: [
+        {"seed": s, "scores": [0.1], "final": 0.1, "success": False, "steps_to_success": None,
+         "metrics": {}, "frames": []} for s in seeds])
+    monkeypatch.setattr(study, "make_task", lambda name: None)
+    st = _study(tmp_path, train_seeds=3, baseline_seeds=2, report_episodes=1, tune_episodes=1)
+    st.evaluate(["sl", "sl_explicit"], ["reward", "reward_sl"], st.start_sets())
+    root = tmp_path / "run"
+    assert given[("sl", "0")] == (str(root / "reward"), str(root / "reward_sl"), str(root / "dpo_s0"))
+    assert given[("sl", "1")] == (str(root / "reward_s1"), str(root / "reward_sl_s1"), str(root / "dpo_s1"))
+    assert given[("sl", "2")] == ("", "", str(root / "dpo_s2"))
+    assert ("sl_explicit", "2") not in given and ("sl_explicit", "1") in given
+
+
 def test_offline_regret_of_each_seed_uses_its_own_candidates(tmp_path, monkeypatch):
     calls = []
 
