@@ -79,16 +79,9 @@ def check_counts(args) -> None:
             raise ValueError(f"--{dest.replace('_', '-')} must be in [0, 1], got {v}")
 
 
-def _user_errors() -> tuple:
-    from pam_jax.train.errors import CheckpointError  # not .checkpoint: that loads orbax (serve --exported has none)
-
-    return (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, CheckpointError,
-            FloatingPointError)
-
-
 def main(argv=None) -> int:
     # first: SIGINT/SIGTERM are recorded from this instant (the imports below take seconds)
-    from pam_jax.train import interrupts
+    from pam_jax.train import errors, interrupts
 
     interrupts.install_early()
     try:
@@ -106,13 +99,12 @@ def main(argv=None) -> int:
         print(f"{interrupts.LINE_PREFIX}pam-jax: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except Exception as e:  # noqa: BLE001 - the user's errors: one line, code 2
-        if not isinstance(e, _user_errors()):
+        if not isinstance(e, errors.USER_ERRORS):
             from pam_jax.train import watchdog
 
             watchdog.fail(e)    # a multi-process run: one line and exit, not a wait for dead peers
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{interrupts.LINE_PREFIX}pam-jax: error: {msg}", file=sys.stderr)
+        print(f"{interrupts.LINE_PREFIX}pam-jax: error: {errors.one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -32,6 +32,8 @@ from pam_jax import tasks as tasks_lib
 from pam_jax.data.build import build as build_dataset
 from pam_jax.eval import pairs as pair_eval
 from pam_jax.eval import regret as regret_eval
+from pam_jax.eval.checks import run_meta
+from pam_jax.train.errors import script_main
 from pam_jax.workflows.collect import collect
 from pam_jax.workflows.mirror import Mirror
 from pam_jax.workflows.study import PREFERENCE_START, REPORT_START, TUNE_START
@@ -60,8 +62,7 @@ class RewardCurve(Mirror):
         self.task = tasks_lib.sim_task_name(task)
         self.spec = tasks_lib.get_task(task)
         self.sl = pathlib.Path(sl_run)
-        if not (self.sl / "config.json").exists():
-            raise FileNotFoundError(f"--sl {self.sl}: not an SL run folder (no config.json)")
+        sl_cfg = config_lib.from_dict(run_meta(self.sl, "sl")["config"])   # one line if not a trained run
         self.states = sorted(set(states))
         if not self.states or min(self.states) < 1 or heldout < 1:
             raise ValueError("states, heldout: expected positive counts")
@@ -69,7 +70,6 @@ class RewardCurve(Mirror):
         if unknown:
             raise ValueError(f"recipes: unknown {sorted(unknown)}; expected some of {tuple(RECIPES)}")
         self.recipes, self.heldout, self.per_episode, self.log = list(recipes), heldout, steps_per_episode, log
-        sl_cfg = config_lib.from_dict(json.loads((self.sl / "config.json").read_text()))
         self.num_points = sl_cfg.data.num_points * 2
 
     def _collect(self, name: str, states: int, seed: int) -> pathlib.Path:
@@ -189,8 +189,11 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", type=int, default=60, help="held-out preference states (tuning start seeds)")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     a = ap.parse_args(argv)
-    RewardCurve(a.task, a.sl, a.root, a.results, states=a.states, heldout=a.heldout, recipes=a.recipes).run()
-    return 0
+
+    def go():
+        RewardCurve(a.task, a.sl, a.root, a.results, states=a.states, heldout=a.heldout, recipes=a.recipes).run()
+        return 0
+    return script_main("reward_curve", go)
 
 
 if __name__ == "__main__":

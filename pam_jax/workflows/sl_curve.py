@@ -29,6 +29,7 @@ from pam_jax.eval import closed_loop
 from pam_jax.sim import make_task
 from pam_jax.sim.episodes import write_expert_episodes
 from pam_jax.sim.experts import expert_actions
+from pam_jax.train.errors import script_main
 from pam_jax.workflows.mirror import Mirror
 from pam_jax.workflows.study import EXPERT_START, TUNE_START, check_disjoint
 
@@ -190,9 +191,12 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-episodes", type=int, default=10, help="tuning start states (from 1000)")
     ap.add_argument("--no-snap-pick", action="store_true", help="execute the actions as sampled")
     a = ap.parse_args(argv)
-    Curve(a.task, a.root, a.results, episodes=a.episodes, steps=a.steps, tune_episodes=a.tune_episodes,
-          snap_pick=not a.no_snap_pick).run()
-    return 0
+
+    def go():
+        Curve(a.task, a.root, a.results, episodes=a.episodes, steps=a.steps, tune_episodes=a.tune_episodes,
+              snap_pick=not a.no_snap_pick).run()
+        return 0
+    return script_main("sl_curve", go)
 
 
 if __name__ == "__main__":

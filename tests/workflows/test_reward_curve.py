@@ -1,11 +1,10 @@
 """Reward curves: each explicit head is trained at the budget (learning rate, epochs, batch) and
 with the initialisation of the DPO recipe it is compared with, and the recipes differ from the
 experiment's stages only where their names say."""
-import json
-
 import pytest
 
 from pam_jax import config as config_lib
+from pam_jax.train.errors import CheckpointError
 from pam_jax.workflows import reward_curve as rc
 
 
@@ -29,10 +28,16 @@ def test_explicit_heads_match_their_dpo_recipe(task):
     assert paper.preference.annotator_pairs is True
 
 
-def test_bad_arguments_are_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not an SL run folder"):
+def test_bad_arguments_are_refused(tmp_path, monkeypatch, capsys):
+    with pytest.raises(CheckpointError, match="not a trained run"):
         rc.RewardCurve("granular", tmp_path, tmp_path / "root")
-    (tmp_path / "config.json").write_text(json.dumps(config_lib.to_dict(config_lib.load_experiment("sim_granular"))))
+    # through the entry point: one line, code 2, nothing written
+    assert rc.main(["--task", "granular", "--sl", str(tmp_path / "none"), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reward_curve: error: --sl ") and "\n" not in err and not (tmp_path / "root").exists()
+    # a trained SL run's record (the checkpoint's config) is what the curve reads
+    cfg = config_lib.to_dict(config_lib.load_experiment("sim_granular"))
+    monkeypatch.setattr(rc, "run_meta", lambda path, field: {"config": cfg})
     with pytest.raises(ValueError, match="unknown"):
         rc.RewardCurve("granular", tmp_path, tmp_path / "root", recipes=("dpo_best",))
     with pytest.raises(ValueError, match="positive"):
