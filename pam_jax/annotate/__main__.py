@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from pam_jax.train.errors import script_main
+
 from . import add_arguments, run
 
 
@@ -9,11 +11,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="pam-jax annotate", description="Rank candidate actions in a browser (human preference labels).")
     add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except (ValueError, ImportError) as e:    # the user's input: one line, code 2 (as `pam-jax`)
-        print(f"pam-jax: error: {e}", file=sys.stderr)
-        return 2
+    return script_main("pam-jax", lambda: run(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
