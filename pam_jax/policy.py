@@ -323,12 +323,12 @@ class Agent:
         idx = int(np.asarray(sel.index)[0])
         return frame.to_world(np.asarray(sel.action)[0]), cands, idx
 
-    def act_many(self, tasks, rngs, keys, width: int | None = None) -> list:
+    def act_many(self, tasks, rngs, keys, width: int | None = None, workers: int | None = None) -> list:
         """:meth:`act` for several episodes in one selector call: tasks[i] observed with rngs[i]
         and decided with keys[i] -> [(action, candidates, index)], each what :meth:`act` returns
         for that task, rng and key. `width`: the batch is padded to this many rows (repeats of the
         first cloud, their results dropped), so that a shrinking set of running episodes reuses
-        one compiled program."""
+        one compiled program. `workers`: the oracle's simulator threads (pam_jax.sim.parallel)."""
         if not tasks:
             return []
         prepared = [self.prepare(t.observe(r), r) for t, r in zip(tasks, rngs)]
@@ -339,14 +339,18 @@ class Agent:
         cands = np.asarray(sel.candidates)[:n]
         executed = np.asarray(sel.executed)[:n] if sel.executed is not None else cands
         if self.method == "oracle":     # the simulator's best of the executed candidates, per task
+            from pam_jax.sim import parallel
             from pam_jax.sim.oracle import candidate_gains
 
-            idx, actions = [], []
-            for i, (t, (_, frame)) in enumerate(zip(tasks, prepared)):
-                gains, _ = candidate_gains(t, t.save_state(), frame.to_world(executed[i]))
-                j = int(np.argmax(np.asarray(np.nan_to_num(gains, nan=-np.inf), np.float32)))
-                idx.append(j)
-                actions.append(executed[i, j])
+            # threads over the episodes; a lone episode's candidates get them instead
+            def best(i: int) -> int:
+                t, frame = tasks[i], prepared[i][1]
+                gains, _ = candidate_gains(t, t.save_state(), frame.to_world(executed[i]),
+                                           workers=1 if n > 1 else workers)
+                return int(np.argmax(np.asarray(np.nan_to_num(gains, nan=-np.inf), np.float32)))
+
+            idx = parallel.map_ordered(best, range(n), workers if n > 1 else 1)
+            actions = [executed[i, j] for i, j in enumerate(idx)]
         else:
             idx = [int(j) for j in np.asarray(sel.index)[:n]]
             actions = list(np.asarray(sel.action)[:n])

@@ -26,7 +26,7 @@ from pam_jax import tasks as tasks_lib
 from pam_jax.eval.checks import check_count, check_eval_runs
 from pam_jax.eval.summary import paired_difference, summarize  # noqa: F401  (re-exported)
 from pam_jax.policy import METHODS, NEEDS, Agent, Runs, bound_sl  # noqa: F401  (the acting policy; re-exported)
-from pam_jax.sim import make_task
+from pam_jax.sim import make_task, parallel
 
 
 def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) -> dict:
@@ -49,11 +49,13 @@ def run_episode(task, agent: Agent, seed: int, *, max_steps: int | None = None) 
             "steps_to_success": success_step, "metrics": task.metric(), "frames": frames}
 
 
-def run_episodes(tasks, agent: Agent, seeds, *, max_steps: int | None = None) -> list[dict]:
+def run_episodes(tasks, agent: Agent, seeds, *, max_steps: int | None = None,
+                 workers: int | None = None) -> list[dict]:
     """:func:`run_episode` for every start seed at once: tasks[i] (one simulator per start state)
     plays seeds[i], and every step of the episodes still running is one selector call
-    (:meth:`Agent.act_many`). Each episode equals its sequential :func:`run_episode`: its own
-    observation rng, key per step and step limit."""
+    (:meth:`Agent.act_many`), after which their simulators step on up to ``workers`` threads
+    (:mod:`pam_jax.sim.parallel`; None: every core). Each episode equals its sequential
+    :func:`run_episode`: its own observation rng, key per step and step limit."""
     seeds = list(seeds)
     if len(tasks) < len(seeds):
         raise ValueError(f"run_episodes: {len(seeds)} start seeds need as many tasks, got {len(tasks)}")
@@ -72,13 +74,15 @@ def run_episodes(tasks, agent: Agent, seeds, *, max_steps: int | None = None) ->
         if not live:
             break
         acts = agent.act_many([tasks[i] for i in live], [eps[i]["rng"] for i in live],
-                              [jax.random.key(seeds[i] * 1000 + step) for i in live], width=len(seeds))
-        for i, (action, cands, idx) in zip(live, acts):
-            task, e = tasks[i], eps[i]
-            if step < 3:
-                e["frames"].append({"cloud": task.observe(np.random.default_rng(0))[::4], "candidates": cands,
-                                    "chosen": idx})
-            info = task.step(action)
+                              [jax.random.key(seeds[i] * 1000 + step) for i in live], width=len(seeds),
+                              workers=workers)
+        if step < 3:
+            for i, (_, cands, idx) in zip(live, acts):
+                eps[i]["frames"].append({"cloud": tasks[i].observe(np.random.default_rng(0))[::4],
+                                         "candidates": cands, "chosen": idx})
+        infos = parallel.map_ordered(lambda job: tasks[job[0]].step(job[1][0]), list(zip(live, acts)), workers)
+        for i, info in zip(live, infos):
+            e = eps[i]
             e["scores"].append(float(info.score_after))
             if info.success and e["success_step"] is None:
                 e["success_step"] = step + 1

@@ -52,6 +52,6 @@ def annotate(task, state, candidates, expert_action=None, **kwargs):
     return _f(task, state, candidates, expert_action, **kwargs)
 
 
-def candidate_gains(task, state, candidates):
+def candidate_gains(task, state, candidates, **kwargs):
     from pam_jax.sim.oracle import candidate_gains as _f
-    return _f(task, state, candidates)
+    return _f(task, state, candidates, **kwargs)

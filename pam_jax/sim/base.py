@@ -93,6 +93,11 @@ class Task:
     workspace_hi = np.array([0.45, 0.45, 0.3])
     default_obs_points: int = 3000
 
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj._init_args = (args, dict(kwargs))     # for replicas(): the same construction
+        return obj
+
     def __init__(self, *, obs_points: int | None = None, obs_noise: float = 0.002):
         if obs_points is not None and (not isinstance(obs_points, (int, np.integer)) or obs_points < 1):
             raise ValueError(f"obs_points: expected a positive int, got {obs_points!r}")
@@ -241,6 +246,16 @@ class Task:
         self._seed = state.seed
         self._set_extra_state(state.extra)
         self._is_reset = True
+
+    def replicas(self, n: int) -> list["Task"]:
+        """This task and ``n - 1`` more built the same way (kept for later calls), for trying
+        actions from one saved state on several threads (:mod:`pam_jax.sim.parallel`). A replica
+        holds nothing of this task's state until :meth:`restore_state` gives it one."""
+        extra = self.__dict__.setdefault("_replicas", [])
+        args, kwargs = self._init_args
+        while len(extra) < n - 1:
+            extra.append(type(self)(*args, **kwargs))
+        return [self] + extra[:max(n - 1, 0)]
 
     def action_to_poses(self, action) -> np.ndarray:
         """(2, 3) -> the published (4, 6) ``action_poses``: the two points in rows

@@ -242,7 +242,7 @@ def _choose(mode: str, labels: dict, rng: np.random.Generator) -> int:
 
 
 def _execute_unrecorded(t, mode: str, cands: np.ndarray, rng: np.random.Generator,
-                        max_alternatives: int) -> np.ndarray:
+                        max_alternatives: int, workers: int | None = None) -> np.ndarray:
     """The action executed at a rollout step that is not recorded (no oracle ranking): the
     candidate ``mode`` would pick among those the task accepts, else the expert's."""
     if mode != "expert":
@@ -252,7 +252,7 @@ def _execute_unrecorded(t, mode: str, cands: np.ndarray, rng: np.random.Generato
                 return cands[ok[0]]
             if mode == "random":
                 return cands[int(rng.choice(ok))]
-            gains, _ = candidate_gains(t, t.save_state(), cands[ok])
+            gains, _ = candidate_gains(t, t.save_state(), cands[ok], workers=workers)
             return cands[ok[int(np.argmax(np.where(np.isfinite(gains), gains, -np.inf)))]]
     return expert_actions(t, rng, max_alternatives)[0]
 
@@ -264,7 +264,7 @@ def write_preference_round(task: str, out_root, *, states: int,
                            steps_per_episode: int | None = 10, stride: int | None = None,
                            max_steps: int | None = None, execute: str = "random",
                            expert_in_candidates: bool = True, if_exists: str = "error",
-                           progress: bool = True) -> dict:
+                           progress: bool = True, workers: int | None = None) -> dict:
     """Collect ``states`` preference-labelled states and write each as a finetune sample.
 
     Episodes ``e = 0, 1, ...`` (``episode_idx = seed + e``) start from ``reset(seed + e)``
@@ -292,6 +292,8 @@ def write_preference_round(task: str, out_root, *, states: int,
     move on, as on the robot (``execute``): 'random' valid candidate (default), 'first' valid
     candidate, 'best' by the oracle's gain, or 'expert'; the expert when no candidate is valid.
     An episode ends at success, at the end of the horizon, or once it has given its states.
+    ``workers``: the threads the oracle tries candidates on (:mod:`pam_jax.sim.parallel`; None:
+    every core); the samples do not depend on it.
 
     Returns ``{"task", "data_task", "kind", "out_root", "samples", "skipped_existing",
     "states", "episodes" (those that gave states), "episodes_run", "successes" (of those
@@ -358,14 +360,14 @@ def write_preference_round(task: str, out_root, *, states: int,
                                      f"{acts.shape} differs from the candidates' {cands.shape}")
                 rollout_steps += 1
                 if step < offset or (step - offset) % every:
-                    t.step(_execute_unrecorded(t, execute, acts, rng, max_alternatives))
+                    t.step(_execute_unrecorded(t, execute, acts, rng, max_alternatives, workers))
                     continue
                 k = len(cands)
                 alts = expert_actions(t, rng, max_alternatives)
                 expert = alts[0]
                 state = t.save_state()
                 t0 = time.perf_counter()
-                lab = annotate(t, state, acts, expert, rng=rng, label_noise=label_noise)
+                lab = annotate(t, state, acts, expert, rng=rng, label_noise=label_noise, workers=workers)
                 annotate_s += time.perf_counter() - t0
                 rows = lab["selected_grasp_point_indices"].copy()
                 codes = lab["grasp_point_rankings"].copy()

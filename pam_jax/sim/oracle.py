@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pam_jax.sim import parallel
+
 __all__ = ["annotate", "candidate_gains"]
 
 PAD = (0, 1, 0, 1)
@@ -43,27 +45,32 @@ def _as_candidates(candidates) -> np.ndarray:
     return c
 
 
-def candidate_gains(task, state, candidates) -> tuple[np.ndarray, list]:
-    """Execute each candidate from ``state`` (restored before each and after all).
-    Returns (gains (K,) with NaN for refused candidates, the K StepInfos)."""
+def candidate_gains(task, state, candidates, *, workers: int | None = None) -> tuple[np.ndarray, list]:
+    """Execute each candidate from ``state`` (``task`` is restored to it after all).
+    Returns (gains (K,) with NaN for refused candidates, the K StepInfos). The candidates are
+    shared out over up to ``workers`` replicas of the task (:meth:`Task.replicas`), one thread
+    each (:mod:`pam_jax.sim.parallel`; None: every core); the result does not depend on it."""
     c = _as_candidates(candidates)
-    gains, infos = np.full(len(c), np.nan), []
+    sims = task.replicas(min(len(c), parallel.resolve_workers(workers)))
+
+    def attempt(k: int):
+        sim = sims[k % len(sims)]       # candidate k's simulator; map_ordered gives it one thread
+        sim.restore_state(state)
+        return sim.step(c[k])
+
     try:
-        for k, a in enumerate(c):
-            task.restore_state(state)
-            info = task.step(a)
-            infos.append(info)
-            if info.executed:
-                gains[k] = info.gain
+        infos = parallel.map_ordered(attempt, range(len(c)), workers=len(sims))
     finally:
         task.restore_state(state)
+    gains = np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64)
     return gains, infos
 
 
 def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noise: float = 0.0,
              tie_tol: float | None = None, num_ranking_pairs: int | None = None,
-             max_ranked: int | None = None) -> dict:
+             max_ranked: int | None = None, workers: int | None = None) -> dict:
     """Rank ``candidates`` (K, 2, 3) from ``state`` and emit published-protocol labels.
+    ``workers``: the threads that try them (:func:`candidate_gains`).
 
     Returns a dict with ``selected_grasp_point_indices`` (P, 4) int64,
     ``grasp_point_rankings`` (P,) int64, ``gains`` (K,) (NaN = refused), ``valid`` (K,) bool,
@@ -89,11 +96,11 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
 
     task.restore_state(state)
     score_before = task.score()
-    gains, infos = candidate_gains(task, state, c)
-    expert_gain = None
-    if expert is not None:
-        eg, _ = candidate_gains(task, state, expert[None])
-        expert_gain = float(eg[0])
+    # the expert's action is tried with the candidates, as one more
+    tried, infos = candidate_gains(task, state, c if expert is None else np.concatenate([c, expert[None]]),
+                                   workers=workers)
+    gains = tried[:k_num]
+    expert_gain = None if expert is None else float(tried[k_num])
     valid = np.isfinite(gains)
 
     # The annotator's ranking.
@@ -160,6 +167,6 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
         "ranked": ranked,
         "points": points,
         "score_before": float(score_before),
-        "reasons": [i.reason for i in infos],
+        "reasons": [i.reason for i in infos[:k_num]],
         "dropped_pairs": int(dropped),
     }

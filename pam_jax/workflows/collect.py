@@ -21,12 +21,13 @@ EARLY = {"warmup_steps": 3, "steps_per_episode": 4, "stride": 1}
 def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num_points: int | None = None,
             steps_per_episode: int | None = 10, stride: int | None = None, warmup_steps: int = 0,
             max_steps: int | None = None, label_noise: float = 0.0, seed: int = 0,
-            snap_pick: bool = True, progress: bool = True) -> dict:
+            snap_pick: bool = True, progress: bool = True, workers: int | None = None) -> dict:
     """Roll out a trained SL policy, record its K candidates (DDIM eta=1) at the recorded
     states, have the oracle annotator rank them, and write finetune samples in the published
     layout (see :func:`pam_jax.sim.episodes.write_preference_round` for the protocol).
     `snap_pick`: the task's pick-snapping rule applied to what is executed (the oracle ranks
-    the candidates by executing them snapped; the samples hold them as sampled)."""
+    the candidates by executing them snapped; the samples hold them as sampled). `workers`:
+    the oracle's simulator threads (pam_jax.sim.parallel; None: every core)."""
     agent = Agent("sl_random", Runs(sl=str(sl_run)), data_task=tasks_lib.data_task_name(task),
                   num_candidates=num_candidates, eta=1.0, snap_pick=snap_pick)
     rng = np.random.default_rng(seed)
@@ -38,7 +39,7 @@ def collect(task: str, sl_run, out, *, states: int, num_candidates: int = 8, num
     return write_preference_round(task, out, states=states, candidates_fn=candidates_fn, seed=seed,
                                   label_noise=label_noise, num_points=num_points, warmup_steps=warmup_steps,
                                   steps_per_episode=steps_per_episode, stride=stride, max_steps=max_steps,
-                                  if_exists="skip", progress=progress)
+                                  if_exists="skip", progress=progress, workers=workers)
 
 
 def collect_unlabelled(task: str, sl_run, out, *, states: int = 0, clouds=None, num_candidates: int = 8,
