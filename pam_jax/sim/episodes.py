@@ -407,7 +407,8 @@ def write_preference_round(task: str, out_root, *, states: int,
                         counts[int(c)] += 1
                 else:
                     skipped += 1
-                t.step(expert if choice < 0 else acts[choice])
+                # the executed action's outcome is the one the oracle already simulated
+                t.restore_state(lab["after"][k if choice < 0 else choice])
                 in_ep += 1
                 bar.update(1)
                 bar.set_postfix(episode=ep)

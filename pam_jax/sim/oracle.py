@@ -50,20 +50,25 @@ def candidate_gains(task, state, candidates, *, workers: int | None = None) -> t
     Returns (gains (K,) with NaN for refused candidates, the K StepInfos). The candidates are
     shared out over up to ``workers`` replicas of the task (:meth:`Task.replicas`), one thread
     each (:mod:`pam_jax.sim.parallel`; None: every core); the result does not depend on it."""
-    c = _as_candidates(candidates)
+    infos, _ = _try_each(task, state, _as_candidates(candidates), workers)
+    return np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64), infos
+
+
+def _try_each(task, state, c: np.ndarray, workers: int | None) -> tuple[list, list]:
+    """-> (the StepInfo of each action tried from ``state``, the state it left)."""
     sims = task.replicas(min(len(c), parallel.resolve_workers(workers)))
 
     def attempt(k: int):
         sim = sims[k % len(sims)]       # candidate k's simulator; map_ordered gives it one thread
         sim.restore_state(state)
-        return sim.step(c[k])
+        info = sim.step(c[k])
+        return info, sim.save_state()
 
     try:
-        infos = parallel.map_ordered(attempt, range(len(c)), workers=len(sims))
+        tried = parallel.map_ordered(attempt, range(len(c)), workers=len(sims))
     finally:
         task.restore_state(state)
-    gains = np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64)
-    return gains, infos
+    return [i for i, _ in tried], [s for _, s in tried]
 
 
 def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noise: float = 0.0,
@@ -75,9 +80,9 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
     Returns a dict with ``selected_grasp_point_indices`` (P, 4) int64,
     ``grasp_point_rankings`` (P,) int64, ``gains`` (K,) (NaN = refused), ``valid`` (K,) bool,
     ``expert_gain`` (float, NaN if refused, None if no expert), ``ranked`` (candidate indices
-    in rank order), ``points`` (2K or 2K+2, 3), ``score_before``, ``reasons`` (K,) and
-    ``dropped_pairs``.
-    """
+    in rank order), ``points`` (2K or 2K+2, 3), ``score_before``, ``reasons`` (K,),
+    ``dropped_pairs`` and ``after`` (the TaskState each candidate, then the expert's action,
+    left: restoring one equals executing that action from ``state``)."""
     c = _as_candidates(candidates)
     k_num = len(c)
     if not (0.0 <= float(label_noise) <= 1.0):
@@ -97,8 +102,8 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
     task.restore_state(state)
     score_before = task.score()
     # the expert's action is tried with the candidates, as one more
-    tried, infos = candidate_gains(task, state, c if expert is None else np.concatenate([c, expert[None]]),
-                                   workers=workers)
+    infos, after = _try_each(task, state, c if expert is None else np.concatenate([c, expert[None]]), workers)
+    tried = np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64)
     gains = tried[:k_num]
     expert_gain = None if expert is None else float(tried[k_num])
     valid = np.isfinite(gains)
@@ -169,4 +174,5 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
         "score_before": float(score_before),
         "reasons": [i.reason for i in infos[:k_num]],
         "dropped_pairs": int(dropped),
+        "after": after,
     }

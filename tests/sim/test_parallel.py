@@ -97,3 +97,22 @@ def test_annotate_labels_do_not_depend_on_the_threads():
     # the expert's gain is its own try from the state, as a candidate's would be
     alone, _ = candidate_gains(t, state, expert[None], workers=1)
     assert a["expert_gain"] == float(alone[0])
+
+
+def test_the_state_an_action_left_continues_as_executing_it_would():
+    # the preference rollout moves on by restoring the state the oracle's try of the executed
+    # action left, instead of executing it again: the two must be the same, one step later too
+    t, state, acts = _state_and_actions("granular", 1004)
+    lab = annotate(t, state, acts[:3], acts[3], rng=np.random.default_rng(0), workers=2)
+    assert len(lab["after"]) == 4                       # 3 candidates, then the expert's action
+    nxt = expert_actions(t, np.random.default_rng(5))[0]
+    for k in (1, 3):
+        t.restore_state(state)
+        t.step(acts[k])
+        q_exec, steps = t.data.qpos.copy(), t.steps_taken
+        i_exec = t.step(nxt)
+        t.restore_state(lab["after"][k])
+        np.testing.assert_array_equal(t.data.qpos, q_exec)
+        assert t.steps_taken == steps == state.steps_taken + 1
+        i_after = t.step(nxt)
+        assert (i_after.score_before, i_after.score_after) == (i_exec.score_before, i_exec.score_after)
