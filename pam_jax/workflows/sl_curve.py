@@ -107,22 +107,25 @@ class Curve(Mirror):
         return run
 
     def evaluate(self, n: int, run: pathlib.Path) -> None:
-        task = make_task(self.task)
+        """Each checkpoint's missing episodes, stepping together (each equals its own course);
+        their wall time is shared out equally."""
+        sims = []
         for step in self.steps:
-            agent = None
-            for st in self.starts:
-                rel = f"eval/e{n}/step{step}/{st}.json"
-                if self.get(rel) is not None:
-                    continue
-                if agent is None:
-                    agent = closed_loop.Agent("sl", closed_loop.Runs(sl=str(run)), data_task=self.spec.name,
-                                              snap_pick=self.snap_pick, sl_step=step)
-                t0 = time.perf_counter()
-                ep = closed_loop.run_episode(task, agent, st)
+            todo = [st for st in self.starts if self.get(f"eval/e{n}/step{step}/{st}.json") is None]
+            if not todo:
+                continue
+            agent = closed_loop.Agent("sl", closed_loop.Runs(sl=str(run)), data_task=self.spec.name,
+                                      snap_pick=self.snap_pick, sl_step=step)
+            sims += [make_task(self.task) for _ in range(len(todo) - len(sims))]
+            t0 = time.perf_counter()
+            eps = closed_loop.run_episodes(sims, agent, todo)
+            wall = (time.perf_counter() - t0) / len(todo)
+            for st, ep in zip(todo, eps):
                 ep.pop("frames", None)
-                ep["wall_s"] = time.perf_counter() - t0
-                self.save(rel, ep)
-                self.log(f"[eval e{n} step {step}] start {st}: final {ep['final']:.3f} ({ep['wall_s']:.1f} s)")
+                ep["wall_s"] = wall
+                self.save(f"eval/e{n}/step{step}/{st}.json", ep)
+            self.log(f"[eval e{n} step {step}] {len(todo)} start states: mean final "
+                     f"{np.mean([ep['final'] for ep in eps]):.3f} ({wall:.1f} s per episode)")
             self.table()
 
     def val_loss(self, n: int, step: int):
