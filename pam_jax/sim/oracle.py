@@ -51,7 +51,11 @@ def candidate_gains(task, state, candidates, *, workers: int | None = None) -> t
     shared out over up to ``workers`` replicas of the task (:meth:`Task.replicas`), one thread
     each (:mod:`pam_jax.sim.parallel`; None: every core); the result does not depend on it."""
     infos, _ = _try_each(task, state, _as_candidates(candidates), workers)
-    return np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64), infos
+    return _gains(infos), infos
+
+
+def _gains(infos) -> np.ndarray:
+    return np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64)
 
 
 def _try_each(task, state, c: np.ndarray, workers: int | None) -> tuple[list, list]:
@@ -103,7 +107,7 @@ def annotate(task, state, candidates, expert_action=None, *, rng=None, label_noi
     score_before = task.score()
     # the expert's action is tried with the candidates, as one more
     infos, after = _try_each(task, state, c if expert is None else np.concatenate([c, expert[None]]), workers)
-    tried = np.array([i.gain if i.executed else np.nan for i in infos], dtype=np.float64)
+    tried = _gains(infos)
     gains = tried[:k_num]
     expert_gain = None if expert is None else float(tried[k_num])
     valid = np.isfinite(gains)
