@@ -129,3 +129,25 @@ def test_a_resume_on_another_package_stack_is_refused(tmp_path):
         study.run("rope", root=root, progress=False, log=lambda *_: None)
     assert "\n" not in str(e.value)
     assert sorted(p.name for p in root.iterdir()) == ["provenance.json"]      # nothing else was started
+
+
+def test_the_tables_name_the_commits_of_the_records_not_of_the_call(tmp_path):
+    # a later call that only rebuilds a finished study's tables must write the same files (a
+    # pre-registered run of the next study refuses a checkout whose tracked results changed)
+    s = study.Settings.from_scale("rope", tmp_path / "run", "small", train_seeds=1)
+    st = study.Study(s, progress=False, log=lambda *_: None)
+    st.origin = {"commit": "c" * 40, "dirty": False, "preregistration": "blob"}     # this call's
+    stages = tmp_path / "run" / "stages"
+    stages.mkdir(parents=True)
+    (stages / "sl_s0.json").write_text(json.dumps({"params": {}, "commit": "a" * 40, "dirty": False}))
+    (stages / "dpo_s0.json").write_text(json.dumps({"params": {}, "commit": "b" * 40, "dirty": True}))
+    ep = {"seed": 1, "scores": [0.1, 0.2], "final": 0.2, "success": False, "steps_to_success": None,
+          "metrics": {}, "origin": {"commit": "b" * 40, "dirty": False, "preregistration": "blob"}}
+    results = {"report": {"methods": {"sl": {"episodes": [ep]}, "deformpam": {"episodes": [dict(ep, final=0.3)]}}}}
+    origin = st.recorded_origin(results)
+    assert origin == {"commits": ["a" * 40, "b" * 40], "dirty": True, "preregistration": "blob"}
+    out = {"primary": {"deformpam - sl": None}, "secondary": {}}
+    heading = st.outcome_lines(out, origin)[0]
+    assert f"commits {'a' * 40}, {'b' * 40})" in heading and "c" * 40 not in heading
+    one = st.outcome_lines(out, {**origin, "commits": ["b" * 40]})[0]
+    assert one.endswith(f"blob blob, commit {'b' * 40})")

@@ -586,12 +586,25 @@ class Study:
                 for name, starts in sets.items()}
 
     # ------------------------------------------------------------------ the report
+    def recorded_origin(self, results: dict) -> dict:
+        """What the study's records say they were made with: the commits of its stage and episode
+        records, whether any came from a modified checkout, and the protocol. The tables name
+        these, not the call that writes them, so a call that only rebuilds them at a later commit
+        writes the same files."""
+        origins = [ep.get("origin") or {} for r in results.values() for e in r["methods"].values()
+                   for ep in e["episodes"]]
+        origins += [json.loads(m.read_text()) for m in sorted((self.root / "stages").glob("*.json"))]
+        return {"commits": sorted({o["commit"] for o in origins if o.get("commit")}),
+                "dirty": any(bool(o.get("dirty")) for o in origins),
+                "preregistration": self.origin["preregistration"]}
+
     def write(self, results: dict, offline: dict, data: dict) -> dict:
         root = self.root
         paths = {name: report.write_report(r, root / name) for name, r in results.items()}
+        origin = self.recorded_origin(results)
         summary = {
             "task": self.s.task, "settings": dataclasses.asdict(self.s), "stage_wall_s": self.times,
-            "command": self.command(), "origin": self.origin, "data": data, "offline": offline,
+            "command": self.command(), "origin": origin, "data": data, "offline": offline,
             "closed_loop": {name: {"start_seeds": r["start_seeds"],
                                    "methods": {m: e["summary"] for m, e in r["methods"].items()},
                                    "seeds": {m: e["seeds"] for m, e in r["methods"].items()},
@@ -605,7 +618,7 @@ class Study:
         if self.missing:
             summary["incomplete"] = self.missing
         write_json_atomic(root / "study.json", report.strict_json(summary))
-        md = self.markdown(results, offline, data, summary["closed_loop"].get("report", {}).get("outcomes"))
+        md = self.markdown(results, offline, data, origin, summary["closed_loop"].get("report", {}).get("outcomes"))
         (root / "study.md").write_text(md + "\n")
         for path in [root / "study.json", root / "study.md", *(root / name / "eval.md" for name in results)]:
             self.keep(path)            # the per-set eval.json repeats the kept episodes: rebuilt, not kept
@@ -629,12 +642,14 @@ class Study:
                  "deformpam": " / ".join(cell(f"implicit_s{k}") for k in self.seeds)}
         return {"offline top-1 regret": cells}
 
-    def outcome_lines(self, out: dict | None) -> list[str]:
+    def outcome_lines(self, out: dict | None, origin: dict) -> list[str]:
         """The pre-registered outcomes of the report set (:func:`outcomes`) as Markdown lines."""
         if not out:
             return []
+        commits = origin["commits"]
         lines = [f"## Pre-registered outcomes (report set; protocol `{self.s.preregistration}`, blob "
-                 f"{self.origin['preregistration']}, commit {self.origin['commit']})", "",
+                 f"{origin['preregistration']}, {'commit' if len(commits) == 1 else 'commits'} "
+                 f"{', '.join(commits) or 'not recorded'})", "",
                  "| outcome | estimate | 95% interval | seeds x states |", "|---|---|---|---|"]
         for kind in ("primary", "secondary"):
             for name, d in out[kind].items():
@@ -670,7 +685,7 @@ class Study:
                  *([] if s.snap_pick else ["--no-snap-pick"])]
         return "pam-jax study " + " ".join(flags)
 
-    def markdown(self, results, offline, data, report_outcomes: dict | None = None) -> str:
+    def markdown(self, results, offline, data, origin: dict, report_outcomes: dict | None = None) -> str:
         s = self.s
         lines = [f"# Study: {s.task}", "", f"    {self.command()}", "",
                  f"{s.train_seeds} training seeds; SL {s.sl_steps or 'default'} steps on {data['expert']['samples']} "
@@ -684,7 +699,7 @@ class Study:
                  f"## Closed loop, report set ({s.report_episodes} start states from {s.report_seed})", "",
                  (report.table_markdown(results["report"], extra=self.regret_column(offline))
                   if "report" in results else "(no complete method yet)"), "",
-                 *self.outcome_lines(report_outcomes),
+                 *self.outcome_lines(report_outcomes, origin),
                  f"## Closed loop, tuning set ({s.tune_episodes} start states from {TUNE_START})", "",
                  report.table_markdown(results["tune"]) if "tune" in results else "(no complete method yet)", "",
                  "## Offline (held-out preference states)", "",
