@@ -146,6 +146,8 @@ def test_the_tables_name_the_commits_of_the_records_not_of_the_call(tmp_path):
     results = {"report": {"methods": {"sl": {"episodes": [ep]}, "deformpam": {"episodes": [dict(ep, final=0.3)]}}}}
     origin = st.recorded_origin(results)
     assert origin == {"commits": ["a" * 40, "b" * 40], "dirty": True, "preregistration": "blob"}
+    st.origin = {"commit": "c" * 40, "dirty": False, "preregistration": None}       # --report-only names none
+    assert st.recorded_origin(results)["preregistration"] == "blob"
     out = {"primary": {"deformpam - sl": None}, "secondary": {}}
     heading = st.outcome_lines(out, origin)[0]
     assert f"commits {'a' * 40}, {'b' * 40})" in heading and "c" * 40 not in heading

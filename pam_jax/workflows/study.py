@@ -594,9 +594,10 @@ class Study:
         origins = [ep.get("origin") or {} for r in results.values() for e in r["methods"].values()
                    for ep in e["episodes"]]
         origins += [json.loads(m.read_text()) for m in sorted((self.root / "stages").glob("*.json"))]
+        blobs = sorted({o["preregistration"] for o in origins if o.get("preregistration")})
         return {"commits": sorted({o["commit"] for o in origins if o.get("commit")}),
                 "dirty": any(bool(o.get("dirty")) for o in origins),
-                "preregistration": self.origin["preregistration"]}
+                "preregistration": (blobs[0] if len(blobs) == 1 else blobs) if blobs else self.origin["preregistration"]}
 
     def write(self, results: dict, offline: dict, data: dict) -> dict:
         root = self.root
