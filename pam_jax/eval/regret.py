@@ -148,13 +148,14 @@ def selection_regret(dataset_dir, scorers: dict, *, num_points: int = 0, src_dir
 
 
 def format_regret(result: dict) -> str:
-    """A Markdown table of `selection_regret`'s result."""
+    """A Markdown table of `selection_regret`'s result, scorers by name (the same table whether the
+    result was just computed or read back from a record)."""
     rows = [f"Top-1 selection on {result['states']} held-out states ({'/'.join(result['splits'])}"
             + (f"; {result['skipped']} without recorded gains skipped" if result["skipped"] else "")
             + "): regret = best gain - gain of the argmax; normalised gain = (chosen - mean) / (best - mean) "
             "(1 = oracle, 0 = random); top-1 = argmax is a best candidate; mean ± 95% t half-width.", "",
             "| scorer | regret | normalised gain | top-1 | regret - random (paired, p) |", "|---|---|---|---|---|"]
-    for n, s in result["scorers"].items():
+    for n, s in sorted(result["scorers"].items()):
         d = result["regret_vs_random"].get(n)
         vs = "" if d is None else f"{d['mean']:+.4f} ± {d['ci']:.4f} (p={d['p_value']:.3g})"
         rows.append(f"| {n} | {s['regret']:.4f} ± {s['regret_ci']:.4f} | {s['norm_gain']:+.3f} ± "

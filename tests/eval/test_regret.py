@@ -88,6 +88,9 @@ def test_selection_regret_joins_held_out_records_with_their_gains(tmp_path):
     assert res["regret_vs_random"]["x"]["mean"] == pytest.approx(-s["random"]["regret"], rel=1e-6)
     table = regret.format_regret(res)
     assert "| x |" in table and "| random |" in table
+    # rows by scorer name, as a record read back from JSON (keys sorted) would give them
+    names = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert names == sorted(s) and names != list(s)
     # a folder without gains, or none at all
     with pytest.raises(FileNotFoundError, match="no such sample folder"):
         regret.selection_regret(rep["dataset_dir"], {}, src_dir=tmp_path / "nowhere")
