@@ -11,7 +11,8 @@ then the closed-loop episodes of every (size, checkpoint), each cached as one JS
 same file is copied under ``results``, which is restored into a run folder that lacks it). The
 tables (``curve.json``, ``curve.md``) are rebuilt from the cached episodes on every call. The
 start states are the tuning set's (1000..), never a report set's; the expert data come from
-start seeds 0.. (disjoint, checked).
+start seeds 0.. (disjoint, checked). ``--set KEY=VALUE ...`` changes the SL experiment (one factor
+at a time, e.g. ``model.num_tokens=128``); a root keeps the values it was made with.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ from pam_jax.workflows.study import EXPERT_START, TUNE_START, check_disjoint
 
 class Curve(Mirror):
     def __init__(self, task: str, root, results=None, *, episodes=(40, 160), steps=(1000, 2000, 4000, 8000),
-                 tune_episodes: int = 10, snap_pick: bool = True, log=print):
+                 tune_episodes: int = 10, snap_pick: bool = True, sets=(), log=print):
         self.task = tasks_lib.sim_task_name(task)
         self.spec = tasks_lib.get_task(task)
+        self.sets = list(sets)
+        self.sl_cfg = config_lib.override(config_lib.load_experiment(f"{self.spec.experiment}:supervised"),
+                                          self.sets)      # a bad --set is one line, before anything is written
         super().__init__(root, results)
         self.episodes, self.steps = sorted(set(episodes)), sorted(set(steps))
         if not self.episodes or min(self.episodes) < 1 or not self.steps or min(self.steps) < 1:
@@ -63,18 +67,24 @@ class Curve(Mirror):
                             "wall_s": time.perf_counter() - t0})
         self.log(f"[expert] {len(self.starts)} tuning episodes")
 
+    def check_sets(self, record: dict | None, what) -> dict | None:
+        """A stage's record, or a one-line ValueError when it was made with other --set values."""
+        if record is not None and record.get("sets", []) != self.sets:
+            raise ValueError(f"{what} was made with --set {' '.join(record.get('sets', [])) or '(none)'}, "
+                             f"this call gives {' '.join(self.sets) or '(none)'}; use another --root")
+        return record
+
     def data(self, n: int) -> pathlib.Path:
         """The expert data set of the first n episodes -> its data_dir."""
         src, tfds = self.root / "src" / f"e{n}", self.root / f"tfds_e{n}"
         marker = f"stages/data_e{n}.json"
-        if self.get(marker) is not None and tfds.is_dir():
+        if self.check_sets(self.get(marker), tfds) is not None and tfds.is_dir():
             return tfds
         t0 = time.perf_counter()
-        sl_cfg = config_lib.load_experiment(f"{self.spec.experiment}:supervised")
         r = write_expert_episodes(self.task, src, episodes=n, seed=EXPERT_START,
-                                  num_points=sl_cfg.data.num_points * 2, if_exists="skip", progress=False)
+                                  num_points=self.sl_cfg.data.num_points * 2, if_exists="skip", progress=False)
         b = build_dataset(src, task=self.spec.name, kind="supervised", data_dir=tfds, overwrite=True, progress=False)
-        self.save(marker, {"episodes": n, "samples": r["samples"] + r["skipped_existing"],
+        self.save(marker, {"episodes": n, "sets": self.sets, "samples": r["samples"] + r["skipped_existing"],
                            "success_rate": r["success_rate"], "num_examples": b.get("num_examples"),
                            "wall_s": time.perf_counter() - t0})
         self.log(f"[data e{n}] {time.perf_counter() - t0:.1f} s")
@@ -86,10 +96,10 @@ class Curve(Mirror):
         run = self.root / f"sl_e{n}"
         marker = f"stages/sl_e{n}.json"
         top = max(self.steps)
-        done = self.get(marker)
+        done = self.check_sets(self.get(marker), run)
         if done is not None and all((run / "checkpoints" / str(s)).is_dir() for s in self.steps):
             return run
-        cfg = config_lib.override(config_lib.load_experiment(f"{self.spec.experiment}:supervised"), [
+        cfg = config_lib.override(self.sl_cfg, [
             f"data.data_dir={data_dir}", f"train.run_dir={run}", "train.seed=0", "data.seed=0",
             f"train.steps={top}", f"train.checkpoint_every={min(self.steps)}",
             f"train.keep_checkpoints={top // min(self.steps) + 1}",
@@ -101,7 +111,7 @@ class Curve(Mirror):
         t0 = time.perf_counter()
         r = train(cfg, progress_bar=False, log=self.log)
         wall = time.perf_counter() - t0
-        self.save(marker, {"episodes": n, "steps": int(r.state.step), "wall_s": wall,
+        self.save(marker, {"episodes": n, "steps": int(r.state.step), "wall_s": wall, "sets": self.sets,
                            "steps_per_s": top / wall if wall > 0 else None})
         self.log(f"[sl e{n}] {top} steps in {wall:.1f} s")
         return run
@@ -161,10 +171,11 @@ class Curve(Mirror):
                     s["gap_closed"] = (s["final"] - s["start"]) / gap if gap > 0 else None
                     rows[f"e{n} step{step}"] = s
         out = {"task": self.task, "metric": self.spec.metric, "snap": self.spec.snap if self.snap_pick else "none",
-               "start_seeds": self.starts, "expert": expert, "sl": rows}
+               "start_seeds": self.starts, "sets": self.sets, "expert": expert, "sl": rows}
         self.save("curve.json", out)
         lines = [f"# SL learning curve: {self.task} (tuning start states {self.starts[0]}..{self.starts[-1]})", "",
-                 f"Metric: {self.spec.metric}; pick snapping: {out['snap']}.", "",
+                 f"Metric: {self.spec.metric}; pick snapping: {out['snap']}"
+                 + (f"; SL trained with --set {' '.join(self.sets)}" if self.sets else "") + ".", "",
                  f"Start {expert['start']}, scripted expert final {expert['final']} "
                  f"(success {expert['success']}), {expert['n']} episodes.", "",
                  "| expert episodes, SL steps | val loss | episodes | start | final | success | gap closed | s/episode |",
@@ -193,11 +204,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, nargs="+", default=[1000, 2000, 4000, 8000], help="SL checkpoints evaluated")
     ap.add_argument("--tune-episodes", type=int, default=10, help="tuning start states (from 1000)")
     ap.add_argument("--no-snap-pick", action="store_true", help="execute the actions as sampled")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="overrides of the SL experiment (one factor at a time, e.g. model.num_tokens=128)")
     a = ap.parse_args(argv)
 
     def go():
         Curve(a.task, a.root, a.results, episodes=a.episodes, steps=a.steps, tune_episodes=a.tune_episodes,
-              snap_pick=not a.no_snap_pick).run()
+              snap_pick=not a.no_snap_pick, sets=a.set).run()
         return 0
     return script_main("sl_curve", go)
 
