@@ -153,3 +153,22 @@ def test_the_tables_name_the_commits_of_the_records_not_of_the_call(tmp_path):
     assert f"commits {'a' * 40}, {'b' * 40})" in heading and "c" * 40 not in heading
     one = st.outcome_lines(out, {**origin, "commits": ["b" * 40]})[0]
     assert one.endswith(f"blob blob, commit {'b' * 40})")
+
+
+def test_the_tables_do_not_hang_on_which_run_folder_holds_the_episodes(tmp_path):
+    # the run folder that ran a study keeps the first tuning episode's filmstrip frames, its kept
+    # results do not: the study's tables (which list a filmstrip only where there are frames) must
+    # read the same rebuilt from either, so only the report set's seed-0 group carries frames
+    s = study.Settings.from_scale("rope", tmp_path / "run", "small", train_seeds=1)
+    st = study.Study(s, progress=False, log=lambda *_: None, report_only=True)
+    settings = st.episode_settings()
+    frame = {"cloud": [[0.0, 0.0, 0.0]], "candidates": [[[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]]], "chosen": 0}
+    for name, seed in (("tune", 1000), ("report", 3000)):
+        folder = tmp_path / "run" / "eval" / name / "sl" / "s0"
+        folder.mkdir(parents=True)
+        (folder / f"{seed}.json").write_text(json.dumps(
+            {"seed": seed, "scores": [0.1, 0.2], "final": 0.2, "success": False, "steps_to_success": None,
+             "metrics": {}, "settings": settings, "frames": [frame]}))
+    out = st.evaluate(["sl"], [], {"report": [3000], "tune": [1000]})
+    assert "frames" not in out["tune"]["methods"]["sl"]["episodes"][0]
+    assert len(out["report"]["methods"]["sl"]["episodes"][0]["frames"]) == 1

@@ -550,6 +550,8 @@ class Study:
             for st in starts:
                 if cached[st] is not None:
                     self.keep(folder / f"{st}.json", missing_only=True, drop_frames=not filmstrip)
+                    if not filmstrip:            # as the kept copy: the tables never hang on the run folder's
+                        cached[st].pop("frames", None)
             self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
                      f"({len(starts) - len(todo)} cached)")
             if todo and self.report_only:
@@ -572,7 +574,7 @@ class Study:
                 wall = (time.perf_counter() - t0) / len(todo)
                 for st, ep in zip(todo, eps):
                     ep.update(train_seed=k, wall_s=wall, batch=len(todo), settings=settings, origin=self.origin)
-                    if st != starts[0]:
+                    if st != starts[0] or not filmstrip:
                         ep.pop("frames", None)           # the filmstrip needs one episode's
                     write_json_atomic(folder / f"{st}.json", report.strict_json(ep))
                     self.keep(folder / f"{st}.json", drop_frames=not filmstrip)
