@@ -11,10 +11,11 @@ same TFDS builder as the real data. Stages: `supervised` (default), `dpo`, `rewa
 The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 --set model.width=240 model.num_tokens=256 data.num_points=3000.
 
-The full comparison (hours on 2 CPU cores): `pam-jax study --task cloth --scale full`; its
-tables go to RUN_DIR/study.md. The studies committed under docs/results/ ran with an earlier
-protocol (preference rollouts from other start seeds, no pick snapping, the disc coverage),
-which the current code does not reproduce, so no figure of theirs is quoted here.
+The full comparison (hours on 2 CPU cores): `pam-jax study --task cloth --scale full`; its tables
+go to RUN_DIR/study.md. The pre-registered studies (`make studies`, settings fixed in
+docs/preregistration.md) write `docs/results/prereg_cloth/` (report start seeds 3000-3029;
+BUILD_NOTES.md, "Pre-registered studies"). The older `docs/results/study_*` ran under an earlier
+protocol and are not quoted.
 """
 from pam_jax.experiments._sim import sim_config
 
