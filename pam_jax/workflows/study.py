@@ -550,7 +550,7 @@ class Study:
             for st in starts:
                 if cached[st] is not None:
                     self.keep(folder / f"{st}.json", missing_only=True, drop_frames=not filmstrip)
-                    if not filmstrip:            # as the kept copy: the tables never hang on the run folder's
+                    if not filmstrip:            # as in the kept copy: tables read the same from either
                         cached[st].pop("frames", None)
             self.log(f"[eval_{name}] {m} seed {k}: {len(starts)} start states "
                      f"({len(starts) - len(todo)} cached)")
