@@ -179,7 +179,7 @@ class Study:
         self.results = pathlib.Path(results) if results else None
         self.report_only = report_only
         self.missing: list[str] = []     # (set, method, seed) groups left out of a report-only table
-        self.outputs_unneeded = False    # set by run(): every result downstream of the outputs is recorded
+        self.needed: set[str] | None = None   # set by run(): the stages whose outputs this call needs
         self.exp = tasks_lib.get_task(settings.task).experiment
         self.data_task = tasks_lib.data_task_name(settings.task)
         self.seeds = list(range(settings.train_seeds))
@@ -237,7 +237,8 @@ class Study:
                 raise ValueError(f"study stage {name!r} in {self.root} was run with other settings; "
                                  "use another --run-dir or --fresh")
             self.times[name] = done["wall_s"]
-            if self.report_only or self.outputs_unneeded or present is None or present(done["result"]):
+            unneeded = self.needed is not None and name not in self.needed
+            if self.report_only or unneeded or present is None or present(done["result"]):
                 self.log(f"[{name}] done earlier ({done['wall_s']:.1f} s): skipped")
                 self.keep(marker, missing_only=True)
                 return done["result"]
@@ -356,10 +357,10 @@ class Study:
         # the largest preference collection could use (write_preference_round's guard)
         check_disjoint({"preference (at most)": range(PREFERENCE_START, TUNE_START), **self.seed_sets()})
         sets = self.start_sets()
-        # every result that needs the trained outputs is recorded: a dataset or checkpoint that
-        # is not on this machine is then not recomputed (nothing would read it)
-        self.outputs_unneeded = self.all_recorded(methods, sets)
-        if self.outputs_unneeded:
+        # a finished stage's dataset or checkpoint that is not on this machine is recomputed only
+        # when a result still to be computed reads it, directly or through a stage trained from it
+        self.needed = self.needed_outputs(methods, explicit, sets)
+        if not self.needed:
             self.log("every episode and offline record is here: missing datasets and checkpoints are not recomputed")
         sl_cfg0 = self.config("supervised", "sl_s0", seed=0, data_dir=root / "tfds")
         n_points = sl_cfg0.data.num_points * 2
@@ -380,10 +381,9 @@ class Study:
         for k in self.seeds:
             self.train_stage(f"sl_s{k}", self.config("supervised", f"sl_s{k}", seed=k, data_dir=root / "tfds"))
 
-        pref_seeds = self.seeds if s.per_seed_preferences else [0]
         finetune = {}
-        for k in pref_seeds:
-            name = f"preferences_s{k}" if s.per_seed_preferences else "preferences"
+        for k in sorted({self.pref_seed(k) for k in self.seeds}):
+            name = self.pref_stage(k)
             tfds_dir = root / (f"tfds_s{k}" if s.per_seed_preferences else "tfds")
             src = root / "src" / (f"finetune_s{k}" if s.per_seed_preferences else "finetune")
             k_cand = self.config("dpo", "dpo_s0", seed=0, data_dir=tfds_dir).preference.num_candidates
@@ -409,7 +409,7 @@ class Study:
         data["preferences"] = finetune
 
         def pref_data(k):
-            return finetune[k if s.per_seed_preferences else 0]
+            return finetune[self.pref_seed(k)]
 
         for k in self.seeds:
             self.train_stage(f"dpo_s{k}", self.config("dpo", f"dpo_s{k}", seed=k, parent=f"sl_s{k}",
@@ -512,27 +512,57 @@ class Study:
 
     def groups(self, methods, sets: dict):
         """-> (set name, its start seeds, method, training seed, episode folder) of every group
-        the evaluation runs: SL, DPO alone and DeformPAM for every training seed, the others for 0."""
-        for name, starts in sets.items():
-            for m in methods:
-                for k in self.method_seeds(m):
-                    yield name, starts, m, k, self.root / "eval" / name / m / f"s{k}"
+        the evaluation runs (SL, DPO alone and DeformPAM for every training seed, the others for
+        the first ones), training seed by seed: an evaluation interrupted on one machine leaves
+        whole seeds done, whose runs a resume on another one does not recompute."""
+        for k in self.seeds:
+            for name, starts in sets.items():
+                for m in methods:
+                    if k in self.method_seeds(m):
+                        yield name, starts, m, k, self.root / "eval" / name / m / f"s{k}"
 
-    def all_recorded(self, methods, sets: dict) -> bool:
-        """Whether the offline stages and every episode of every group are here, with this
-        study's settings (restored result files count)."""
-        stages = ["offline"] + (["estimators"] if regret_eval is not None and self.s.estimator_samples else [])
-        if not all((self.root / "stages" / f"{n}.json").exists() for n in stages):
-            return False
+    def needed_outputs(self, methods, explicit, sets: dict) -> set[str]:
+        """The stages whose outputs (datasets, checkpoints) a result not yet recorded reads, with
+        everything they are trained from: the runs of every (method, seed) group with an episode
+        missing, and all runs and preference data while an offline record is missing (restored
+        result files count). A finished stage outside this set is not recomputed."""
+        s = self.s
+        heads = {EXPLICIT[st]: st for st in explicit}
+        offline = ["offline"] + (["estimators"] if regret_eval is not None and s.estimator_samples else [])
+        runs: set[tuple[str, int]] = set()      # (run, its SL seed)
+        if not all((self.root / "stages" / f"{n}.json").exists() for n in offline):
+            runs |= {(f"{r}_s{k}", k) for k in self.seeds for r in ("sl", "dpo")}
+            runs |= {(self.explicit_run(st, k), k) for st in explicit for k in self.method_seeds(EXPLICIT[st])}
+            runs |= {(self.pref_stage(k), k) for k in self.seeds}
         settings = self.episode_settings()
-        return all(_load_episode(folder / f"{st}.json", settings) is not None
-                   for _, starts, _, _, folder in self.groups(methods, sets) for st in starts)
+        for _, starts, m, k, folder in self.groups(methods, sets):
+            if any(_load_episode(folder / f"{st}.json", settings) is None for st in starts):
+                runs.add((f"sl_s{k}", k))
+                if m in USES_DPO:
+                    runs.add((f"dpo_s{k}", k))
+                if m in heads:
+                    runs.add((self.explicit_run(heads[m], k), k))
+        needed = {r for r, _ in runs}
+        for r, k in runs:                       # what the preference-trained runs start from
+            if not r.startswith("sl_s"):
+                needed |= {self.pref_stage(k), f"sl_s{k}", f"sl_s{self.pref_seed(k)}"}
+        if any(r.startswith("sl_s") for r in needed):
+            needed.add("expert")
+        return needed
+
+    def pref_seed(self, k: int) -> int:
+        """The SL seed whose rollouts make SL seed k's preference data."""
+        return k if self.s.per_seed_preferences else 0
+
+    def pref_stage(self, k: int) -> str:
+        """The stage that collects SL seed k's preference data."""
+        return f"preferences_s{k}" if self.s.per_seed_preferences else "preferences"
 
     def evaluate(self, methods, explicit, sets: dict) -> dict:
-        """{set name: start seeds} -> {set name: result}. The sets run in order (the report set
-        first), and within a set SL and DeformPAM first, so the main comparison is complete
-        earliest; an agent per (method, training seed) is built only when an episode is not
-        cached, and serves every set. With report_only, a (set, method, seed) group enters the
+        """{set name: start seeds} -> {set name: result}. Training seed by seed (:meth:`groups`);
+        within a seed the sets in order (the report set first) and SL and DeformPAM first, so the
+        main comparison is complete earliest; an agent per (method, training seed) is built only
+        when an episode is not cached, and serves every set of its seed. With report_only, a (set, method, seed) group enters the
         tables only when all its episodes are cached."""
         s, root = self.s, self.root
         sims = []                        # one simulator per start state of the largest batch so far
@@ -544,6 +574,8 @@ class Study:
         episodes = {name: {m: [] for m in methods} for name in sets}
         agents = {}
         for name, starts, m, k, folder in self.groups(order, sets):
+            if any(seed != k for _, seed in agents):
+                agents.clear()           # a seed's agents serve none of the next seed's groups
             cached = {st: _load_episode(folder / f"{st}.json", wanted) for st in starts}
             todo = [st for st in starts if cached[st] is None]
             filmstrip = name == "report" and k == 0

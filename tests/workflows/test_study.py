@@ -1,5 +1,6 @@
 """`pam-jax study` end to end at a tiny size, and its resume: a second call trains nothing."""
 import json
+import pathlib
 
 import pytest
 
@@ -95,6 +96,23 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert partial["incomplete"] == ["report/deformpam/s1 (1/2)"]
     assert partial["closed_loop"]["report"]["methods"]["deformpam"]["train_seeds"] == 1
     assert "**Partial**" in (tmp_path / "partial" / "study.md").read_text()
+    # ... and a full run there computes only what that episode reads: SL seed 1 and its DPO, and
+    # the shared preference data from SL seed 0's rollouts, not DPO seed 0 (whose episodes and
+    # offline records are all kept); the episode comes out as the first machine recorded it
+    trained, ran = [], []
+    monkeypatch.setattr(study, "train", lambda cfg, **k: trained.append(cfg.train.run_dir) or real_train(cfg, **k))
+    monkeypatch.setattr(study.closed_loop, "run_episodes", lambda tasks, agent, seeds, **k:
+                        ran.append((agent.method, list(seeds))) or real_episodes(tasks, agent, seeds, **k))
+    resumed = tmp_path / "resumed"
+    study.run("rope", root=resumed, progress=False, log=lines.append, results=kept, **SIZES)
+    assert trained == [str(resumed / r) for r in ("sl_s0", "sl_s1", "dpo_s1")]
+    assert ran == [("deformpam", [2001])]
+
+    def course(path):
+        ep = json.loads(path.read_text())
+        return {k: ep[k] for k in ("final", "scores", "metrics", "success", "steps_to_success")}
+    rel = pathlib.Path("eval", "report", "deformpam", "s1", "2001.json")
+    assert course(resumed / rel) == course(root / rel)
     # a finished stage whose checkpoint is not on this machine is trained again when an episode
     # still needs it
     import shutil

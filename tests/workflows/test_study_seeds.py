@@ -1,9 +1,16 @@
 """Study start seeds: --report-seed picks the report set's seeds, a tuning run has no report set,
 the expert / preference / tuning / report sets are disjoint, and every training seed's offline
 regret is measured on that seed's own preference data."""
+import json
+
 import pytest
 
 from pam_jax.workflows import study
+
+
+def _put(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
 
 
 def _study(tmp_path, **kw):
@@ -128,6 +135,34 @@ def test_baseline_seeds_name_the_sl_seeds_the_other_methods_run_for(tmp_path):
     assert "--baseline-seeds" not in _study(tmp_path).command()
     with pytest.raises(ValueError, match="baseline_seeds"):
         _study(tmp_path, train_seeds=2, baseline_seeds=3)
+
+
+def test_evaluation_runs_seed_by_seed_and_a_resume_needs_only_the_unfinished_seeds_runs(tmp_path):
+    st = _study(tmp_path, train_seeds=3, baseline_seeds=2, report_episodes=2, tune_episodes=1,
+                per_seed_preferences=True)
+    methods, explicit, sets = ["sl", "deformpam", "oracle", "sl_explicit"], ["reward"], st.start_sets()
+    order = [(k, name, m) for name, _, m, k, _ in st.groups(methods, sets)]
+    assert [k for k, _, _ in order] == [0] * 8 + [1] * 8 + [2] * 4     # seed 2: SL and DeformPAM only
+    assert order[:4] == [(0, "report", "sl"), (0, "report", "deformpam"), (0, "report", "oracle"),
+                         (0, "report", "sl_explicit")]
+    # nothing recorded: every stage's output is needed
+    every = {"expert", *(f"{r}_s{k}" for r in ("sl", "dpo", "preferences") for k in range(3)), "reward", "reward_s1"}
+    assert st.needed_outputs(methods, explicit, sets) == every
+    # the offline records and all of seeds 0 and 2's episodes are here: only seed 1's runs, what
+    # they are trained from, and the expert data
+    for name in ("offline", "estimators"):
+        _put(st.root / "stages" / f"{name}.json", {})
+    for _, starts, _, k, folder in st.groups(methods, sets):
+        for s in starts if k != 1 else starts[:1]:
+            _put(folder / f"{s}.json", {"settings": st.episode_settings()})
+    assert st.needed_outputs(methods, explicit, sets) == {"expert", "sl_s1", "dpo_s1", "preferences_s1", "reward_s1"}
+    # shared preference data come from SL seed 0's rollouts, so seed 0's SL is needed too
+    st = _study(tmp_path, train_seeds=3, baseline_seeds=2, report_episodes=2, tune_episodes=1)
+    assert st.needed_outputs(methods, explicit, sets) == {"expert", "sl_s0", "sl_s1", "dpo_s1", "preferences",
+                                                          "reward_s1"}
+    for _, starts, _, k, folder in st.groups(methods, sets):
+        _put(folder / f"{starts[-1]}.json", {"settings": st.episode_settings()})
+    assert st.needed_outputs(methods, explicit, sets) == set()
 
 
 def test_outcomes_compare_on_the_seeds_both_ran():
