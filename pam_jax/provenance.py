@@ -64,6 +64,26 @@ def package_stack(repo=None) -> dict:
             "packages": versions}
 
 
+def machine(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU a record is made on, in one phrase: architecture, model name and, on x86-64, the
+    widest vector extension XLA compiles for ("avx512f", "avx2"). XLA's CPU kernels round
+    differently per extension, so a run trained again on another one is close to the first but not
+    bit for bit the same; the records say where each part ran."""
+    flags, model = [], None
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = value.split()
+    except OSError:
+        pass
+    ext = next((e for e in ("avx512f", "avx2", "avx") if e in flags), None)
+    return ", ".join(x for x in (platform.machine() or "unknown", model, ext) if x)
+
+
 def check_stack(recorded: dict, current: dict, where: str) -> None:
     """A one-line ValueError when `current` is another package stack than `recorded`."""
     diff = []

@@ -105,7 +105,7 @@ def test_every_episode_names_the_commit_and_the_preregistration(repo, tmp_path, 
     eps = sorted((tmp_path / "run" / "eval").rglob("*.json"))
     assert len(eps) == 3
     want = {"commit": _git(repo, "rev-parse", "HEAD"), "dirty": False,
-            "preregistration": _git(repo, "hash-object", str(prereg))}
+            "preregistration": _git(repo, "hash-object", str(prereg)), "machine": provenance.machine()}
     assert all(json.loads(p.read_text())["origin"] == want for p in eps)
     st.stage("probe", {"a": 1}, lambda: {"x": 1})          # a stage record names both too
     rec = json.loads((tmp_path / "run" / "stages" / "probe.json").read_text())
@@ -153,6 +153,25 @@ def test_the_tables_name_the_commits_of_the_records_not_of_the_call(tmp_path):
     assert f"commits {'a' * 40}, {'b' * 40})" in heading and "c" * 40 not in heading
     one = st.outcome_lines(out, {**origin, "commits": ["b" * 40]})[0]
     assert one.endswith(f"blob blob, commit {'b' * 40})")
+    assert not any("made on" in line for line in st.outcome_lines(out, origin))   # older records name no CPU
+    # records made on two CPUs (a study resumed on another machine): both are named
+    ep2 = dict(ep, origin={**ep["origin"], "machine": "x86_64, CPU B, avx512f"})
+    (stages / "sl_s0.json").write_text(json.dumps({"params": {}, "commit": "a" * 40, "machine": "x86_64, CPU A, avx2"}))
+    both = st.recorded_origin({"report": {"methods": {"sl": {"episodes": [ep, ep2]}}}})
+    assert both["machines"] == {"not recorded": 2, "x86_64, CPU A, avx2": 1, "x86_64, CPU B, avx512f": 1}
+    assert ("Stage and episode records made on: not recorded (2); x86_64, CPU A, avx2 (1); x86_64, CPU B, avx512f (1)."
+            in st.outcome_lines(out, both))
+
+
+def test_the_machine_names_the_cpu_and_its_widest_vector_extension(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "x86_64")
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 sse4a\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 sse4a\n")
+    assert provenance.machine(info) == "x86_64, AMD EPYC, avx2"
+    info.write_text("model name\t: Intel Xeon\nflags\t: sse2 avx avx2 avx512f avx512bw\n")
+    assert provenance.machine(info) == "x86_64, Intel Xeon, avx512f"
+    assert provenance.machine(tmp_path / "none") == "x86_64"                  # no /proc/cpuinfo (macOS)
 
 
 def test_the_tables_do_not_hang_on_which_run_folder_holds_the_episodes(tmp_path):

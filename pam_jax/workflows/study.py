@@ -194,7 +194,8 @@ class Study:
         code = provenance.code_commit(ignore=own)
         prereg = (provenance.preregistration(settings.preregistration, ignore=own)
                   if settings.preregistration and not report_only else None)
-        self.origin = {**code, "preregistration": prereg["blob"] if prereg else None}
+        self.origin = {**code, "preregistration": prereg["blob"] if prereg else None,
+                       "machine": provenance.machine()}
 
     def check_provenance(self) -> None:
         """The run folder's ``provenance.json`` (the package stack and preregistration it was
@@ -622,16 +623,20 @@ class Study:
     # ------------------------------------------------------------------ the report
     def recorded_origin(self, results: dict) -> dict:
         """What the study's records say they were made with: the commits of its stage and episode
-        records, whether any came from a modified checkout, and the protocol. The tables name
-        these, not the call that writes them, so a call that only rebuilds them at a later commit
-        writes the same files."""
+        records, whether any came from a modified checkout, the protocol, and the CPUs they were
+        made on where recorded (a resume on another one retrains close, not bit-identical, runs).
+        The tables name these, not the call that writes them, so a call that only rebuilds them at
+        a later commit writes the same files."""
         origins = [ep.get("origin") or {} for r in results.values() for e in r["methods"].values()
                    for ep in e["episodes"]]
         origins += [json.loads(m.read_text()) for m in sorted((self.root / "stages").glob("*.json"))]
         blobs = sorted({o["preregistration"] for o in origins if o.get("preregistration")})
+        named = [o.get("machine") or "not recorded" for o in origins]
+        machines = {m: named.count(m) for m in sorted(set(named))} if set(named) - {"not recorded"} else {}
         return {"commits": sorted({o["commit"] for o in origins if o.get("commit")}),
                 "dirty": any(bool(o.get("dirty")) for o in origins),
-                "preregistration": (blobs[0] if len(blobs) == 1 else blobs) if blobs else self.origin["preregistration"]}
+                "preregistration": (blobs[0] if len(blobs) == 1 else blobs) if blobs else self.origin["preregistration"],
+                **({"machines": machines} if machines else {})}
 
     def write(self, results: dict, offline: dict, data: dict) -> dict:
         root = self.root
@@ -685,6 +690,8 @@ class Study:
         lines = [f"## Pre-registered outcomes (report set; protocol `{self.s.preregistration}`, blob "
                  f"{origin['preregistration']}, {'commit' if len(commits) == 1 else 'commits'} "
                  f"{', '.join(commits) or 'not recorded'})", "",
+                 *([f"Stage and episode records made on: {'; '.join(f'{m} ({n})' for m, n in origin['machines'].items())}.", ""]
+                   if origin.get("machines") else []),
                  "| outcome | estimate | 95% interval | seeds x states |", "|---|---|---|---|"]
         for kind in ("primary", "secondary"):
             for name, d in out[kind].items():
