@@ -34,9 +34,10 @@ print(json.dumps({"num_points": c.metadata["num_points"], "action": a["action"].
 
 @pytest.mark.slow
 def test_the_client_package_installs_without_jax_and_drives_a_server(world_server, tmp_path):
-    uv = shutil.which("uv")
+    local = REPO / ".tools" / "uv" / "bin" / "uv"      # where `make install` puts uv when none is on PATH
+    uv = shutil.which("uv") or (str(local) if local.exists() else None)
     if not uv:
-        pytest.skip("uv is not installed: cannot make the empty venv")
+        pytest.skip("uv is not installed (on PATH or in .tools/uv): cannot make the empty venv")
     venv = tmp_path / "robot"
     py = venv / "bin" / "python"
     try:
