@@ -563,8 +563,8 @@ class Study:
         """{set name: start seeds} -> {set name: result}. Training seed by seed (:meth:`groups`);
         within a seed the sets in order (the report set first) and SL and DeformPAM first, so the
         main comparison is complete earliest; an agent per (method, training seed) is built only
-        when an episode is not cached, and serves every set of its seed. With report_only, a (set, method, seed) group enters the
-        tables only when all its episodes are cached."""
+        when an episode is not cached, and serves every set of its seed. With report_only, a (set,
+        method, seed) group enters the tables only when all its episodes are cached."""
         s, root = self.s, self.root
         sims = []                        # one simulator per start state of the largest batch so far
         settings = self.episode_settings()
