@@ -64,14 +64,11 @@ def package_stack(repo=None) -> dict:
             "packages": versions}
 
 
-def machine(cpuinfo="/proc/cpuinfo") -> str:
-    """The CPU a record is made on, in one phrase: architecture, model name and, on x86-64, the
-    widest vector extension XLA compiles for ("avx512f", "avx2"). XLA's CPU kernels round
-    differently per extension, so a run trained again on another one is close to the first but not
-    bit for bit the same; the records say where each part ran."""
+def _cpuinfo(path) -> tuple[str | None, list[str]]:
+    """(model name, flags) of the first processor in a /proc/cpuinfo file; (None, []) without one."""
     flags, model = [], None
     try:
-        with open(cpuinfo) as f:
+        with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name" and model is None:
@@ -80,8 +77,23 @@ def machine(cpuinfo="/proc/cpuinfo") -> str:
                     flags = value.split()
     except OSError:
         pass
-    ext = next((e for e in ("avx512f", "avx2", "avx") if e in flags), None)
-    return ", ".join(x for x in (platform.machine() or "unknown", model, ext) if x)
+    return model, flags
+
+
+def vector_extension(cpuinfo="/proc/cpuinfo") -> str | None:
+    """The widest x86-64 vector extension of this CPU that XLA compiles for ("avx512f", "avx2",
+    "avx"), or None (another architecture, or no /proc/cpuinfo)."""
+    flags = _cpuinfo(cpuinfo)[1]
+    return next((e for e in ("avx512f", "avx2", "avx") if e in flags), None)
+
+
+def machine(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU a record is made on, in one phrase: architecture, model name and widest vector
+    extension. XLA's CPU kernels round differently per extension, so a run trained again on
+    another one is close to the first but not bit for bit the same; the records say where each
+    part ran."""
+    parts = (platform.machine() or "unknown", _cpuinfo(cpuinfo)[0], vector_extension(cpuinfo))
+    return ", ".join(x for x in parts if x)
 
 
 def check_stack(recorded: dict, current: dict, where: str) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers.tiny import TINY_MODEL, perturbed_policy, random_clouds
 
+from pam_jax import provenance
 from pam_jax.config import DiffusionConfig, RuntimeConfig
 from pam_jax.models import geometry, kernels, layers
 from pam_jax.models.policy import sample_actions
@@ -30,20 +31,15 @@ SAVED = pathlib.Path(__file__).with_name("selections_before_runtime.npz")
 FORMS = {"default": RuntimeConfig(), "forced": RuntimeConfig(pad="on", fps="argmax", small_attention=0)}
 
 
-def _vector_extension() -> str | None:
-    """The widest x86-64 vector extension of this CPU with saved figures ("avx512f", "avx2"), or None."""
-    if platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"):
-        return None
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return next((ext for ext in ("avx512f", "avx2") if ext in flags), None)
+SAVED_FOR = ("avx512f", "avx2")     # the vector extensions with saved figures
 
 
-@pytest.mark.skipif(_vector_extension() is None, reason="the saved figures are those of x86-64 CPUs with AVX2 or AVX-512")
+@pytest.mark.skipif(platform.machine() != "x86_64" or provenance.vector_extension() not in SAVED_FOR,
+                    reason="the saved figures are those of x86-64 CPUs with AVX2 or AVX-512")
 @pytest.mark.parametrize("form", list(FORMS))
 def test_selections_equal_those_before_the_runtime_section(form):
     saved = np.load(SAVED)
-    prefix = f"{_vector_extension()}/{os.environ['PAM_JAX_TESTS_CODEGEN']}/{form}/"
+    prefix = f"{provenance.vector_extension()}/{os.environ['PAM_JAX_TESTS_CODEGEN']}/{form}/"
     rt = FORMS[form]
     g, ref = perturbed_policy(0)
     _, pol = perturbed_policy(1)
