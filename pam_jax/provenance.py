@@ -80,11 +80,14 @@ def _cpuinfo(path) -> tuple[str | None, list[str]]:
     return model, flags
 
 
+def _widest(flags) -> str | None:
+    return next((e for e in ("avx512f", "avx2", "avx") if e in flags), None)
+
+
 def vector_extension(cpuinfo="/proc/cpuinfo") -> str | None:
     """The widest x86-64 vector extension of this CPU that XLA compiles for ("avx512f", "avx2",
     "avx"), or None (another architecture, or no /proc/cpuinfo)."""
-    flags = _cpuinfo(cpuinfo)[1]
-    return next((e for e in ("avx512f", "avx2", "avx") if e in flags), None)
+    return _widest(_cpuinfo(cpuinfo)[1])
 
 
 def machine(cpuinfo="/proc/cpuinfo") -> str:
@@ -92,7 +95,8 @@ def machine(cpuinfo="/proc/cpuinfo") -> str:
     extension. XLA's CPU kernels round differently per extension, so a run trained again on
     another one is close to the first but not bit for bit the same; the records say where each
     part ran."""
-    parts = (platform.machine() or "unknown", _cpuinfo(cpuinfo)[0], vector_extension(cpuinfo))
+    model, flags = _cpuinfo(cpuinfo)
+    parts = (platform.machine() or "unknown", model, _widest(flags))
     return ", ".join(x for x in parts if x)
 
 
