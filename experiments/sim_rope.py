@@ -13,8 +13,9 @@ The model is the toy size (width 128, 32 tokens, 1000 points); scale it with
 
 The full comparison (hours on 2 CPU cores): `pam-jax study --task rope --scale full`; its tables go
 to RUN_DIR/study.md. The pre-registered studies (`make studies`, settings fixed in
-docs/preregistration.md) write `docs/results/prereg_rope/` once it has run (report start seeds
-3000-3029). The older `docs/results/study_*` ran under an earlier protocol and are not quoted.
+docs/preregistration.md) write `docs/results/prereg_rope/` and `prereg_rope_b/` (report start
+seeds 3000-3029; BUILD_NOTES.md, "Pre-registered studies"). The older `docs/results/study_*` ran
+under an earlier protocol and are not quoted.
 """
 from pam_jax.experiments._sim import sim_config
 
