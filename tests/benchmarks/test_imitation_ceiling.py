@@ -47,3 +47,23 @@ def test_each_executed_action_is_among_the_first_k_annotated(monkeypatch):
     assert executed and len(executed) == len(annotated)
     picks = [int(np.flatnonzero([np.array_equal(e, a) for a in acts])[0]) for e, acts in zip(executed, annotated)]
     assert max(picks) < 3
+
+
+def test_noise_moves_only_xy_of_a_pose_among_the_first_k(monkeypatch):
+    annotated, executed = [], []
+
+    def recording_expert(task, rng, max_alternatives):
+        acts = expert_actions(task, rng, max_alternatives)
+        annotated.append(acts)
+        return acts
+
+    monkeypatch.setattr(imitation_ceiling, "expert_actions", recording_expert)
+    task = make_task("granular")
+    step = task.step
+    monkeypatch.setattr(task, "step", lambda a: executed.append(np.array(a)) or step(a))
+    imitation_ceiling.episode(task, 1002, poses=2, repeat=1, max_alternatives=10, noise=0.01)
+    assert executed and len(executed) == len(annotated)
+    for e, acts in zip(executed, annotated):
+        offsets = [np.abs(e[:, :2] - a[:, :2]).max() for a in acts[:2]]
+        k = int(np.argmin(offsets))
+        assert np.array_equal(e[:, 2], acts[k][:, 2]) and 0 < offsets[k] < 0.05
