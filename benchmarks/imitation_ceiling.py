@@ -4,7 +4,8 @@ sample uniformly among all of them (`draw_pose`; the executed action first, then
 alternatives), so K = all is the distribution a perfectly fitted SL policy samples from, and
 K = 1 is the expert itself. With ``--noise`` S (metres), each drawn pose's two points also move
 by independent Gaussian offsets of standard deviation S in x and y: how precisely a policy must
-place its points to keep the score. No network: the simulator and the expert only.
+place its points to keep the score (a sweep needs no grasp; a rope or cloth pick moved off the
+object is refused, as an unsnapped one would be). No network: the simulator and the expert only.
 
     .venv/bin/python benchmarks/imitation_ceiling.py --task granular --poses 1 3 10 \\
         --noise 0 0.01 0.02 --starts 10 --repeats 3 --out OUT.json
@@ -25,6 +26,7 @@ import time
 import numpy as np
 
 from pam_jax import provenance
+from pam_jax import tasks as tasks_lib
 from pam_jax.sim import make_task
 from pam_jax.sim.experts import expert_actions
 from pam_jax.workflows.study import TUNE_START
@@ -46,7 +48,7 @@ def episode(task, start: int, poses: int, repeat: int, max_alternatives: int, no
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", required=True, choices=["rope", "granular", "cloth"])
+    ap.add_argument("--task", required=True, choices=tasks_lib.sim_task_names())
     ap.add_argument("--poses", type=int, nargs="+", default=[1, 3, 10],
                     help="K: draw among the first K annotated poses (1 = the expert)")
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0],
@@ -66,13 +68,13 @@ def main(argv=None) -> dict:
     for k, noise in settings:
         t0 = time.perf_counter()
         eps = [episode(task, s, k, r, a.max_alternatives, noise) for s in starts for r in range(a.repeats)]
-        rows[k, noise] = {"poses": k, "noise": noise, "episodes": len(eps), "wall_s": time.perf_counter() - t0,
-                   "start": float(np.mean([e["scores"][0] for e in eps])),
-                   "final": float(np.mean([e["final"] for e in eps])),
-                   "success": float(np.mean([e["success"] for e in eps])),
-                   "gain_per_step": float(np.mean([np.mean(np.diff(e["scores"])) for e in eps
-                                                   if len(e["scores"]) > 1])),
-                   "finals": [e["final"] for e in eps]}
+        rows[k, noise] = {
+            "poses": k, "noise": noise, "episodes": len(eps), "wall_s": time.perf_counter() - t0,
+            "start": float(np.mean([e["scores"][0] for e in eps])),
+            "final": float(np.mean([e["final"] for e in eps])),
+            "success": float(np.mean([e["success"] for e in eps])),
+            "gain_per_step": float(np.mean([np.mean(np.diff(e["scores"])) for e in eps if len(e["scores"]) > 1])),
+            "finals": [e["final"] for e in eps]}
     expert = rows[1, 0.0]
     for row in rows.values():
         gap = expert["final"] - row["start"]
