@@ -31,7 +31,8 @@ def test_one_pose_is_the_expert_and_rows_name_their_starts(tmp_path):
     assert json.loads(out.read_text())["start_seeds"] == [1000]
 
 
-def test_each_executed_action_is_among_the_first_k_annotated(monkeypatch):
+def recorded(monkeypatch, task_name: str):
+    """A task whose executed actions, and the expert's annotated poses at each state, are recorded."""
     annotated, executed = [], []
 
     def recording_expert(task, rng, max_alternatives):
@@ -40,9 +41,14 @@ def test_each_executed_action_is_among_the_first_k_annotated(monkeypatch):
         return acts
 
     monkeypatch.setattr(imitation_ceiling, "expert_actions", recording_expert)
-    task = make_task("rope")
+    task = make_task(task_name)
     step = task.step
     monkeypatch.setattr(task, "step", lambda a: executed.append(np.array(a)) or step(a))
+    return task, annotated, executed
+
+
+def test_each_executed_action_is_among_the_first_k_annotated(monkeypatch):
+    task, annotated, executed = recorded(monkeypatch, "rope")
     imitation_ceiling.episode(task, 1001, poses=3, repeat=1, max_alternatives=10)
     assert executed and len(executed) == len(annotated)
     picks = [int(np.flatnonzero([np.array_equal(e, a) for a in acts])[0]) for e, acts in zip(executed, annotated)]
@@ -50,17 +56,7 @@ def test_each_executed_action_is_among_the_first_k_annotated(monkeypatch):
 
 
 def test_noise_moves_only_xy_of_a_pose_among_the_first_k(monkeypatch):
-    annotated, executed = [], []
-
-    def recording_expert(task, rng, max_alternatives):
-        acts = expert_actions(task, rng, max_alternatives)
-        annotated.append(acts)
-        return acts
-
-    monkeypatch.setattr(imitation_ceiling, "expert_actions", recording_expert)
-    task = make_task("granular")
-    step = task.step
-    monkeypatch.setattr(task, "step", lambda a: executed.append(np.array(a)) or step(a))
+    task, annotated, executed = recorded(monkeypatch, "granular")
     imitation_ceiling.episode(task, 1002, poses=2, repeat=1, max_alternatives=10, noise=0.01)
     assert executed and len(executed) == len(annotated)
     for e, acts in zip(executed, annotated):
